@@ -1,0 +1,73 @@
+"""Subject pseudonymisation: a keyed hash (HMAC-SHA256) of USUBJID.
+
+The key comes from ``CT_PSEUDONYM_KEY``. Without it, a development key is generated once under
+``$CT_HOME`` (mode 0600), so pseudonyms are stable across runs on one machine and never committed.
+The same key must be used everywhere (pipeline, serving) for pseudonyms to join.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+import pandas as pd
+
+from ct_assets import settings
+
+SUBJECT_KEY = "SUBJECT_KEY"
+PREFIX = "S-"
+DIGEST_CHARS = 20  # 80 bits: collision-free for any realistic trial, short enough to read
+
+
+def _dev_key_path() -> Path:
+    return settings.ct_home() / "secrets" / "pseudonym.key"
+
+
+def pseudonym_key() -> bytes:
+    env = os.environ.get("CT_PSEUDONYM_KEY")
+    if env:
+        return env.encode()
+    path = _dev_key_path()
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+    return path.read_text().strip().encode()
+
+
+def pseudonymise(ids: pd.Series, key: bytes | None = None) -> pd.Series:
+    """Map raw subject ids to stable pseudonyms; nulls stay null."""
+    key = key or pseudonym_key()
+    uniq = ids.dropna().unique()
+    mapping = {
+        raw: PREFIX + hmac.new(key, str(raw).encode(), hashlib.sha256).hexdigest()[:DIGEST_CHARS]
+        for raw in uniq
+    }
+    return ids.map(mapping)
+
+
+SPLIT_BUCKET = "SPLIT_BUCKET"
+BUCKETS = 1000
+
+
+def split_bucket(ids: pd.Series) -> pd.Series:
+    """A bucket 0..999 from an unkeyed hash of the raw id, for train/holdout assignment.
+
+    The holdout must not depend on the secret key (it would differ per machine), and a bucket
+    shared by many potential ids identifies nobody.
+    """
+    return ids.map(lambda raw: int(hashlib.sha256(str(raw).encode()).hexdigest()[:8], 16) % BUCKETS)
+
+
+def replace_subject_ids(df: pd.DataFrame, key: bytes | None = None) -> pd.DataFrame:
+    """Swap USUBJID for SUBJECT_KEY and drop the other direct identifiers SDTM carries."""
+    out = df.drop(columns=[c for c in ("SUBJID",) if c in df.columns])
+    if "USUBJID" in out.columns:
+        keys = pseudonymise(out["USUBJID"], key)
+        out = out.drop(columns=["USUBJID"])
+        out.insert(0, SUBJECT_KEY, keys)
+    return out

@@ -1,0 +1,57 @@
+"""Processed visits, computed by the PySpark job in ``spark/visits.py``."""
+
+
+import dagster as dg
+import pandas as pd
+from dagster_pyspark import LazyPySparkResource
+
+from ct_assets import keys
+from ct_assets.lib.lake import new_version_dir, publish_dir
+from ct_assets.lib.sdtm import FINDINGS_DOMAINS
+from ct_assets.resources import Lake
+from spark import visits as job
+
+VISIT_COLUMNS = {"SUBJECT_KEY": "string", "VISITNUM": "float64", "STUDY_DAY": "float64",
+                 "N_ABNORMAL": "int32", "N_RESULTS": "int32"}
+
+
+@dg.asset(
+    key=keys.PROCESSED_VISITS,
+    group_name="processing",
+    kinds={"spark", "parquet"},
+    deps=[keys.validated(d) for d in FINDINGS_DOMAINS] + [keys.validated("DM")],
+    description="One row per subject per visit: findings (vital signs, labs) in standard units, one column per test.",
+)
+def processed_visits(context: dg.AssetExecutionContext, pyspark: LazyPySparkResource, lake: Lake) -> dg.MaterializeResult:
+    out = lake.path_for(keys.PROCESSED_VISITS.path[-1])
+    sources = {d: lake.path_for(keys.validated(d).path[-1]) for d in FINDINGS_DOMAINS}
+    present = {d: p for d, p in sources.items() if not pd.read_parquet(p, columns=["SUBJECT_KEY"]).empty}
+    version = new_version_dir(out)
+    if present:
+        spark = pyspark.spark_session
+        spark.sparkContext.setLogLevel("WARN")
+        findings = {d: spark.read.parquet(str(p)) for d, p in present.items()}
+        dm = spark.read.parquet(str(lake.path_for(keys.validated("DM").path[-1])))
+        units = job.test_units(findings)
+        job.process_visits(findings, dm).write.mode("overwrite").parquet(str(version))
+        master = spark.sparkContext.master
+    else:
+        context.log.warning("no findings domain in this study: processed visits are empty")
+        version.mkdir(parents=True)
+        pd.DataFrame({c: pd.Series(dtype=t) for c, t in VISIT_COLUMNS.items()}).to_parquet(version / "part-0.parquet")
+        units, master = {}, "none"
+    publish_dir(version, out)
+    visits = pd.read_parquet(out)
+    tests = [c for c in visits.columns if c not in VISIT_COLUMNS]
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(visits),
+            "subjects": int(visits["SUBJECT_KEY"].nunique()),
+            "visits_per_subject_median": float(visits.groupby("SUBJECT_KEY").size().median()) if len(visits) else 0.0,
+            "tests": len(tests),
+            "domains": ", ".join(sorted(present)) or "none",
+            "spark_master": master,
+            "units": dg.MetadataValue.md("| test | unit |\n|---|---|\n" + "\n".join(f"| {t} | {units.get(t, '')} |" for t in tests)),
+            "path": dg.MetadataValue.path(str(out)),
+        }
+    )

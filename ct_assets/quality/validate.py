@@ -1,0 +1,72 @@
+"""Split a raw domain into accepted and quarantined rows, keeping every row and why it failed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import pandera.pandas as pa
+from pandera.errors import SchemaErrors
+
+REASON = "_QUARANTINE_REASON"
+RULES = "_QUARANTINE_RULES"
+
+
+@dataclass(frozen=True)
+class Split:
+    accepted: pd.DataFrame
+    quarantined: pd.DataFrame
+
+    @property
+    def score(self) -> float:
+        """Share of rows accepted (1.0 for an empty domain: nothing was lost)."""
+        total = len(self.accepted) + len(self.quarantined)
+        return len(self.accepted) / total if total else 1.0
+
+    def rule_counts(self) -> dict[str, int]:
+        if self.quarantined.empty:
+            return {}
+        return self.quarantined[RULES].str.split("; ").explode().value_counts().to_dict()
+
+
+def _describe(row: pd.Series) -> str:
+    """'COLUMN: rule' for a column check; just the rule for a check over whole rows."""
+    check = str(row["check"])
+    if row["schema_context"] == "DataFrameSchema" and check != "multiple_fields_uniqueness":
+        return check
+    return f"{row['column']}: {check}" if isinstance(row["column"], str) else check
+
+
+def _frame_level_failures(cases: pd.DataFrame) -> list[str]:
+    frame = cases[cases["index"].isna()]
+    return sorted({f"{_describe(r)} ({r['failure_case']})" for _, r in frame.iterrows()})
+
+
+def split_valid(df: pd.DataFrame, schema: pa.DataFrameSchema) -> Split:
+    """Validate ``df`` lazily; rows named in the failure cases are quarantined with their rules.
+
+    Failures that name no row (a required column missing, say) quarantine the whole domain with
+    that reason, rather than dropping it or failing the run without a trace.
+    """
+    df = df.reset_index(drop=True)
+    empty_q = df.iloc[0:0].assign(**{REASON: pd.Series(dtype=str), RULES: pd.Series(dtype=str)})
+    try:
+        return Split(schema.validate(df, lazy=True), empty_q)
+    except SchemaErrors as err:
+        cases = err.failure_cases
+
+    frame_failures = _frame_level_failures(cases)
+    if frame_failures:
+        reason = "; ".join(frame_failures)
+        quarantined = df.assign(**{REASON: reason, RULES: "; ".join(sorted({f.split(" (")[0] for f in frame_failures}))})
+        return Split(df.iloc[0:0], quarantined)
+
+    row_cases = cases[cases["index"].notna()].copy()
+    row_cases["index"] = row_cases["index"].astype(int)
+    row_cases["rule"] = row_cases.apply(_describe, axis=1)
+    rules = row_cases.groupby("index")["rule"].agg(lambda s: "; ".join(sorted(set(s))))
+    bad = df.index.isin(rules.index)
+    quarantined = df[bad].assign(**{RULES: rules, REASON: rules.map(lambda r: f"failed: {r}")})
+    accepted = df[~bad]
+    # The accepted rows must now pass on their own; this also applies the schema's coercions.
+    return Split(schema.validate(accepted, lazy=True), quarantined)

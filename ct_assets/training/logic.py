@@ -1,0 +1,190 @@
+"""Outcome labels, the train/holdout split, the model and its evaluation: plain functions.
+
+The default outcome is a *clinically significant adverse event after the feature window*: a
+serious AE (AESER = "Y"), a severe AE (AESEV = "SEVERE") or a discontinuation for an adverse
+event (DS.DSDECOD = "ADVERSE EVENT"), starting after study day ``after_day`` (the end of the
+feature window). Subjects with such an event on or before that day are excluded (the landmark
+design): predicting an event that already happened would leak the answer into the features.
+Events whose day cannot be placed (partial dates) count as outcomes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from ct_assets.features.logic import CATEGORICAL
+from ct_assets.lib.privacy import SPLIT_BUCKET, SUBJECT_KEY
+from ct_assets.lib.sdtm import study_day
+
+LABEL = "LABEL"
+SPLIT = "SPLIT"
+NON_FEATURES = {SUBJECT_KEY, LABEL, SPLIT, SPLIT_BUCKET}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ae_serious: bool = True
+    ae_severities: tuple[str, ...] = ("SEVERE",)
+    ds_terms: tuple[str, ...] = ("ADVERSE EVENT",)
+    after_day: int = 30
+
+
+def _day(df: pd.DataFrame, day_col: str, dtc_col: str, dm: pd.DataFrame) -> pd.Series:
+    day = df[day_col] if day_col in df else pd.Series(np.nan, index=df.index)
+    ref = df[SUBJECT_KEY].map(dm.set_index(SUBJECT_KEY)["RFSTDTC"])
+    return day.astype("Float64").fillna(study_day(df[dtc_col].astype("string"), ref.astype("string")))
+
+
+def outcome_events(ae: pd.DataFrame | None, ds: pd.DataFrame | None, dm: pd.DataFrame, outcome: Outcome) -> pd.DataFrame:
+    """Every event that meets the outcome definition, with its study day (NaN when unknown)."""
+    frames = []
+    if ae is not None and len(ae):
+        hit = pd.Series(False, index=ae.index)
+        if outcome.ae_serious and "AESER" in ae:
+            hit |= ae["AESER"].eq("Y")
+        if outcome.ae_severities and "AESEV" in ae:
+            hit |= ae["AESEV"].isin(outcome.ae_severities)
+        sel = ae[hit]
+        frames.append(pd.DataFrame({SUBJECT_KEY: sel[SUBJECT_KEY], "DAY": _day(sel, "AESTDY", "AESTDTC", dm), "SOURCE": "AE"}))
+    if ds is not None and len(ds) and outcome.ds_terms:
+        sel = ds[ds["DSDECOD"].isin(outcome.ds_terms)]
+        frames.append(pd.DataFrame({SUBJECT_KEY: sel[SUBJECT_KEY], "DAY": _day(sel, "DSSTDY", "DSSTDTC", dm), "SOURCE": "DS"}))
+    if not frames:
+        return pd.DataFrame({SUBJECT_KEY: pd.Series(dtype=str), "DAY": pd.Series(dtype=float), "SOURCE": pd.Series(dtype=str)})
+    return pd.concat(frames, ignore_index=True)
+
+
+def label_subjects(features: pd.DataFrame, events: pd.DataFrame, after_day: int) -> tuple[pd.DataFrame, int]:
+    """Features with LABEL; subjects whose event came inside the window are excluded (and counted)."""
+    prior = set(events.loc[events["DAY"].notna() & (events["DAY"] <= after_day), SUBJECT_KEY])
+    later = set(events.loc[events["DAY"].isna() | (events["DAY"] > after_day), SUBJECT_KEY])
+    kept = features[~features[SUBJECT_KEY].isin(prior)].copy()
+    kept[LABEL] = kept[SUBJECT_KEY].isin(later).astype(int)
+    return kept.reset_index(drop=True), len(features) - len(kept)
+
+
+def assign_split(df: pd.DataFrame, holdout_fraction: float = 0.25, seed: int = 0) -> pd.Series:
+    """Deterministic stratified holdout: within each label, subjects ordered by their split bucket
+    (mixed with ``seed``), every k-th goes to the holdout. The same study gives the same split on
+    every machine, whatever the pseudonym key."""
+    every = max(2, round(1 / holdout_fraction))
+    bucket = df[SPLIT_BUCKET].map(lambda b: hashlib.sha256(f"{seed}:{b}".encode()).hexdigest())
+    order = pd.DataFrame({"b": bucket, "k": df[SUBJECT_KEY], "y": df[LABEL]}).sort_values(["b", "k"])
+    rank = order.groupby("y").cumcount() + 1
+    return pd.Series(np.where(rank % every == 0, "holdout", "train"), index=order.index).reindex(df.index)
+
+
+def feature_columns(df: pd.DataFrame) -> tuple[list[str], list[str]]:
+    cols = [c for c in df.columns if c not in NON_FEATURES]
+    categorical = [c for c in cols if c in CATEGORICAL]
+    return [c for c in cols if c not in categorical], categorical
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    model_type: str = "logistic_regression"  # or "hist_gradient_boosting"
+    C: float = 0.01  # strong L2: ~200 features for ~200 subjects
+    max_depth: int = 3
+    learning_rate: float = 0.05
+    max_iter: int = 200
+    class_weight: str | None = "balanced"
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        d = {k: v for k, v in self.__dict__.items() if k != "extra"}
+        return d | self.extra
+
+
+def build_model(params: ModelParams, numeric: list[str], categorical: list[str]) -> Pipeline:
+    prep = ColumnTransformer(
+        [
+            ("num", Pipeline([("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
+                              ("scale", StandardScaler())]), numeric),
+            ("cat", OneHotEncoder(handle_unknown="ignore", sparse_output=False), categorical),
+        ]
+    )
+    if params.model_type == "logistic_regression":
+        clf = LogisticRegression(C=params.C, max_iter=5000, class_weight=params.class_weight, random_state=params.seed)
+    elif params.model_type == "hist_gradient_boosting":
+        clf = HistGradientBoostingClassifier(
+            max_depth=params.max_depth, learning_rate=params.learning_rate, max_iter=params.max_iter,
+            class_weight=params.class_weight, random_state=params.seed,
+        )
+    else:
+        raise ValueError(f"unknown model_type {params.model_type!r}")
+    return Pipeline([("prep", prep), ("clf", clf)])
+
+
+def fit(training_set: pd.DataFrame, params: ModelParams) -> tuple[Pipeline, list[str]]:
+    train = training_set[training_set[SPLIT] == "train"]
+    if train[LABEL].nunique() < 2:
+        raise ValueError("the training split holds one class only: the outcome definition selects too few subjects")
+    numeric, categorical = feature_columns(training_set)
+    model = build_model(params, numeric, categorical)
+    model.fit(train[numeric + categorical], train[LABEL])
+    return model, numeric + categorical
+
+
+def binary_metrics(y: pd.Series, p: np.ndarray) -> dict[str, float]:
+    y = np.asarray(y)
+    out = {"n": float(len(y)), "prevalence": float(y.mean()) if len(y) else float("nan")}
+    if len(np.unique(y)) == 2:
+        out |= {"auroc": float(roc_auc_score(y, p)), "auprc": float(average_precision_score(y, p))}
+    else:
+        out |= {"auroc": float("nan"), "auprc": float("nan")}
+    out["brier"] = float(brier_score_loss(y, p)) if len(y) else float("nan")
+    return out
+
+
+def age_band(age: pd.Series) -> pd.Series:
+    return pd.cut(age, [-np.inf, 65, 80, np.inf], labels=["<65", "65-80", ">80"], right=False).astype(str)
+
+
+def subgroup_metrics(holdout: pd.DataFrame, p: np.ndarray) -> pd.DataFrame:
+    """Metrics per sex, age band and arm, for a fairness look at the model."""
+    groups = {"SEX": holdout.get("SEX"), "AGE_BAND": age_band(holdout["AGE"]) if "AGE" in holdout else None,
+              "ARMCD": holdout.get("ARMCD")}
+    rows = []
+    for name, values in groups.items():
+        if values is None:
+            continue
+        for level in sorted(values.dropna().unique()):
+            m = (values == level).to_numpy()
+            rows.append({"group": name, "level": str(level)} | binary_metrics(holdout.loc[m, LABEL], p[m]))
+    return pd.DataFrame(rows)
+
+
+def calibration_plot(y: pd.Series, p: np.ndarray, path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.calibration import calibration_curve
+
+    bins = max(2, min(10, len(y) // 10))
+    frac_pos, mean_pred = calibration_curve(y, p, n_bins=bins, strategy="quantile")
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfectly calibrated")
+    ax.plot(mean_pred, frac_pos, "o-", label="model")
+    ax.set_xlabel("predicted risk")
+    ax.set_ylabel("observed event rate")
+    ax.set_title(title)
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,139 @@
+"""Processed visits: one row per subject per visit, findings in standard units, one column per test.
+
+Pure ``DataFrame -> DataFrame`` functions, used by the Dagster asset ``processed_visits`` and by
+the ``spark-submit`` entry point below. This module imports nothing but PySpark so it can be
+shipped to a cluster on its own:
+
+    spark-submit --master spark://host:7077 spark/visits.py \
+        --findings VS=/lake/validated/vs.parquet --findings LB=/lake/validated/lb.parquet \
+        --dm /lake/validated/dm.parquet --output /lake/processed/visits.parquet
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+SUBJECT = "SUBJECT_KEY"
+ABNORMAL_FLAGS = ["HIGH", "LOW", "ABNORMAL", "H", "L", "A", "HH", "LL"]
+
+# Non-SI units seen in SDTM --STRESU and their standard counterpart: value * factor + offset.
+UNIT_CONVERSIONS: dict[str, tuple[str, float, float]] = {
+    "LB": ("kg", 0.45359237, 0.0),
+    "lb": ("kg", 0.45359237, 0.0),
+    "[lb_av]": ("kg", 0.45359237, 0.0),
+    "g": ("kg", 0.001, 0.0),
+    "in": ("cm", 2.54, 0.0),
+    "[in_i]": ("cm", 2.54, 0.0),
+    "m": ("cm", 100.0, 0.0),
+    "F": ("C", 5.0 / 9.0, -32.0 * 5.0 / 9.0),
+    "[degF]": ("C", 5.0 / 9.0, -32.0 * 5.0 / 9.0),
+    "g/dL": ("g/L", 10.0, 0.0),
+    "mg/dL": ("mg/L", 10.0, 0.0),
+}
+
+
+def _col_or_null(df: DataFrame, name: str, dtype: str = "string") -> Column:
+    return F.col(name) if name in df.columns else F.lit(None).cast(dtype)
+
+
+def findings_long(df: DataFrame, domain: str) -> DataFrame:
+    """One row per numeric result: subject, visit, day, test (prefixed by domain), value, unit."""
+    d = domain
+    nrind = _col_or_null(df, f"{d}NRIND")
+    return df.where(F.col(f"{d}STRESN").isNotNull()).select(
+        F.col(SUBJECT),
+        F.col("VISITNUM").cast("double").alias("VISITNUM"),
+        _col_or_null(df, f"{d}DY", "double").cast("double").alias("DY"),
+        _col_or_null(df, f"{d}DTC").alias("DTC"),
+        F.concat(F.lit(f"{d}_"), F.col(f"{d}TESTCD")).alias("TEST"),
+        F.col(f"{d}STRESN").cast("double").alias("VALUE"),
+        _col_or_null(df, f"{d}STRESU").alias("UNIT"),
+        F.upper(F.coalesce(nrind, F.lit(""))).isin(ABNORMAL_FLAGS).cast("int").alias("ABNORMAL"),
+    )
+
+
+def to_standard_units(long: DataFrame) -> DataFrame:
+    """Convert results recorded in a known non-standard unit; others pass through unchanged."""
+
+    def lookup(pick) -> Column:
+        pairs = [F.lit(x) for unit, conv in UNIT_CONVERSIONS.items() for x in (unit, pick(conv))]
+        return F.create_map(*pairs)[F.col("UNIT")]
+
+    target, factor, offset = lookup(lambda c: c[0]), lookup(lambda c: c[1]), lookup(lambda c: c[2])
+    return long.withColumn(
+        "VALUE", F.when(factor.isNotNull(), F.col("VALUE") * factor + offset).otherwise(F.col("VALUE"))
+    ).withColumn("UNIT", F.coalesce(target, F.col("UNIT")))
+
+
+def with_study_day(long: DataFrame, dm: DataFrame) -> DataFrame:
+    """Fill missing study days from the collection date and DM's reference start (no day 0)."""
+    ref = dm.select(SUBJECT, F.to_date(F.substring("RFSTDTC", 1, 10)).alias("_RFST"))
+    delta = F.datediff(F.to_date(F.substring("DTC", 1, 10)), F.col("_RFST"))
+    derived = F.when(delta >= 0, delta + 1).otherwise(delta).cast("double")
+    return (
+        long.join(ref, SUBJECT, "left")
+        .withColumn("DY", F.coalesce(F.col("DY"), derived))
+        .drop("_RFST", "DTC")
+    )
+
+
+def visits_wide(long: DataFrame, tests: list[str]) -> DataFrame:
+    """Pivot to one row per subject and visit; repeated measures (positions, time points) averaged."""
+    keys = [SUBJECT, "VISITNUM"]
+    stats = long.groupBy(*keys).agg(
+        F.min("DY").alias("STUDY_DAY"),
+        F.sum("ABNORMAL").cast("int").alias("N_ABNORMAL"),
+        F.count(F.lit(1)).cast("int").alias("N_RESULTS"),
+    )
+    values = long.groupBy(*keys).pivot("TEST", tests).agg(F.avg("VALUE"))
+    return stats.join(values, keys, "inner").orderBy(*keys)
+
+
+def process_visits(findings: Mapping[str, DataFrame], dm: DataFrame) -> DataFrame:
+    """The whole job: findings domains (by SDTM code) and DM in, wide visit table out."""
+    parts = [to_standard_units(findings_long(df, domain)) for domain, df in sorted(findings.items())]
+    if not parts:
+        raise ValueError("no findings domain to process")
+    long = parts[0]
+    for part in parts[1:]:
+        long = long.unionByName(part)
+    long = with_study_day(long, dm).cache()
+    tests = sorted(r["TEST"] for r in long.select("TEST").distinct().collect())
+    return visits_wide(long, tests)
+
+
+def test_units(findings: Mapping[str, DataFrame]) -> dict[str, str]:
+    """The standard unit of every test column, for the asset's metadata."""
+    rows = []
+    for domain, df in findings.items():
+        rows += (
+            to_standard_units(findings_long(df, domain))
+            .groupBy("TEST")
+            .agg(F.mode("UNIT").alias("UNIT"))
+            .collect()
+        )
+    return {r["TEST"]: r["UNIT"] or "" for r in rows}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--findings", action="append", required=True, metavar="DOMAIN=PATH",
+                        help="a validated findings domain (repeatable), e.g. VS=/lake/validated/vs.parquet")
+    parser.add_argument("--dm", required=True, help="validated DM parquet")
+    parser.add_argument("--output", required=True, help="output parquet folder")
+    args = parser.parse_args(argv)
+    spark = SparkSession.builder.appName("ct-processed-visits").getOrCreate()
+    findings = {}
+    for item in args.findings:
+        domain, path = item.split("=", 1)
+        findings[domain.upper()] = spark.read.parquet(path)
+    process_visits(findings, spark.read.parquet(args.dm)).write.mode("overwrite").parquet(args.output)
+    spark.stop()
+
+
+if __name__ == "__main__":
+    main()
