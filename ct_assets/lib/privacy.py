@@ -51,14 +51,16 @@ def pseudonymise(ids: pd.Series, key: bytes | None = None) -> pd.Series:
 
 
 SPLIT_BUCKET = "SPLIT_BUCKET"
-BUCKETS = 1000
+BUCKETS = 2**16
 
 
 def split_bucket(ids: pd.Series) -> pd.Series:
-    """A bucket 0..999 from an unkeyed hash of the raw id, for train/holdout assignment.
+    """A bucket 0..65535 from an unkeyed hash of the raw id, for train/holdout assignment.
 
-    The holdout must not depend on the secret key (it would differ per machine), and a bucket
-    shared by many potential ids identifies nobody.
+    The holdout must not depend on the secret key, or every machine would evaluate on other
+    subjects. 16 bits are too few to enumerate ids back from (every bucket has many possible
+    USUBJIDs); like the quasi-identifiers DM keeps (age, sex, dates), it only links for someone
+    who already holds the raw study, who has the ids anyway.
     """
     return ids.map(lambda raw: int(hashlib.sha256(str(raw).encode()).hexdigest()[:8], 16) % BUCKETS)
 

@@ -171,13 +171,15 @@ def model_evaluation(context: dg.AssetExecutionContext, candidate: dict, trainin
     holdout = holdout_of(training_set)
     p = score(candidate["model_uri"], holdout)
     metrics = T.binary_metrics(holdout[T.LABEL], p)
+    metrics["auroc_ci_low"], metrics["auroc_ci_high"] = T.bootstrap_auroc_ci(holdout[T.LABEL], p)
     subgroups = T.subgroup_metrics(holdout, p)
     plot = T.calibration_plot(holdout[T.LABEL], p, settings.reports_dir() / f"calibration-{candidate['run_id']}.png",
                               f"Calibration, holdout (n={len(holdout)})")
     mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items() if np.isfinite(v)})
     mlflow.log_table(subgroups, "evaluation/subgroups.json")
     mlflow.log_artifact(str(plot), "evaluation")
-    context.log.info(f"holdout AUROC {metrics['auroc']:.3f}, AUPRC {metrics['auprc']:.3f}, Brier {metrics['brier']:.3f}")
+    context.log.info(f"holdout AUROC {metrics['auroc']:.3f} (95% CI {metrics['auroc_ci_low']:.2f}-"
+                     f"{metrics['auroc_ci_high']:.2f}), AUPRC {metrics['auprc']:.3f}, Brier {metrics['brier']:.3f}")
     return dg.Output(
         {"run_id": candidate["run_id"], "metrics": metrics, "subgroups": subgroups.to_dict(orient="records")},
         metadata={f"holdout_{k}": round(v, 4) for k, v in metrics.items()}

@@ -81,7 +81,10 @@ def assign_split(df: pd.DataFrame, holdout_fraction: float = 0.25, seed: int = 0
     every machine, whatever the pseudonym key."""
     every = max(2, round(1 / holdout_fraction))
     bucket = df[SPLIT_BUCKET].map(lambda b: hashlib.sha256(f"{seed}:{b}".encode()).hexdigest())
-    order = pd.DataFrame({"b": bucket, "k": df[SUBJECT_KEY], "y": df[LABEL]}).sort_values(["b", "k"])
+    # Rare bucket collisions are broken by the subject's data, never by the keyed pseudonym.
+    data = df.drop(columns=[c for c in NON_FEATURES if c in df])
+    content = pd.util.hash_pandas_object(data, index=False) if len(data.columns) else pd.Series(0, index=df.index)
+    order = pd.DataFrame({"b": bucket, "c": content, "y": df[LABEL]}).sort_values(["b", "c"], kind="stable")
     rank = order.groupby("y").cumcount() + 1
     return pd.Series(np.where(rank % every == 0, "holdout", "train"), index=order.index).reindex(df.index)
 
@@ -147,6 +150,16 @@ def binary_metrics(y: pd.Series, p: np.ndarray) -> dict[str, float]:
         out |= {"auroc": float("nan"), "auprc": float("nan")}
     out["brier"] = float(brier_score_loss(y, p)) if len(y) else float("nan")
     return out
+
+
+def bootstrap_auroc_ci(y: pd.Series, p: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95 % percentile bootstrap interval of the AUROC: how much a small holdout can be trusted."""
+    y, rng = np.asarray(y), np.random.default_rng(seed)
+    idx = rng.integers(0, len(y), size=(n_boot, len(y)))
+    stats = [roc_auc_score(y[i], p[i]) for i in idx if 0 < y[i].sum() < len(i)]
+    if not stats:
+        return float("nan"), float("nan")
+    return float(np.quantile(stats, 0.025)), float(np.quantile(stats, 0.975))
 
 
 def age_band(age: pd.Series) -> pd.Series:

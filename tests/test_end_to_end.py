@@ -1,0 +1,149 @@
+"""The whole graph on real studies, with a real Dagster instance, Spark session and MLflow store."""
+
+import os
+import subprocess
+import sys
+
+import dagster as dg
+import mlflow
+import pandas as pd
+import pytest
+
+from ct_assets import keys, settings
+from ct_assets.definitions import defs
+from ct_assets.lib.sdtm import DOMAINS
+from tests.conftest import ROOT
+from tests.studies import build_other_study, pilot_dir, raw_subject_ids, scan_for
+
+MODEL = settings.MODEL_NAME
+
+
+@pytest.fixture(scope="module")
+def pilot_run(tmp_path_factory):
+    """One run of the whole graph on the bundled CDISC pilot study, shared by the tests below."""
+    home = tmp_path_factory.mktemp("pilot") / "ct"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CT_HOME", str(home))
+        mp.setenv("DAGSTER_HOME", str(home / "dagster"))
+        for var in ("CT_STUDY_DIR", "MLFLOW_TRACKING_URI", "CT_PSEUDONYM_KEY"):
+            mp.delenv(var, raising=False)
+        (home / "dagster").mkdir(parents=True)
+        with dg.DagsterInstance.get() as instance:
+            result = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance)
+            yield home, result, instance
+
+
+def _client(home):
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def test_every_asset_materializes(pilot_run):
+    _, result, _ = pilot_run
+    assert result.success
+    materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert materialized == set(defs.resolve_all_asset_keys())
+    assert all(c.passed for c in result.get_asset_check_evaluations())
+
+
+def test_counts_reconcile_for_every_domain(pilot_run):
+    home, _, _ = pilot_run
+    for domain in DOMAINS:
+        d = domain.lower()
+        raw = pd.read_parquet(home / f"lake/raw/raw_{d}.parquet")
+        validated = pd.read_parquet(home / f"lake/validated/validated_{d}.parquet")
+        quarantined = pd.read_parquet(home / f"lake/quarantine/quarantine_{d}.parquet")
+        assert len(raw) == len(validated) + len(quarantined) > 0, domain
+
+
+def test_features_cover_on_study_subjects(pilot_run):
+    home, _, _ = pilot_run
+    features = pd.read_parquet(home / "feature_store/subject_features.parquet")
+    dm = pd.read_parquet(pilot_dir() / "dm.parquet")
+    assert len(features) == dm["RFSTDTC"].notna().sum() == 254  # screen failures have no day 1
+    assert {"VS_SYSBP__baseline", "LB_ALT__slope", "EXPOSURE_DAYS_WINDOW", "AGE", "ARMCD"} <= set(features.columns)
+    assert features["VS_SYSBP__baseline"].notna().mean() > 0.95
+
+
+def test_model_registered_with_metrics_and_champion(pilot_run):
+    home, _, _ = pilot_run
+    client = _client(home)
+    champion = client.get_model_version_by_alias(MODEL, "champion")
+    assert client.get_model_version_by_alias(MODEL, "challenger").version == champion.version == 1
+    run = client.get_run(champion.run_id)
+    for metric in ("holdout_auroc", "holdout_auprc", "holdout_brier", "cv_auroc_mean"):
+        assert 0.0 <= run.data.metrics[metric] <= 1.0
+    m = run.data.metrics
+    assert m["holdout_auroc_ci_low"] < m["holdout_auroc"] < m["holdout_auroc_ci_high"]
+    assert run.data.metrics["holdout_auroc"] > 0.6  # the gate's minimum, met on this study
+    assert run.data.tags["dagster_run_id"] == pilot_run[1].run_id
+    assert run.inputs.dataset_inputs[0].dataset.name == "training_set"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert "evaluation/subgroups.json" in artifacts
+    assert any(p.endswith(".png") for p in artifacts)
+    mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")  # how a server would load it
+    features = pd.read_parquet(home / "feature_store/subject_features.parquet")
+    proba = model.predict(features.drop(columns=["SUBJECT_KEY"]).head(3))
+    assert proba.shape == (3, 2)
+
+
+def test_no_raw_subject_id_reaches_features_models_mlflow_or_logs(pilot_run):
+    home, _, _ = pilot_run
+    ids = raw_subject_ids(pilot_dir())
+    allowed = {home / "lake/raw", home / "lake/quarantine"}  # the restricted source zones
+    roots = [p for p in home.iterdir() if p.is_dir() and p.name != "lake" and p.name != "secrets"]
+    roots += [p for p in (home / "lake").iterdir() if p not in allowed]
+    roots.append(home / "mlflow.db")
+    hits = scan_for(ids, [r for r in roots if r.is_dir()]) + [
+        (str(home / "mlflow.db"), i) for i in ids if i.encode() in (home / "mlflow.db").read_bytes()
+    ]
+    assert {r.name for r in roots} >= {"feature_store", "mlflow-artifacts", "dagster", "validated", "processed"}
+    assert hits == []
+
+
+def test_champion_gate_blocks_a_worse_model_and_rerun_is_reproducible(pilot_run):
+    home, first, instance = pilot_run
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CT_HOME", str(home))
+        job = defs.resolve_implicit_job_def_def_for_assets([keys.TRAINING_SET])
+        selection = [keys.TRAINING_SET, keys.CANDIDATE_MODEL, keys.MODEL_EVALUATION, keys.REGISTERED_MODEL,
+                     keys.CHAMPION_MODEL]
+        result = job.execute_in_process(
+            instance=instance, asset_selection=selection, raise_on_error=False,
+            run_config={"ops": {"registered_model": {"config": {"min_auroc": 0.99}}}},
+        )
+    assert not result.success
+    gate = [c for c in result.get_asset_check_evaluations() if c.check_name == "champion_gate"]
+    assert len(gate) == 1 and not gate[0].passed
+    assert keys.CHAMPION_MODEL not in {e.asset_key for e in result.get_asset_materialization_events()}
+    client = _client(home)
+    assert client.get_model_version_by_alias(MODEL, "champion").version == 1  # unchanged
+    challenger = client.get_model_version_by_alias(MODEL, "challenger")
+    assert challenger.version == 2
+    # Same data, same config: the re-run reproduces the holdout metrics exactly.
+    assert challenger.tags["holdout_auroc"] == client.get_model_version(MODEL, 1).tags["holdout_auroc"]
+
+
+def test_other_study_through_the_cli(tmp_path):
+    """A differently shaped study (CSV; other tests, units and visits; no EX or SV) with no code change."""
+    study = build_other_study(tmp_path / "other")
+    home = tmp_path / "ct"
+    env = os.environ | {"CT_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"), "CT_STUDY_DIR": str(study)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    (home / "dagster").mkdir(parents=True)
+    dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
+    proc = subprocess.run([dagster, "asset", "materialize", "-m", "ct_assets", "--select", "*"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    features = pd.read_parquet(home / "feature_store/subject_features.parquet")
+    assert {"VS_RESP__baseline", "VS_HR__slope", "LB_CRP__change"} <= set(features.columns)
+    assert not any(c.startswith("VS_SYSBP") for c in features.columns)
+    assert (features["EXPOSURE_DAYS_WINDOW"] == 0).all()  # no EX domain in this study
+    visits = pd.read_parquet(home / "lake/processed/processed_visits.parquet")
+    assert 35 < visits["VS_TEMP"].median() < 39  # Fahrenheit converted to Celsius
+    assert 25.1 in set(visits["VISITNUM"])  # the unscheduled visit is kept
+    client = _client(home)
+    version = client.get_model_version_by_alias(MODEL, "champion")
+    assert float(version.tags["holdout_auroc"]) > 0.6
+    assert scan_for(raw_subject_ids(study), [home / "feature_store", home / "mlflow-artifacts", home / "dagster"]) == []

@@ -1,0 +1,82 @@
+"""Feature, label and split logic on tiny frames with hand-computed answers."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ct_assets.features.logic import subject_features
+from ct_assets.lib.privacy import SPLIT_BUCKET, SUBJECT_KEY
+from ct_assets.training import logic as T
+
+DM = pd.DataFrame({
+    SUBJECT_KEY: ["S-a", "S-b", "S-c"], "RFSTDTC": ["2020-01-10", "2020-02-01", None],
+    "AGE": [70.0, 55.0, 60.0], "SEX": ["F", "M", "F"], "RACE": ["WHITE", None, "ASIAN"], "ARMCD": ["A", "B", "SCRNFAIL"],
+})
+VISITS = pd.DataFrame({
+    SUBJECT_KEY: ["S-a"] * 4 + ["S-b"] * 2,
+    "VISITNUM": [1, 2, 3, 4, 1, 2],
+    "STUDY_DAY": [-5, 1, 15, 45, 1, 29],
+    "N_ABNORMAL": [1, 0, 2, 5, 0, 1],
+    "N_RESULTS": [2] * 6,
+    "VS_SYSBP": [130.0, 120.0, 140.0, 200.0, 110.0, np.nan],
+    "LB_ALT": [np.nan, 20.0, 30.0, 99.0, 25.0, 35.0],
+})
+
+
+def test_baseline_last_change_slope_and_window():
+    f = subject_features(VISITS, DM, None, window_days=30).set_index(SUBJECT_KEY)
+    assert list(f.index) == ["S-a", "S-b"]  # S-c never started treatment (screen failure)
+    a = f.loc["S-a"]
+    assert a["VS_SYSBP__baseline"] == 120.0  # last value on or before day 1
+    assert a["VS_SYSBP__last"] == 140.0  # day 45 is outside the 30-day window
+    assert a["VS_SYSBP__change"] == 20.0
+    days, values = np.array([-5, 1, 15]), np.array([130.0, 120.0, 140.0])
+    assert a["VS_SYSBP__slope"] == pytest.approx(np.polyfit(days, values, 1)[0])
+    assert a["N_ABNORMAL_WINDOW"] == 2 and a["N_VISITS_WINDOW"] == 1
+    b = f.loc["S-b"]
+    assert np.isnan(b["VS_SYSBP__last"]) and b["LB_ALT__change"] == 10.0
+    assert b["RACE"] == "UNKNOWN"
+
+
+def test_exposure_days_are_clipped_to_the_window():
+    ex = pd.DataFrame({SUBJECT_KEY: ["S-a", "S-a", "S-b"], "EXSTDY": [1.0, 20.0, np.nan], "EXENDY": [10.0, 60.0, np.nan],
+                       "EXSTDTC": ["2020-01-10", "2020-01-29", "2020-02-03"], "EXENDTC": [None, None, "2020-02-05"],
+                       "EXDOSE": [50.0, 100.0, 10.0]})
+    f = subject_features(None, DM, ex, window_days=30).set_index(SUBJECT_KEY)
+    assert f.loc["S-a", "EXPOSURE_DAYS_WINDOW"] == 10 + 11  # days 1-10 and 20-30
+    assert f.loc["S-a", "DOSE_DAYS_WINDOW"] == 10 * 50 + 11 * 100
+    assert f.loc["S-b", "EXPOSURE_DAYS_WINDOW"] == 3  # days 3-5, derived from the dates
+
+
+def test_landmark_labels_exclude_events_inside_the_window():
+    features = pd.DataFrame({SUBJECT_KEY: ["S-a", "S-b", "S-c", "S-d"], "AGE": [1.0] * 4})
+    ae = pd.DataFrame({SUBJECT_KEY: ["S-a", "S-b", "S-c", "S-d"], "AESER": ["N", "Y", "N", "N"],
+                       "AESEV": ["SEVERE", "MILD", "MILD", "SEVERE"], "AESTDY": [45.0, 10.0, 50.0, np.nan],
+                       "AESTDTC": [None, None, None, "2020-03"]})
+    dm = pd.DataFrame({SUBJECT_KEY: ["S-a", "S-b", "S-c", "S-d"], "RFSTDTC": ["2020-01-01"] * 4})
+    events = T.outcome_events(ae, None, dm, T.Outcome())
+    labelled, excluded = T.label_subjects(features, events, after_day=30)
+    assert excluded == 1  # S-b: serious AE on day 10, inside the window
+    assert dict(zip(labelled[SUBJECT_KEY], labelled[T.LABEL])) == {"S-a": 1, "S-c": 0, "S-d": 1}
+
+
+def test_split_is_deterministic_stratified_and_independent_of_key_names():
+    n = 200
+    df = pd.DataFrame({SUBJECT_KEY: [f"S-{i:03d}" for i in range(n)], T.LABEL: [i % 4 == 0 for i in range(n)],
+                       SPLIT_BUCKET: np.arange(n) * 7 % 1000})
+    split = T.assign_split(df, 0.25)
+    assert (split == T.assign_split(df.sample(frac=1, random_state=1), 0.25).reindex(df.index)).all()
+    hold = df[split == "holdout"]
+    assert hold[T.LABEL].sum() == 50 // 4 and (~hold[T.LABEL]).sum() == 150 // 4  # a quarter of each class
+    renamed = df.assign(**{SUBJECT_KEY: [f"S-z{i}" for i in range(n)]})
+    assert (T.assign_split(renamed, 0.25) == split).all()  # pseudonyms (key) do not move subjects
+    # Colliding buckets are broken by the subject's data, still independent of the pseudonym.
+    clash = df.assign(**{SPLIT_BUCKET: np.arange(n) // 2, "AGE": np.arange(n, dtype=float)})
+    clash_renamed = clash.assign(**{SUBJECT_KEY: clash[SUBJECT_KEY].iloc[::-1].to_numpy()})
+    assert (T.assign_split(clash, 0.25) == T.assign_split(clash_renamed, 0.25)).all()
+
+
+def test_fit_refuses_a_single_class():
+    df = pd.DataFrame({SUBJECT_KEY: ["a", "b"], "AGE": [1.0, 2.0], T.LABEL: [0, 0], T.SPLIT: ["train", "train"]})
+    with pytest.raises(ValueError, match="one class"):
+        T.fit(df, T.ModelParams())
