@@ -24,7 +24,8 @@ test: install
 	$(PY) -m pytest
 
 dev: install
-	DAGSTER_HOME=$(CT_HOME)/dagster $(VENV)/bin/dagster dev -w workspace.yaml
+	mkdir -p $(CT_HOME)/dagster && DAGSTER_HOME=$(CT_HOME)/dagster $(PY) -m ct_assets.pools
+	DAGSTER_HOME=$(CT_HOME)/dagster $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 clean:
 	rm -rf $(CT_HOME)

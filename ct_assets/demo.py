@@ -57,8 +57,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from ct_assets.definitions import defs
 
-    job = defs.resolve_implicit_global_asset_job_def()
+    from ct_assets.pools import ensure_pools
+
+    job = defs.resolve_job_def("clinical_data_pipeline")  # the main job: the whole graph
     with DagsterInstance.get() as instance:
+        ensure_pools(instance)
         result = job.execute_in_process(instance=instance, raise_on_error=False)
     elapsed = time.perf_counter() - started
 

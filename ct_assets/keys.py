@@ -26,3 +26,14 @@ REGISTERED_MODEL = AssetKey("registered_model")
 CHAMPION_MODEL = AssetKey("champion_model")
 
 ALL_DOMAINS = DOMAINS
+
+MONITORING_REFERENCE = AssetKey("monitoring_reference")
+MONITORING_REFERENCE_META = AssetKey("monitoring_reference_meta")
+FEATURE_DRIFT = AssetKey("feature_drift")
+PREDICTION_DRIFT = AssetKey("prediction_drift")
+MODEL_PERFORMANCE = AssetKey("model_performance")
+CONCEPT_DRIFT = AssetKey("concept_drift")
+MONITORING_REPORT = AssetKey("monitoring_report")
+DATA_QUALITY_REPORT = AssetKey("data_quality_report")
+QUARANTINE_RECHECK = AssetKey("quarantine_recheck")
+FEATURE_STORE_COHORTS = AssetKey("feature_store_cohorts")

@@ -48,6 +48,15 @@ class StudySource(dg.ConfigurableResource):
     def files(self, domain: str) -> list[str]:
         return [p.name for p in sdtm.domain_files(self.path(), domain)]
 
+    def fingerprint(self, domain: str | None = None) -> str:
+        """Changes when a file of the domain (or of any domain) is added, removed or rewritten."""
+        import hashlib
+
+        domains = [domain] if domain else sdtm.DOMAINS
+        parts = [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+                 for d in domains for p in sdtm.domain_files(self.path(), d)]
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
 
 # Where each asset lives, by the prefix of its name: the zones of the lake and the feature store.
 ZONES = {
@@ -56,6 +65,13 @@ ZONES = {
     "quarantine_": "lake/quarantine",
     "processed_": "lake/processed",
     "subject_features": "feature_store",
+    "monitoring_": "lake/monitoring",
+    "feature_drift": "lake/monitoring",
+    "prediction_drift": "lake/monitoring",
+    "model_performance": "lake/monitoring",
+    "concept_drift": "lake/monitoring",
+    "data_quality_report": "lake/monitoring",
+    "quarantine_recheck": "lake/monitoring",
 }
 
 
@@ -153,8 +169,11 @@ def mlflow_run(context: dg.InitResourceContext):
 
 
 def build_resources() -> dict[str, Any]:
+    from ct_assets.alerts import AlertWebhook
+
     lake_resource = Lake()
     return {
+        "alerts": AlertWebhook(),
         "study": StudySource(),
         "lake": lake_resource,
         "io_manager": LakeIOManager(lake=lake_resource),

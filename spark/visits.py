@@ -101,7 +101,9 @@ def process_visits(findings: Mapping[str, DataFrame], dm: DataFrame) -> DataFram
     long = parts[0]
     for part in parts[1:]:
         long = long.unionByName(part)
-    long = with_study_day(long, dm).cache()
+    # No .cache(): Spark matches cached data by plan, and re-reading the same lake path gives the
+    # same plan, so a long-lived session would serve the previous run's data.
+    long = with_study_day(long, dm)
     tests = sorted(r["TEST"] for r in long.select("TEST").distinct().collect())
     return visits_wide(long, tests)
 

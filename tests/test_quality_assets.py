@@ -3,6 +3,7 @@
 import shutil
 
 import dagster as dg
+import pytest
 import pandas as pd
 
 from ct_assets import keys
@@ -56,3 +57,47 @@ def test_quality_score_check_fails_below_threshold(ct_home, tmp_path):
     strict = {"ops": {"validate_vs": {"config": {"min_quality_score": 0.8}}}}
     checks = {(c.asset_key, c.check_name): c for c in _materialize(tmp_path / "study", strict).get_asset_check_evaluations()}
     assert checks[(keys.validated("VS"), "quality_score")].passed
+
+
+def test_data_fix_releases_quarantined_rows_through_the_cleaning_sensor(ct_home, tmp_path):
+    from ct_assets.monitoring.sensors import data_cleaning_sensor
+    from ct_assets.quality.monitor_assets import quarantine_recheck
+
+    study = tmp_path / "study"
+    study.mkdir()
+    dm = pd.read_parquet(pilot_dir() / "dm.parquet")
+    vs = pd.read_parquet(pilot_dir() / "vs.parquet")
+    missing = dm["USUBJID"].iat[0]
+    dm.iloc[1:].to_parquet(study / "dm.parquet")  # DM lost a subject: their vitals are quarantined
+    vs[vs["USUBJID"].isin(dm["USUBJID"].head(3))].to_parquet(study / "vs.parquet")
+    resources = build_resources() | {"study": StudySource(study_dir=str(study))}
+    selection = [a for a in raw_assets + validation_assets if set(a.keys) & {keys.raw("DM"), keys.raw("VS"),
+                                                                                  keys.validated("DM"), keys.validated("VS")}]
+    with dg.instance_for_test() as instance:
+        assert dg.materialize(selection, resources=resources, instance=instance).success
+        quarantined = pd.read_parquet(ct_home / "lake/quarantine/quarantine_vs.parquet")
+        assert len(quarantined) == (vs["USUBJID"] == missing).sum() > 0
+        assert quarantined["_QUARANTINE_RULES"].str.contains("subject not in DM").all()
+
+        dm.to_parquet(study / "dm.parquet")  # the data fix: DM is complete again
+        assert dg.materialize([a for a in raw_assets if keys.raw("DM") in a.keys] + [quarantine_recheck],
+                              resources=resources, instance=instance, selection=[keys.raw("DM"), keys.QUARANTINE_RECHECK]).success
+        requests = data_cleaning_sensor(dg.build_sensor_context(instance=instance))
+        assert len(requests) == 1 and set(requests[0].asset_selection) == {keys.validated("VS"), keys.quarantine("VS")}
+        assert dg.materialize(selection, resources=resources, instance=instance,
+                              selection=[keys.validated("VS"), keys.quarantine("VS")]).success
+        assert pd.read_parquet(ct_home / "lake/quarantine/quarantine_vs.parquet").empty
+
+
+def test_report_measures_on_small_frames():
+    from ct_assets.quality import report as R
+
+    visits = pd.DataFrame({"SUBJECT_KEY": ["a"] * 4 + ["b"] * 2, "VISITNUM": [1, 2, 2.1, 3, 1, 2],
+                           "SVSTDTC": ["2020-01-01", "2020-01-10", "2020-01-05", "2020-01-20", "2020-02-01", "2020-01-01"]})
+    assert R.visit_order(visits, "SVSTDTC") == pytest.approx(2 / 3)  # b goes back in time; unscheduled 2.1 ignored
+    dm = pd.DataFrame({"SUBJECT_KEY": ["a"], "RFSTDTC": ["2020-01-10"], "RFPENDTC": ["2020-03-01"]})
+    vs = pd.DataFrame({"SUBJECT_KEY": ["a"] * 3, "VSDTC": ["2020-01-05", "2020-03-10", "2021-06-01"]})
+    assert R.dates_within_period(vs, "VS", R.study_period(dm, margin_days=30)) == pytest.approx(2 / 3)
+    lb = pd.DataFrame({"LBTESTCD": ["ALT"] * 20, "LBSTRESN": [20.0 + i % 5 for i in range(19)] + [900.0]})
+    out = R.anomalies(lb, "LB", z_limit=6)
+    assert out.loc[0, "test"] == "LB_ALT" and out.loc[0, "anomalies"] == 1

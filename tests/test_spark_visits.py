@@ -47,3 +47,19 @@ def test_spark_submit_entry_point(tmp_path, spark):
     finally:
         pyspark.sql.SparkSession.stop = stop
     assert pd.read_parquet(tmp_path / "out")["VS_PULSE"].tolist() == [70.0]
+
+
+def test_rerun_on_replaced_input_sees_new_data(tmp_path, spark):
+    """A long-lived session (one Dagster process, many runs) must not serve a previous run's data."""
+    path, dm_path = tmp_path / "vs.parquet", tmp_path / "dm.parquet"
+    pd.DataFrame({"SUBJECT_KEY": ["S-a", "S-b"], "RFSTDTC": ["2020-01-10"] * 2}).to_parquet(dm_path)
+
+    def run(subjects):
+        pd.DataFrame({"SUBJECT_KEY": subjects, "VSTESTCD": ["PULSE"] * len(subjects), "VSSTRESN": [70.0] * len(subjects),
+                      "VSSTRESU": ["beats/min"] * len(subjects), "VISITNUM": [1.0] * len(subjects),
+                      "VSDTC": ["2020-01-10"] * len(subjects), "VSDY": [1.0] * len(subjects)}).to_parquet(path)
+        out = visits.process_visits({"VS": spark.read.parquet(str(path))}, spark.read.parquet(str(dm_path)))
+        return sorted(out.toPandas()["SUBJECT_KEY"])
+
+    assert run(["S-a"]) == ["S-a"]
+    assert run(["S-a", "S-b"]) == ["S-a", "S-b"]

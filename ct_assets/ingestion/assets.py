@@ -43,6 +43,7 @@ def raw_domain_asset(domain: str) -> dg.AssetsDefinition:
                 "source_files": ", ".join(study.files(domain)) or "none",
                 "study_dir": dg.MetadataValue.path(str(study.path())),
                 "columns": len(df.columns),
+                "fingerprint": study.fingerprint(domain),
             },
         )
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -67,3 +69,15 @@ def publish_dir(version_dir: Path, link: Path) -> Path:
     if previous is not None and previous != version_dir.resolve() and previous.exists():
         shutil.rmtree(previous, ignore_errors=True)
     return link
+
+
+@contextlib.contextmanager
+def locked(path: Path):
+    """An exclusive lock next to ``path`` for read-modify-write updates by concurrent runs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

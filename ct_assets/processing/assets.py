@@ -19,6 +19,7 @@ VISIT_COLUMNS = {"SUBJECT_KEY": "string", "VISITNUM": "float64", "STUDY_DAY": "f
     key=keys.PROCESSED_VISITS,
     group_name="processing",
     kinds={"spark", "parquet"},
+    pool="spark_jobs",
     deps=[keys.validated(d) for d in FINDINGS_DOMAINS] + [keys.validated("DM")],
     description="One row per subject per visit: findings (vital signs, labs) in standard units, one column per test.",
 )

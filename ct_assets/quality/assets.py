@@ -81,6 +81,7 @@ def validation_asset(domain: str) -> dg.AssetsDefinition:
 
     multi_asset = dg.multi_asset(
         name=f"validate_{domain.lower()}",
+        pool="data_validation",
         ins=ins,
         outs={
             "validated": dg.AssetOut(

@@ -1,7 +1,6 @@
 """Training set, candidate model, holdout evaluation, registry version and the champion alias."""
 
 
-import base64
 from typing import Any
 
 import dagster as dg
@@ -13,10 +12,14 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 
 from ct_assets import keys, settings
 from ct_assets.lib.privacy import SPLIT_BUCKET, SUBJECT_KEY
-from ct_assets.resources import MlflowSettings
+from ct_assets.lib.metadata import image_md, table_md
+from ct_assets.lib.registry import CHALLENGER, CHAMPION, alias_version, promote, score
+from ct_assets.resources import MlflowSettings, StudySource
 from ct_assets.training import logic as T
 
-CHALLENGER, CHAMPION, PREVIOUS_CHAMPION = "challenger", "champion", "previous_champion"
+
+
+EXTERNAL = dg.RetryPolicy(max_retries=3, delay=300)  # legacy: 3 retries, 5 minutes apart
 
 
 class OutcomeConfig(dg.Config):
@@ -59,8 +62,8 @@ class PromotionConfig(dg.Config):
          "ae": dg.AssetIn(keys.validated("AE")), "ds": dg.AssetIn(keys.validated("DS"))},
     description="Subject features with the outcome label and a fixed train / holdout split.",
 )
-def training_set(context: dg.AssetExecutionContext, config: OutcomeConfig, features: pd.DataFrame, dm: pd.DataFrame,
-                 ae: pd.DataFrame, ds: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+def training_set(context: dg.AssetExecutionContext, config: OutcomeConfig, study: StudySource, features: pd.DataFrame,
+                 dm: pd.DataFrame, ae: pd.DataFrame, ds: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     events = T.outcome_events(ae, ds, dm, config.outcome())
     labelled, excluded = T.label_subjects(features, events, config.after_day)
     labelled[SPLIT_BUCKET] = labelled[SUBJECT_KEY].map(dm.set_index(SUBJECT_KEY)[SPLIT_BUCKET])
@@ -77,6 +80,7 @@ def training_set(context: dg.AssetExecutionContext, config: OutcomeConfig, featu
             "train_subjects": int(counts.loc["train", "size"]) if "train" in counts.index else 0,
             "holdout_subjects": int(counts.loc["holdout", "size"]) if "holdout" in counts.index else 0,
             "outcome": dg.MetadataValue.json(config.model_dump()),
+            "study_fingerprint": study.fingerprint(),
         },
     )
 
@@ -93,6 +97,8 @@ def _pip_requirements() -> list[str]:
     key=keys.CANDIDATE_MODEL,
     group_name="training",
     kinds={"mlflow", "scikitlearn"},
+    pool="model_training",
+    retry_policy=EXTERNAL,
     ins={"training_set": dg.AssetIn(keys.TRAINING_SET)},
     required_resource_keys={"mlflow", "lake"},
     description="A classifier of adverse-event risk trained on the train split, tracked as an MLflow run.",
@@ -135,34 +141,16 @@ def candidate_model(context: dg.AssetExecutionContext, config: ModelConfig, trai
                                        "features": len(columns)} | {k: round(v, 4) for k, v in metrics.items()})
 
 
-def _image_md(path) -> dg.MetadataValue:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return dg.MetadataValue.md(f"![calibration](data:image/png;base64,{data})")
-
-
-def _table_md(df: pd.DataFrame) -> str:
-    cols = list(df.columns)
-    rows = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, r in df.iterrows():
-        rows.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in r) + " |")
-    return "\n".join(rows)
-
-
 def holdout_of(training_set: pd.DataFrame) -> pd.DataFrame:
     return training_set[training_set[T.SPLIT] == "holdout"].reset_index(drop=True)
-
-
-def score(model_uri: str, holdout: pd.DataFrame) -> np.ndarray:
-    """Risk scores of a logged model on the holdout, with the columns that model was trained on."""
-    model = mlflow.sklearn.load_model(model_uri)
-    columns = list(model.feature_names_in_)
-    return model.predict_proba(holdout.reindex(columns=columns))[:, 1]
 
 
 @dg.asset(
     key=keys.MODEL_EVALUATION,
     group_name="training",
     kinds={"mlflow"},
+    pool="mlflow_operations",
+    retry_policy=EXTERNAL,
     ins={"candidate": dg.AssetIn(keys.CANDIDATE_MODEL), "training_set": dg.AssetIn(keys.TRAINING_SET)},
     required_resource_keys={"mlflow"},
     description="The candidate on the held-out subjects: discrimination, calibration and subgroups.",
@@ -183,22 +171,16 @@ def model_evaluation(context: dg.AssetExecutionContext, candidate: dict, trainin
     return dg.Output(
         {"run_id": candidate["run_id"], "metrics": metrics, "subgroups": subgroups.to_dict(orient="records")},
         metadata={f"holdout_{k}": round(v, 4) for k, v in metrics.items()}
-        | {"subgroups": dg.MetadataValue.md(_table_md(subgroups)), "calibration_plot": _image_md(plot),
+        | {"subgroups": table_md(subgroups), "calibration_plot": image_md(plot, "calibration"),
            "calibration_png": dg.MetadataValue.path(str(plot))},
     )
-
-
-def champion_version(client: mlflow.MlflowClient, name: str) -> Any | None:
-    try:
-        return client.get_model_version_by_alias(name, CHAMPION)
-    except mlflow.exceptions.MlflowException:
-        return None
 
 
 @dg.asset(
     key=keys.REGISTERED_MODEL,
     group_name="training",
     kinds={"mlflow"},
+    pool="mlflow_operations",  # no retry: a failed champion gate is a verdict, not a glitch
     ins={"candidate": dg.AssetIn(keys.CANDIDATE_MODEL), "evaluation": dg.AssetIn(keys.MODEL_EVALUATION),
          "training_set": dg.AssetIn(keys.TRAINING_SET)},
     check_specs=[dg.AssetCheckSpec(
@@ -216,7 +198,7 @@ def registered_model(context: dg.AssetExecutionContext, config: PromotionConfig,
                                                                          "dagster_run_id": context.run_id})
     client.set_registered_model_alias(name, CHALLENGER, version.version)
 
-    champion = champion_version(client, name)
+    champion = alias_version(client, name, CHAMPION)
     champion_auroc = None
     if champion is not None:
         holdout = holdout_of(training_set)
@@ -241,16 +223,15 @@ def registered_model(context: dg.AssetExecutionContext, config: PromotionConfig,
     key=keys.CHAMPION_MODEL,
     group_name="training",
     kinds={"mlflow"},
+    pool="mlflow_operations",
+    retry_policy=EXTERNAL,
     ins={"registered": dg.AssetIn(keys.REGISTERED_MODEL)},
     description="The production model: alias 'champion', set only when the champion gate passed. The replaced "
     "champion keeps alias 'previous_champion' so that a rollback is one alias switch.",
 )
 def champion_model(context: dg.AssetExecutionContext, mlflow_settings: MlflowSettings, registered: dict) -> dg.Output[dict]:
     client, name = mlflow_settings.client(), registered["name"]
-    previous = champion_version(client, name)
-    if previous is not None and previous.version != registered["version"]:
-        client.set_registered_model_alias(name, PREVIOUS_CHAMPION, previous.version)
-    client.set_registered_model_alias(name, CHAMPION, registered["version"])
+    previous = promote(client, name, registered["version"])
     context.log.info(f"{name} version {registered['version']} is champion")
     record = {"name": name, "version": registered["version"], "previous_version": previous.version if previous else None}
     return dg.Output(record, metadata={"champion_version": registered["version"],

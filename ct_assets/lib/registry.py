@@ -1,0 +1,48 @@
+"""The MLflow model registry: aliases, loading and scoring, rollback. Stages are not used
+(deprecated in MLflow); a model's role is its alias."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+CHALLENGER, CHAMPION, PREVIOUS_CHAMPION = "challenger", "champion", "previous_champion"
+
+
+def alias_version(client, name: str, alias: str) -> Any | None:
+    import mlflow
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def score(model_uri: str, frame: pd.DataFrame) -> np.ndarray:
+    """Risk scores of a logged model, with the columns that model was trained on."""
+    import mlflow
+
+    model = mlflow.sklearn.load_model(model_uri)
+    return model.predict_proba(frame.reindex(columns=list(model.feature_names_in_)))[:, 1]
+
+
+def promote(client, name: str, version: int | str) -> Any | None:
+    """Make ``version`` champion; the replaced champion keeps alias previous_champion."""
+    previous = alias_version(client, name, CHAMPION)
+    if previous is not None and str(previous.version) != str(version):
+        client.set_registered_model_alias(name, PREVIOUS_CHAMPION, previous.version)
+    client.set_registered_model_alias(name, CHAMPION, version)
+    return previous
+
+
+def rollback(client, name: str) -> tuple[int, int]:
+    """Swap champion and previous_champion: one alias switch back to the last good model."""
+    current = alias_version(client, name, CHAMPION)
+    previous = alias_version(client, name, PREVIOUS_CHAMPION)
+    if current is None or previous is None:
+        raise RuntimeError(f"{name}: no previous champion recorded, nothing to roll back to")
+    client.set_registered_model_alias(name, CHAMPION, previous.version)
+    client.set_registered_model_alias(name, PREVIOUS_CHAMPION, current.version)
+    return int(current.version), int(previous.version)

@@ -1,0 +1,200 @@
+"""Model monitoring: is the data the champion sees still like the data it learned from, and does
+it still predict well? Each breach is stated with its reason in the report."""
+
+import hashlib
+import json
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from ct_assets import keys, settings
+from ct_assets.alerts import AlertWebhook
+from ct_assets.features.logic import CATEGORICAL
+from ct_assets.lib.metadata import image_md, table_md
+from ct_assets.lib.privacy import SUBJECT_KEY
+from ct_assets.lib.registry import score
+from ct_assets.monitoring import logic as M
+from ct_assets.resources import MlflowSettings
+from ct_assets.training import logic as T
+from ct_assets.training.assets import EXTERNAL
+
+
+
+class MonitoringConfig(dg.Config):
+    psi_threshold: float = Field(default=0.25, description="PSI above which a feature has drifted (0.1 moderate, 0.25 major).")
+    ks_alpha: float = Field(default=0.01, description="KS test level, Bonferroni-corrected over features.")
+    max_drifted_share: float = Field(default=0.10, description="Share of drifted features that is a breach.")
+    max_drifted_features: int = Field(default=2, description="More drifted features than this is a breach, whatever "
+                                                            "the share (a study has hundreds of features).")
+    prediction_psi_threshold: float = 0.25
+    max_auroc_drop: float = Field(default=0.10, description="AUROC drop on newly labelled subjects that is a breach.")
+    min_new_subjects: int = Field(default=20, description="Fewer newly labelled subjects than this: no verdict.")
+    concept_alpha: float = Field(default=0.01, description="Level of the observed-vs-expected events test.")
+
+
+def _features_only(df: pd.DataFrame) -> pd.DataFrame:
+    return df.drop(columns=[c for c in (SUBJECT_KEY, T.LABEL, T.SPLIT, "SPLIT_BUCKET", "SCORE") if c in df.columns])
+
+
+def _model_uri(reference_meta: dict) -> str:
+    return f"models:/{reference_meta['model_name']}/{reference_meta['version']}"
+
+
+@dg.multi_asset(
+    outs={"monitoring_reference": dg.AssetOut(key=keys.MONITORING_REFERENCE, group_name="monitoring", kinds={"parquet"},
+                                              description="The champion's training population with its risk scores: "
+                                                          "what drift is measured against."),
+          "monitoring_reference_meta": dg.AssetOut(key=keys.MONITORING_REFERENCE_META, group_name="monitoring",
+                                                   kinds={"json"}, description="Which champion the reference belongs to.")},
+    ins={"champion": dg.AssetIn(keys.CHAMPION_MODEL), "training_set": dg.AssetIn(keys.TRAINING_SET)},
+    retry_policy=EXTERNAL,
+)
+def monitoring_reference(mlflow_settings: MlflowSettings, champion: dict, training_set: pd.DataFrame):
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_settings.uri())
+    meta = {"model_name": champion["name"], "version": int(champion["version"])}
+    reference = training_set.assign(SCORE=score(_model_uri(meta), training_set))
+    meta |= {"holdout_auroc": float(T.binary_metrics(*_holdout_xy(reference))["auroc"]), "subjects": len(reference)}
+    yield dg.Output(reference, output_name="monitoring_reference", metadata={"dagster/row_count": len(reference),
+                                                                             "champion_version": meta["version"]})
+    yield dg.Output(meta, output_name="monitoring_reference_meta", metadata={k: v for k, v in meta.items()})
+
+
+def _holdout_xy(reference: pd.DataFrame):
+    hold = reference[reference[T.SPLIT] == "holdout"]
+    return hold[T.LABEL], hold["SCORE"].to_numpy()
+
+
+@dg.asset(key=keys.FEATURE_DRIFT, group_name="monitoring", kinds={"scipy"},
+          ins={"features": dg.AssetIn(keys.SUBJECT_FEATURES), "reference": dg.AssetIn(keys.MONITORING_REFERENCE)},
+          description="Per feature: PSI and KS test of current subjects against the champion's training "
+                      "population, and the share of values outside the reference range.")
+def feature_drift(config: MonitoringConfig, features: pd.DataFrame, reference: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+    table = M.feature_drift(_features_only(reference), _features_only(features), CATEGORICAL)
+    table["drifted"] = M.flag_drift(table, config.psi_threshold, config.ks_alpha)
+    table = table.sort_values("psi", ascending=False, ignore_index=True)
+    share = float(table["drifted"].mean()) if len(table) else 0.0
+    return dg.Output(table, metadata={"features": len(table), "drifted": int(table["drifted"].sum()),
+                                      "drifted_share": round(share, 4), "max_psi": round(float(table["psi"].max()), 4),
+                                      "top": table_md(table, 12)})
+
+
+@dg.asset(key=keys.PREDICTION_DRIFT, group_name="monitoring", kinds={"mlflow"}, retry_policy=EXTERNAL,
+          ins={"features": dg.AssetIn(keys.SUBJECT_FEATURES), "reference": dg.AssetIn(keys.MONITORING_REFERENCE),
+               "reference_meta": dg.AssetIn(keys.MONITORING_REFERENCE_META)},
+          description="The champion's risk scores on current subjects against its scores on its training population.")
+def prediction_drift(mlflow_settings: MlflowSettings, features: pd.DataFrame, reference: pd.DataFrame, reference_meta: dict) -> dg.Output[dict]:
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_settings.uri())
+    current = score(_model_uri(reference_meta), features)
+    ks, pv = M.ks_test(reference["SCORE"], pd.Series(current))
+    result = {"psi": M.psi_numeric(reference["SCORE"], pd.Series(current)), "ks_stat": ks, "ks_pvalue": pv,
+              "mean_score_reference": float(reference["SCORE"].mean()), "mean_score_current": float(np.mean(current)),
+              "subjects": len(current)}
+    return dg.Output(result, metadata={k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()})
+
+
+def newly_labelled(training_set: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+    """Subjects with an outcome label today whom the champion never saw (neither train nor holdout)."""
+    return training_set[~training_set[SUBJECT_KEY].isin(reference[SUBJECT_KEY])].reset_index(drop=True)
+
+
+@dg.asset(key=keys.MODEL_PERFORMANCE, group_name="monitoring", kinds={"mlflow"}, retry_policy=EXTERNAL,
+          ins={"training_set": dg.AssetIn(keys.TRAINING_SET), "reference": dg.AssetIn(keys.MONITORING_REFERENCE),
+               "reference_meta": dg.AssetIn(keys.MONITORING_REFERENCE_META)},
+          description="The champion on subjects labelled since it was trained, against its own holdout AUROC.")
+def model_performance(config: MonitoringConfig, mlflow_settings: MlflowSettings, training_set: pd.DataFrame,
+                      reference: pd.DataFrame, reference_meta: dict) -> dg.Output[dict]:
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_settings.uri())
+    new = newly_labelled(training_set, reference)
+    result = {"new_subjects": len(new), "reference_auroc": reference_meta["holdout_auroc"], "auroc": None, "auroc_drop": None,
+              "enough_subjects": len(new) >= config.min_new_subjects}
+    if len(new) and new[T.LABEL].nunique() == 2:
+        m = T.binary_metrics(new[T.LABEL], score(_model_uri(reference_meta), new))
+        result |= {"auroc": m["auroc"], "brier": m["brier"], "auroc_drop": reference_meta["holdout_auroc"] - m["auroc"]}
+    return dg.Output(result, metadata={k: v for k, v in result.items() if v is not None})
+
+
+@dg.asset(key=keys.CONCEPT_DRIFT, group_name="monitoring", kinds={"mlflow", "scipy"}, retry_policy=EXTERNAL,
+          ins={"training_set": dg.AssetIn(keys.TRAINING_SET), "reference": dg.AssetIn(keys.MONITORING_REFERENCE),
+               "reference_meta": dg.AssetIn(keys.MONITORING_REFERENCE_META)},
+          description="Observed against expected outcomes on newly labelled subjects: has the link between "
+                      "features and outcome moved?")
+def concept_drift(mlflow_settings: MlflowSettings, training_set: pd.DataFrame, reference: pd.DataFrame, reference_meta: dict) -> dg.Output[dict]:
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_settings.uri())
+    new = newly_labelled(training_set, reference)
+    if new.empty:
+        result = {"n": 0.0}
+    else:
+        result = M.observed_vs_expected(new[T.LABEL], score(_model_uri(reference_meta), new))
+    return dg.Output(result, metadata={k: round(v, 4) for k, v in result.items()})
+
+
+def breaches(config: MonitoringConfig, drift: pd.DataFrame, prediction: dict, performance: dict, concept: dict) -> list[M.Breach]:
+    found = []
+    share = float(drift["drifted"].mean()) if len(drift) else 0.0
+    count = int(drift["drifted"].sum())
+    if share > config.max_drifted_share or count > config.max_drifted_features:
+        top = ", ".join(drift.loc[drift["drifted"], "feature"].head(5))
+        found.append(M.Breach("data_drift", f"{count} features ({share:.0%}) drifted (PSI > {config.psi_threshold}): {top}"))
+    if prediction["psi"] > config.prediction_psi_threshold:
+        found.append(M.Breach("prediction_drift", f"score PSI {prediction['psi']:.2f}"))
+    if performance["enough_subjects"] and performance["auroc_drop"] is not None and performance["auroc_drop"] > config.max_auroc_drop:
+        found.append(M.Breach("performance", f"AUROC {performance['auroc']:.2f} on {performance['new_subjects']} new "
+                                             f"subjects, {performance['auroc_drop']:.2f} below reference"))
+    if concept.get("n", 0) >= config.min_new_subjects and concept["pvalue"] < config.concept_alpha:
+        found.append(M.Breach("concept_drift", f"observed/expected events {concept['o_e_ratio']:.2f} (p={concept['pvalue']:.1e})"))
+    return found
+
+
+def _drift_plot(drift: pd.DataFrame, threshold: float, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    top = drift.head(15).iloc[::-1]
+    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=100)
+    ax.barh(top["feature"], top["psi"], color=np.where(top["drifted"], "tab:red", "tab:blue"))
+    ax.axvline(threshold, ls="--", color="grey", label=f"threshold {threshold}")
+    ax.set_xlabel("population stability index")
+    ax.set_title("Feature drift against the champion's training data")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+@dg.asset(key=keys.MONITORING_REPORT, group_name="monitoring", kinds={"pandas"},
+          ins={"drift": dg.AssetIn(keys.FEATURE_DRIFT), "prediction": dg.AssetIn(keys.PREDICTION_DRIFT),
+               "performance": dg.AssetIn(keys.MODEL_PERFORMANCE), "concept": dg.AssetIn(keys.CONCEPT_DRIFT),
+               "reference_meta": dg.AssetIn(keys.MONITORING_REFERENCE_META)},
+          description="Every monitoring verdict in one place; a breach alerts and triggers retraining.")
+def monitoring_report(context: dg.AssetExecutionContext, config: MonitoringConfig, alerts: AlertWebhook,
+                      drift: pd.DataFrame, prediction: dict, performance: dict, concept: dict, reference_meta: dict) -> dg.Output[dict]:
+    found = breaches(config, drift, prediction, performance, concept)
+    kinds = sorted({b.kind for b in found})
+    # The same breach (same champion, same kinds, same data) must trigger retraining only once.
+    digest = hashlib.sha256(pd.util.hash_pandas_object(drift[["feature", "psi"]].round(6), index=False).values.tobytes()).hexdigest()
+    breach_id = hashlib.sha256(json.dumps([reference_meta["version"], kinds, digest]).encode()).hexdigest()[:16] if found else None
+    plot = _drift_plot(drift, config.psi_threshold, settings.reports_dir() / f"drift-{context.run_id}.png")
+    if found:
+        alerts.send(f":warning: model monitoring breach for champion v{reference_meta['version']}: " + "; ".join(map(str, found)), context.log)
+    report = {"breach": bool(found), "breach_id": breach_id, "reasons": [str(b) for b in found], "kinds": kinds,
+              "champion_version": reference_meta["version"], "drifted_features": int(drift["drifted"].sum()),
+              "prediction_psi": prediction["psi"], "performance": performance, "concept": concept}
+    return dg.Output(report, metadata={
+        "breach": bool(found), "breach_id": breach_id or "", "reasons": "; ".join(report["reasons"]) or "none",
+        "champion_version": reference_meta["version"], "drift_plot": image_md(plot, "drift"),
+        "drift_png": dg.MetadataValue.path(str(plot)),
+    })

@@ -1,0 +1,98 @@
+"""Drift and degradation statistics: plain functions on data frames.
+
+- Feature drift: population stability index (PSI, reference deciles) and the two-sample
+  Kolmogorov-Smirnov test per numeric feature; PSI on category shares for categorical ones.
+- Prediction drift: the same on the champion's risk scores.
+- Performance: the champion on subjects labelled since it was trained, against its holdout AUROC.
+- Concept drift: observed against expected events on those subjects (calibration in the large);
+  the same inputs giving other outcomes means the relation between features and outcome moved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+EPS = 1e-4
+
+
+def psi_numeric(reference: pd.Series, current: pd.Series, bins: int = 10) -> float:
+    """PSI over the reference's quantile bins (missing values are a bin of their own)."""
+    ref, cur = reference.astype(float), current.astype(float)
+    edges = np.unique(np.nanquantile(ref.dropna(), np.linspace(0, 1, bins + 1))) if ref.notna().any() else []
+    if len(edges) < 2:
+        ref_b = ref.isna().map({True: "na", False: "v"})
+        cur_b = cur.isna().map({True: "na", False: "v"})
+    else:
+        inner = edges[1:-1]
+        ref_b = pd.Series(np.where(ref.isna(), -1, np.searchsorted(inner, ref, side="right")), index=ref.index)
+        cur_b = pd.Series(np.where(cur.isna(), -1, np.searchsorted(inner, cur, side="right")), index=cur.index)
+    return psi_categorical(ref_b, cur_b)
+
+
+def psi_categorical(reference: pd.Series, current: pd.Series) -> float:
+    levels = sorted(set(reference.dropna().astype(str)) | set(current.dropna().astype(str)))
+    p = reference.astype(str).value_counts(normalize=True).reindex(levels, fill_value=0).to_numpy() + EPS
+    q = current.astype(str).value_counts(normalize=True).reindex(levels, fill_value=0).to_numpy() + EPS
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+def ks_test(reference: pd.Series, current: pd.Series) -> tuple[float, float]:
+    a, b = reference.dropna().astype(float), current.dropna().astype(float)
+    if len(a) < 2 or len(b) < 2:
+        return float("nan"), float("nan")
+    res = stats.ks_2samp(a, b)
+    return float(res.statistic), float(res.pvalue)
+
+
+def out_of_range_share(reference: pd.Series, current: pd.Series) -> float:
+    """Share of current values outside the reference's 0.5-99.5 % range (feature distribution check)."""
+    ref, cur = reference.dropna().astype(float), current.dropna().astype(float)
+    if len(ref) < 10 or cur.empty:
+        return 0.0
+    lo, hi = np.quantile(ref, [0.005, 0.995])
+    return float(((cur < lo) | (cur > hi)).mean())
+
+
+def feature_drift(reference: pd.DataFrame, current: pd.DataFrame, categorical: list[str]) -> pd.DataFrame:
+    """One row per feature present in both: PSI, KS statistic and p-value, out-of-range share."""
+    rows = []
+    for col in [c for c in reference.columns if c in current.columns]:
+        if col in categorical:
+            rows.append({"feature": col, "psi": psi_categorical(reference[col], current[col]),
+                         "ks_stat": np.nan, "ks_pvalue": np.nan, "out_of_range": 0.0})
+        else:
+            ks, pv = ks_test(reference[col], current[col])
+            rows.append({"feature": col, "psi": psi_numeric(reference[col], current[col]), "ks_stat": ks,
+                         "ks_pvalue": pv, "out_of_range": out_of_range_share(reference[col], current[col])})
+    return pd.DataFrame(rows, columns=["feature", "psi", "ks_stat", "ks_pvalue", "out_of_range"])
+
+
+def flag_drift(table: pd.DataFrame, psi_threshold: float, ks_alpha: float) -> pd.Series:
+    """A feature drifts when its PSI passes the threshold and the KS test agrees (Bonferroni over
+    features); categorical features by PSI alone."""
+    alpha = ks_alpha / max(1, len(table))
+    ks_ok = table["ks_pvalue"].isna() | (table["ks_pvalue"] < alpha)
+    return (table["psi"] > psi_threshold) & ks_ok
+
+
+def observed_vs_expected(y: pd.Series, p: np.ndarray) -> dict[str, float]:
+    """Calibration in the large: events seen against the sum of predicted risks, with a z test."""
+    y = np.asarray(y, dtype=float)
+    observed, expected = float(y.sum()), float(np.sum(p))
+    var = float(np.sum(p * (1 - p)))
+    z = (observed - expected) / np.sqrt(var) if var > 0 else 0.0
+    return {"n": float(len(y)), "observed": observed, "expected": expected, "o_e_ratio": observed / expected if expected else float("nan"),
+            "z": float(z), "pvalue": float(2 * stats.norm.sf(abs(z)))}
+
+
+@dataclass(frozen=True)
+class Breach:
+    kind: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.detail}"
