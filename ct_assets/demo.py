@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ct_assets.pools import ensure_pools
 
-    job = defs.resolve_job_def("clinical_data_pipeline")  # the main job: the whole graph
+    job = defs.resolve_implicit_global_asset_job_def()  # every asset of the main code location
     with DagsterInstance.get() as instance:
         ensure_pools(instance)
         result = job.execute_in_process(instance=instance, raise_on_error=False)

@@ -147,3 +147,65 @@ def test_other_study_through_the_cli(tmp_path):
     version = client.get_model_version_by_alias(MODEL, "champion")
     assert float(version.tags["holdout_auroc"]) > 0.6
     assert scan_for(raw_subject_ids(study), [home / "feature_store", home / "mlflow-artifacts", home / "dagster"]) == []
+
+
+def test_feature_backfill_over_a_few_cohorts(pilot_run):
+    """A correction (here: a 14-day window) backfilled over three cohorts through the instance."""
+    from ct_assets.backfill_location import defs as backfill_defs
+    from ct_assets.features.backfill import cohort_of
+
+    home, _, instance = pilot_run
+    cohorts = sorted(instance.get_dynamic_partitions("enrollment_cohorts"))
+    dm = pd.read_parquet(home / "lake/validated/validated_dm.parquet")
+    assert set(cohorts) == set(cohort_of(dm).dropna())
+    store_path = home / "feature_store/subject_features.parquet"
+    before = pd.read_parquet(store_path).set_index("SUBJECT_KEY")
+    chosen = [c for c in cohorts if (cohort_of(dm) == c).sum() >= 3][:3]
+    job = backfill_defs.resolve_job_def("feature_backfill")
+    for cohort in chosen:
+        result = job.execute_in_process(partition_key=cohort, instance=instance,
+                                        run_config={"ops": {"feature_store_cohorts": {"config": {"window_days": 14}}}})
+        assert result.success
+        md = result.get_asset_materialization_events()[0].materialization.metadata
+        assert md["subjects"].value == ((cohort_of(dm) == cohort) & dm["RFSTDTC"].notna()).sum()
+        assert md["changed_subjects"].value > 0 and md["added"].value == md["removed"].value == 0
+    assert instance.get_materialized_partitions(keys.FEATURE_STORE_COHORTS) == set(chosen)
+    after = pd.read_parquet(store_path).set_index("SUBJECT_KEY")
+    assert sorted(after.index) == sorted(before.index)  # counts verified: nobody lost or duplicated
+    members = set(dm.loc[cohort_of(dm).isin(chosen), "SUBJECT_KEY"])
+    others = sorted(set(before.index) - members)
+    pd.testing.assert_frame_equal(after.loc[others, before.columns], before.loc[others], check_like=True)
+    changed = sorted(members & set(before.index))
+    assert not after.loc[changed, before.columns].equals(before.loc[changed])
+    for cohort in chosen:
+        assert (home / f"feature_store/cohorts/cohort={cohort}.parquet").exists()
+
+
+def test_rollback_restores_the_previous_champion(pilot_run):
+    from ct_assets.lib import registry
+    from ct_assets.training.rollback import rollback_champion
+
+    home, _, instance = pilot_run
+    client = _client(home)
+    good = client.get_model_version_by_alias(MODEL, "champion")
+    newer = client.create_model_version(MODEL, source=good.source, run_id=good.run_id)
+    registry.promote(client, MODEL, newer.version)  # a new champion goes live ...
+    assert client.get_model_version_by_alias(MODEL, "previous_champion").version == good.version
+    result = rollback_champion.execute_in_process(instance=instance, resources=defs.resources)  # ... and is rolled back
+    assert result.success
+    assert client.get_model_version_by_alias(MODEL, "champion").version == good.version
+    assert client.get_model_version_by_alias(MODEL, "previous_champion").version == newer.version
+
+
+def test_data_quality_monitoring_job(pilot_run):
+    _, _, instance = pilot_run
+    result = defs.resolve_job_def("data_quality_monitoring").execute_in_process(instance=instance)
+    assert result.success
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations() if c.asset_key == keys.DATA_QUALITY_REPORT}
+    assert checks["score_above_threshold"].passed and checks["score_above_threshold"].metadata["score"].value >= 0.95
+    report = {e.asset_key: e.materialization.metadata for e in result.get_asset_materialization_events()}
+    md = report[keys.DATA_QUALITY_REPORT]
+    for component in ("validity", "completeness", "subjects_in_dm", "dates_in_study_period", "visit_order", "non_anomalous"):
+        assert 0.0 <= md[component].value <= 1.0
+    assert md["visit_order"].value > 0.95 and md["subjects_in_dm"].value == 1.0
+    assert report[keys.QUARANTINE_RECHECK]["now_valid"].value == 0

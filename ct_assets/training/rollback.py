@@ -12,10 +12,10 @@ from ct_assets.resources import MlflowSettings
 
 
 @dg.op(description="Swap aliases champion and previous_champion of the model.")
-def swap_champion(context: dg.OpExecutionContext, mlflow_settings: MlflowSettings) -> dict:
+def swap_champion(context: dg.OpExecutionContext, mlflow_settings: MlflowSettings) -> None:
     old, new = registry.rollback(mlflow_settings.client(), mlflow_settings.model_name)
     context.log.warning(f"{mlflow_settings.model_name}: champion rolled back from v{old} to v{new}")
-    return {"from_version": old, "to_version": new}
+    context.add_output_metadata({"from_version": old, "to_version": new})
 
 
 @dg.job(description="Roll back the champion model to the previous champion (manual).", tags={"ct/kind": "rollback"})
