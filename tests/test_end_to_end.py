@@ -150,32 +150,35 @@ def test_other_study_through_the_cli(tmp_path):
 
 
 def test_feature_backfill_over_a_few_cohorts(pilot_run):
-    """A correction (here: a 14-day window) backfilled over three cohorts through the instance."""
-    from ct_assets.backfill_location import defs as backfill_defs
+    """A correction (here: a 14-day window) backfilled over a range of three cohorts from the CLI."""
+    import yaml
+
     from ct_assets.features.backfill import cohort_of
 
     home, _, instance = pilot_run
-    cohorts = sorted(instance.get_dynamic_partitions("enrollment_cohorts"))
+    cohorts = instance.get_dynamic_partitions("enrollment_cohorts")
     dm = pd.read_parquet(home / "lake/validated/validated_dm.parquet")
     assert set(cohorts) == set(cohort_of(dm).dropna())
     store_path = home / "feature_store/subject_features.parquet"
     before = pd.read_parquet(store_path).set_index("SUBJECT_KEY")
-    chosen = [c for c in cohorts if (cohort_of(dm) == c).sum() >= 3][:3]
-    job = backfill_defs.resolve_job_def("feature_backfill")
-    for cohort in chosen:
-        result = job.execute_in_process(partition_key=cohort, instance=instance,
-                                        run_config={"ops": {"feature_store_cohorts": {"config": {"window_days": 14}}}})
-        assert result.success
-        md = result.get_asset_materialization_events()[0].materialization.metadata
-        assert md["subjects"].value == ((cohort_of(dm) == cohort) & dm["RFSTDTC"].notna()).sum()
-        assert md["changed_subjects"].value > 0 and md["added"].value == md["removed"].value == 0
+    chosen = cohorts[3:6]
+    config = home / "backfill.yaml"
+    config.write_text(yaml.safe_dump({"ops": {"feature_store_cohorts": {"config": {"window_days": 14}}}}))
+    dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
+    proc = subprocess.run([dagster, "asset", "materialize", "-m", "ct_assets.backfill_location", "--select",
+                           "feature_store_cohorts", "--partition-range", f"{chosen[0]}...{chosen[-1]}", "-c", str(config)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     assert instance.get_materialized_partitions(keys.FEATURE_STORE_COHORTS) == set(chosen)
+    event = instance.get_latest_materialization_event(keys.FEATURE_STORE_COHORTS).asset_materialization
+    members = set(dm.loc[cohort_of(dm).isin(chosen) & dm["RFSTDTC"].notna(), "SUBJECT_KEY"])
+    assert event.metadata["subjects"].value == len(members)  # counts verified against DM
+    assert event.metadata["changed_subjects"].value > 0 and event.metadata["added"].value == 0
     after = pd.read_parquet(store_path).set_index("SUBJECT_KEY")
-    assert sorted(after.index) == sorted(before.index)  # counts verified: nobody lost or duplicated
-    members = set(dm.loc[cohort_of(dm).isin(chosen), "SUBJECT_KEY"])
+    assert sorted(after.index) == sorted(before.index)  # nobody lost or duplicated
     others = sorted(set(before.index) - members)
     pd.testing.assert_frame_equal(after.loc[others, before.columns], before.loc[others], check_like=True)
-    changed = sorted(members & set(before.index))
+    changed = sorted(members)
     assert not after.loc[changed, before.columns].equals(before.loc[changed])
     for cohort in chosen:
         assert (home / f"feature_store/cohorts/cohort={cohort}.parquet").exists()

@@ -5,7 +5,8 @@ or the CLI; each partition recomputes its subjects' features with the same funct
 ``subject_features``, replaces exactly those rows of the offline store, verifies the count against
 DM and reports what changed.
 
-    dagster asset backfill -m ct_assets --asset-key feature_store_cohorts --partitions 2013-07,2013-08
+    dagster asset materialize -m ct_assets.backfill_location --select feature_store_cohorts \
+        --partition-range 2013-07...2013-09
 """
 
 import dagster as dg
@@ -46,31 +47,39 @@ def compare(old: pd.DataFrame, new: pd.DataFrame) -> dict:
 @dg.asset(
     key=keys.FEATURE_STORE_COHORTS, group_name="features", kinds={"parquet"}, partitions_def=COHORTS,
     deps=[keys.PROCESSED_VISITS, keys.validated("DM"), keys.validated("EX"), keys.SUBJECT_FEATURES],
+    backfill_policy=dg.BackfillPolicy.single_run(),  # a range is one run: the store is rewritten once
     pool="feature_engineering",
     description="The offline feature store, one partition per enrollment cohort, for backfills after a correction.",
 )
 def feature_store_cohorts(context: dg.AssetExecutionContext, config: FeatureConfig, lake: Lake) -> dg.MaterializeResult:
-    cohort = context.partition_key
-    dm = pd.read_parquet(lake.path_for("validated_dm"))
-    dm = dm[(cohort_of(dm) == cohort) & dm["RFSTDTC"].notna()]
+    chosen = list(context.partition_keys)
+    all_dm = pd.read_parquet(lake.path_for("validated_dm"))
+    dm = all_dm[cohort_of(all_dm).isin(chosen) & all_dm["RFSTDTC"].notna()]
     members = set(dm[SUBJECT_KEY])
     visits = pd.read_parquet(lake.path_for("processed_visits"))
     ex = pd.read_parquet(lake.path_for("validated_ex"))
     fresh = build_features(visits[visits[SUBJECT_KEY].isin(members)], dm, ex[ex[SUBJECT_KEY].isin(members)], config.window_days)
     if len(fresh) != len(members):  # verify_feature_store
-        raise RuntimeError(f"cohort {cohort}: {len(fresh)} feature rows for {len(members)} subjects in DM")
+        raise RuntimeError(f"cohorts {chosen}: {len(fresh)} feature rows for {len(members)} subjects in DM")
     store_path = lake.path_for("subject_features")
     with locked(store_path):
         store = pd.read_parquet(store_path)
         old = store[store[SUBJECT_KEY].isin(members)]
-        diff = compare(old, fresh)
         updated = pd.concat([store[~store[SUBJECT_KEY].isin(members)], fresh], ignore_index=True)
         updated = updated.reindex(columns=store.columns.union(fresh.columns, sort=False))
         write_parquet(updated.sort_values(SUBJECT_KEY, ignore_index=True), store_path)
-    write_parquet(fresh, lake.path_for("subject_features").parent / "cohorts" / f"cohort={cohort}.parquet")
-    context.log.info(f"cohort {cohort}: {len(fresh)} subjects, {diff['changed_subjects']} changed")
+    cohort = cohort_of(dm).set_axis(dm[SUBJECT_KEY]).reindex(fresh[SUBJECT_KEY]).to_numpy()
+    rows = []
+    for key in chosen:
+        part, before = fresh[cohort == key], old[old[SUBJECT_KEY].isin(fresh.loc[cohort == key, SUBJECT_KEY])]
+        write_parquet(part, store_path.parent / "cohorts" / f"cohort={key}.parquet")
+        rows.append({"cohort": key, "subjects": len(part)} | compare(before, part))
+    report = pd.DataFrame(rows).drop(columns=["changed_features"])
+    diff = compare(old, fresh)
+    context.log.info(f"{len(chosen)} cohorts, {len(fresh)} subjects, {diff['changed_subjects']} changed")
     return dg.MaterializeResult(metadata={
-        "subjects": len(fresh), "added": diff["added"], "removed": diff["removed"],
+        "cohorts": len(chosen), "subjects": len(fresh), "added": diff["added"], "removed": diff["removed"],
         "changed_subjects": diff["changed_subjects"], "max_abs_change": round(diff["max_abs_change"], 6),
+        "by_cohort": table_md(report),
         "changed_features": table_md(pd.DataFrame(list(diff["changed_features"].items()), columns=["feature", "subjects"])),
     })
