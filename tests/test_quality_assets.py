@@ -23,17 +23,23 @@ def _study_with_bad_vitals(folder, n_bad):
     return folder
 
 
-def _materialize(study, run_config=None):
+@pytest.fixture
+def instance():
+    # Results read the instance lazily: it must live as long as the test.
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def _materialize(instance, study, run_config=None):
     selection = [a for a in raw_assets + validation_assets
                  if set(a.keys) & {keys.raw("DM"), keys.raw("VS"), keys.validated("DM"), keys.validated("VS")}]
     resources = build_resources()
     resources["study"] = StudySource(study_dir=str(study))
-    return dg.materialize(selection, resources=resources, run_config=run_config,
-                          instance=dg.DagsterInstance.ephemeral())
+    return dg.materialize(selection, resources=resources, run_config=run_config, instance=instance)
 
 
-def test_bad_rows_are_quarantined_and_counts_reconcile(ct_home, tmp_path):
-    result = _materialize(_study_with_bad_vitals(tmp_path / "study", n_bad=3))
+def test_bad_rows_are_quarantined_and_counts_reconcile(ct_home, tmp_path, instance):
+    result = _materialize(instance, _study_with_bad_vitals(tmp_path / "study", n_bad=3))
     assert result.success
     validated = pd.read_parquet(ct_home / "lake/validated/validated_vs.parquet")
     quarantined = pd.read_parquet(ct_home / "lake/quarantine/quarantine_vs.parquet")
@@ -48,14 +54,14 @@ def test_bad_rows_are_quarantined_and_counts_reconcile(ct_home, tmp_path):
     assert checks[(keys.validated("DM"), "quality_score")].passed
 
 
-def test_quality_score_check_fails_below_threshold(ct_home, tmp_path):
-    result = _materialize(_study_with_bad_vitals(tmp_path / "study", n_bad=10))
+def test_quality_score_check_fails_below_threshold(ct_home, tmp_path, instance):
+    result = _materialize(instance, _study_with_bad_vitals(tmp_path / "study", n_bad=10))
     checks = {(c.asset_key, c.check_name): c for c in result.get_asset_check_evaluations()}
     score = checks[(keys.validated("VS"), "quality_score")]
     assert not score.passed and score.metadata["score"].value == 0.9
     assert checks[(keys.validated("VS"), "rows_reconcile")].passed
     strict = {"ops": {"validate_vs": {"config": {"min_quality_score": 0.8}}}}
-    checks = {(c.asset_key, c.check_name): c for c in _materialize(tmp_path / "study", strict).get_asset_check_evaluations()}
+    checks = {(c.asset_key, c.check_name): c for c in _materialize(instance, tmp_path / "study", strict).get_asset_check_evaluations()}
     assert checks[(keys.validated("VS"), "quality_score")].passed
 
 
