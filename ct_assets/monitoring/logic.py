@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 EPS = 1e-4
 
@@ -41,6 +40,8 @@ def psi_categorical(reference: pd.Series, current: pd.Series) -> float:
 
 
 def ks_test(reference: pd.Series, current: pd.Series) -> tuple[float, float]:
+    from scipy import stats  # imported on use: keeps the code location quick to load
+
     a, b = reference.dropna().astype(float), current.dropna().astype(float)
     if len(a) < 2 or len(b) < 2:
         return float("nan"), float("nan")
@@ -81,6 +82,8 @@ def flag_drift(table: pd.DataFrame, psi_threshold: float, ks_alpha: float) -> pd
 
 def observed_vs_expected(y: pd.Series, p: np.ndarray) -> dict[str, float]:
     """Calibration in the large: events seen against the sum of predicted risks, with a z test."""
+    from scipy import stats
+
     y = np.asarray(y, dtype=float)
     observed, expected = float(y.sum()), float(np.sum(p))
     var = float(np.sum(p * (1 - p)))

@@ -8,7 +8,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 from pydantic import Field
-from sklearn.model_selection import StratifiedKFold, cross_val_score
 
 from ct_assets import keys, settings
 from ct_assets.lib.privacy import SPLIT_BUCKET, SUBJECT_KEY
@@ -106,6 +105,7 @@ def _pip_requirements() -> list[str]:
 def candidate_model(context: dg.AssetExecutionContext, config: ModelConfig, training_set: pd.DataFrame) -> dg.Output[dict]:
     import skops.io as sio
     from mlflow.models import infer_signature
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
 
     params = config.params()
     model, columns = T.fit(training_set, params)

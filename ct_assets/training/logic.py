@@ -16,13 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from ct_assets.features.logic import CATEGORICAL
 from ct_assets.lib.privacy import SPLIT_BUCKET, SUBJECT_KEY
@@ -111,7 +104,15 @@ class ModelParams:
         return d | self.extra
 
 
-def build_model(params: ModelParams, numeric: list[str], categorical: list[str]) -> Pipeline:
+def build_model(params: ModelParams, numeric: list[str], categorical: list[str]):
+    """The scikit-learn pipeline (imported here, not at module import: the code location loads faster)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
     prep = ColumnTransformer(
         [
             ("num", Pipeline([("impute", SimpleImputer(strategy="median", keep_empty_features=True)),
@@ -131,7 +132,7 @@ def build_model(params: ModelParams, numeric: list[str], categorical: list[str])
     return Pipeline([("prep", prep), ("clf", clf)])
 
 
-def fit(training_set: pd.DataFrame, params: ModelParams) -> tuple[Pipeline, list[str]]:
+def fit(training_set: pd.DataFrame, params: ModelParams):
     train = training_set[training_set[SPLIT] == "train"]
     if train[LABEL].nunique() < 2:
         raise ValueError("the training split holds one class only: the outcome definition selects too few subjects")
@@ -142,6 +143,8 @@ def fit(training_set: pd.DataFrame, params: ModelParams) -> tuple[Pipeline, list
 
 
 def binary_metrics(y: pd.Series, p: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+
     y = np.asarray(y)
     out = {"n": float(len(y)), "prevalence": float(y.mean()) if len(y) else float("nan")}
     if len(np.unique(y)) == 2:
@@ -154,6 +157,8 @@ def binary_metrics(y: pd.Series, p: np.ndarray) -> dict[str, float]:
 
 def bootstrap_auroc_ci(y: pd.Series, p: np.ndarray, n_boot: int = 1000, seed: int = 0) -> tuple[float, float]:
     """95 % percentile bootstrap interval of the AUROC: how much a small holdout can be trusted."""
+    from sklearn.metrics import roc_auc_score
+
     y, rng = np.asarray(y), np.random.default_rng(seed)
     idx = rng.integers(0, len(y), size=(n_boot, len(y)))
     stats = [roc_auc_score(y[i], p[i]) for i in idx if 0 < y[i].sum() < len(i)]
