@@ -20,3 +20,21 @@ def table_md(df: pd.DataFrame, rows: int | None = None) -> dg.MetadataValue:
 def image_md(path: Path, alt: str = "plot") -> dg.MetadataValue:
     data = base64.b64encode(Path(path).read_bytes()).decode()
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{data})")
+
+
+def pyplot():
+    """matplotlib's pyplot on the headless Agg backend (imported on use)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path)
+    pyplot().close(fig)
+    return path

@@ -12,7 +12,7 @@ from pydantic import Field
 from ct_assets import keys, settings
 from ct_assets.alerts import AlertWebhook
 from ct_assets.features.logic import CATEGORICAL
-from ct_assets.lib.metadata import image_md, table_md
+from ct_assets.lib.metadata import image_md, pyplot, save_figure, table_md
 from ct_assets.lib.privacy import SUBJECT_KEY
 from ct_assets.lib.registry import score
 from ct_assets.monitoring import logic as M
@@ -156,23 +156,14 @@ def breaches(config: MonitoringConfig, drift: pd.DataFrame, prediction: dict, pe
 
 
 def _drift_plot(drift: pd.DataFrame, threshold: float, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     top = drift.head(15).iloc[::-1]
-    fig, ax = plt.subplots(figsize=(6, 4.5), dpi=100)
+    fig, ax = pyplot().subplots(figsize=(6, 4.5), dpi=100)
     ax.barh(top["feature"], top["psi"], color=np.where(top["drifted"], "tab:red", "tab:blue"))
     ax.axvline(threshold, ls="--", color="grey", label=f"threshold {threshold}")
     ax.set_xlabel("population stability index")
     ax.set_title("Feature drift against the champion's training data")
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 @dg.asset(key=keys.MONITORING_REPORT, group_name="monitoring", kinds={"pandas"},

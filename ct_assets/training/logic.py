@@ -186,23 +186,17 @@ def subgroup_metrics(holdout: pd.DataFrame, p: np.ndarray) -> pd.DataFrame:
 
 
 def calibration_plot(y: pd.Series, p: np.ndarray, path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from sklearn.calibration import calibration_curve
+
+    from ct_assets.lib.metadata import pyplot, save_figure
 
     bins = max(2, min(10, len(y) // 10))
     frac_pos, mean_pred = calibration_curve(y, p, n_bins=bins, strategy="quantile")
-    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+    fig, ax = pyplot().subplots(figsize=(4.5, 4.5), dpi=100)
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfectly calibrated")
     ax.plot(mean_pred, frac_pos, "o-", label="model")
     ax.set_xlabel("predicted risk")
     ax.set_ylabel("observed event rate")
     ax.set_title(title)
     ax.legend(loc="upper left")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
