@@ -212,3 +212,21 @@ def test_data_quality_monitoring_job(pilot_run):
         assert 0.0 <= md[component].value <= 1.0
     assert md["visit_order"].value > 0.95 and md["subjects_in_dm"].value == 1.0
     assert report[keys.QUARANTINE_RECHECK]["now_valid"].value == 0
+
+
+STAGES = [keys.PROCESSED_VISITS, keys.SUBJECT_FEATURES, keys.TRAINING_SET, keys.CANDIDATE_MODEL,
+          keys.MODEL_EVALUATION, keys.REGISTERED_MODEL, keys.CHAMPION_MODEL, [keys.MONITORING_REFERENCE, keys.MONITORING_REFERENCE_META],
+          keys.FEATURE_DRIFT, keys.PREDICTION_DRIFT, keys.MODEL_PERFORMANCE, keys.CONCEPT_DRIFT,
+          keys.MONITORING_REPORT, keys.DATA_QUALITY_REPORT, keys.QUARANTINE_RECHECK]
+
+
+def test_each_asset_materializes_on_its_own(pilot_run):
+    """Every stage through materialize(), alone, reading its inputs from the lake the run left.
+    Last in this module: it registers and promotes new model versions."""
+    _, _, instance = pilot_run
+    assets = list(defs.assets)
+    for stage in STAGES:
+        selection = stage if isinstance(stage, list) else [stage]
+        result = dg.materialize(assets, selection=selection, resources=defs.resources, instance=instance)
+        assert result.success, selection
+        assert set(selection) <= {e.asset_key for e in result.get_asset_materialization_events()}

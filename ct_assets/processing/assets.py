@@ -20,6 +20,7 @@ VISIT_COLUMNS = {"SUBJECT_KEY": "string", "VISITNUM": "float64", "STUDY_DAY": "f
     group_name="processing",
     kinds={"spark", "parquet"},
     pool="spark_jobs",
+    retry_policy=dg.RetryPolicy(max_retries=3, delay=300),  # a cluster job can fail transiently
     deps=[keys.validated(d) for d in FINDINGS_DOMAINS] + [keys.validated("DM")],
     description="One row per subject per visit: findings (vital signs, labs) in standard units, one column per test.",
 )
