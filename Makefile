@@ -21,6 +21,7 @@ demo: install
 	$(PY) -m ct_assets.demo
 
 test: install
+	$(VENV)/bin/ruff check ct_assets spark tests benchmarks
 	$(PY) -m pytest
 
 dev: install

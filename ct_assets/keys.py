@@ -2,7 +2,6 @@
 
 from dagster import AssetKey
 
-from ct_assets.lib.sdtm import DOMAINS
 
 
 def raw(domain: str) -> AssetKey:
@@ -25,7 +24,6 @@ MODEL_EVALUATION = AssetKey("model_evaluation")
 REGISTERED_MODEL = AssetKey("registered_model")
 CHAMPION_MODEL = AssetKey("champion_model")
 
-ALL_DOMAINS = DOMAINS
 
 MONITORING_REFERENCE = AssetKey("monitoring_reference")
 MONITORING_REFERENCE_META = AssetKey("monitoring_reference_meta")

@@ -93,17 +93,14 @@ class LakeIOManager(dg.ConfigurableIOManager):
 
     lake: Lake
 
-    def _path(self, key: dg.AssetKey, obj_or_type: Any) -> Path:
-        is_frame = isinstance(obj_or_type, pd.DataFrame) or obj_or_type in (pd.DataFrame, Any, None)
-        return self.lake.path_for(key.to_python_identifier(), ".parquet" if is_frame else ".json")
-
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:
             return
+        name = context.asset_key.to_python_identifier()
         if isinstance(obj, pd.DataFrame):
-            path = lake.write_parquet(obj, self._path(context.asset_key, obj))
+            path = lake.write_parquet(obj, self.lake.path_for(name, ".parquet"))
         else:
-            path = lake.write_json(obj, self._path(context.asset_key, obj))
+            path = lake.write_json(obj, self.lake.path_for(name, ".json"))
         context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
 
     def load_input(self, context: dg.InputContext) -> Any:

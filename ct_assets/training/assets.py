@@ -1,7 +1,6 @@
 """Training set, candidate model, holdout evaluation, registry version and the champion alias."""
 
 
-from typing import Any
 
 import dagster as dg
 import mlflow
