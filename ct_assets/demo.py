@@ -34,7 +34,8 @@ def summary(result) -> list[str]:
         md = mat.metadata
         rows = md.get("dagster/row_count")
         bits = [f"{rows.value} rows" if rows else None]
-        for key in ("quality_score", "holdout_auroc", "holdout_auprc", "holdout_brier", "version", "champion_version"):
+        for key in ("quality_score", "score", "holdout_auroc", "holdout_auprc", "holdout_brier", "version",
+                    "champion_version", "drifted", "breach"):
             if key in md:
                 bits.append(f"{key}={md[key].value}")
         lines.append(f"  {mat.asset_key.to_user_string():<22} " + ", ".join(b for b in bits if b))
@@ -48,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--study-dir", help="SDTM study folder (default $CT_STUDY_DIR or the bundled pilot)")
     args = parser.parse_args(argv)
+    import warnings
+
+    warnings.filterwarnings("ignore", module="dagster.*")  # beta / superseded notices of the libraries
+    warnings.filterwarnings("ignore", category=UserWarning, module="mlflow.*")
     if args.study_dir:
         os.environ["CT_STUDY_DIR"] = args.study_dir
     prepare_dagster_home()

@@ -80,3 +80,16 @@ def test_fit_refuses_a_single_class():
     df = pd.DataFrame({SUBJECT_KEY: ["a", "b"], "AGE": [1.0, 2.0], T.LABEL: [0, 0], T.SPLIT: ["train", "train"]})
     with pytest.raises(ValueError, match="one class"):
         T.fit(df, T.ModelParams())
+
+
+def test_observed_vs_expected_is_relative_to_the_models_own_calibration():
+    from ct_assets.monitoring.logic import observed_vs_expected
+
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.1, 0.5, 2000)
+    y = rng.random(2000) < p
+    assert observed_vs_expected(y, p)["pvalue"] > 0.01  # calibrated, no drift
+    inflated = np.clip(p / 0.75, 0, 1)  # a model that over-predicts as it always did
+    assert observed_vs_expected(y, inflated)["pvalue"] < 0.01
+    assert observed_vs_expected(y, inflated, baseline_ratio=0.75)["pvalue"] > 0.01
+    assert observed_vs_expected(y & (rng.random(2000) < 0.5), p)["pvalue"] < 0.01  # half the events: drift

@@ -57,7 +57,9 @@ def monitoring_reference(mlflow_settings: MlflowSettings, champion: dict, traini
     mlflow.set_tracking_uri(mlflow_settings.uri())
     meta = {"model_name": champion["name"], "version": int(champion["version"])}
     reference = training_set.assign(SCORE=score(_model_uri(meta), training_set))
-    meta |= {"holdout_auroc": float(T.binary_metrics(*_holdout_xy(reference))["auroc"]), "subjects": len(reference)}
+    y, p = _holdout_xy(reference)
+    meta |= {"holdout_auroc": float(T.binary_metrics(y, p)["auroc"]), "subjects": len(reference),
+             "holdout_oe_ratio": float(y.sum() / p.sum()) if p.sum() else 1.0}
     yield dg.Output(reference, output_name="monitoring_reference", metadata={"dagster/row_count": len(reference),
                                                                              "champion_version": meta["version"]})
     yield dg.Output(meta, output_name="monitoring_reference_meta", metadata={k: v for k, v in meta.items()})
@@ -134,7 +136,8 @@ def concept_drift(mlflow_settings: MlflowSettings, training_set: pd.DataFrame, r
     if new.empty:
         result = {"n": 0.0}
     else:
-        result = M.observed_vs_expected(new[T.LABEL], score(_model_uri(reference_meta), new))
+        result = M.observed_vs_expected(new[T.LABEL], score(_model_uri(reference_meta), new),
+                                        reference_meta.get("holdout_oe_ratio", 1.0))
     return dg.Output(result, metadata={k: round(v, 4) for k, v in result.items()})
 
 

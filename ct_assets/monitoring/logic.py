@@ -80,16 +80,21 @@ def flag_drift(table: pd.DataFrame, psi_threshold: float, ks_alpha: float) -> pd
     return (table["psi"] > psi_threshold) & ks_ok
 
 
-def observed_vs_expected(y: pd.Series, p: np.ndarray) -> dict[str, float]:
-    """Calibration in the large: events seen against the sum of predicted risks, with a z test."""
+def observed_vs_expected(y: pd.Series, p: np.ndarray, baseline_ratio: float = 1.0) -> dict[str, float]:
+    """Calibration in the large: events seen against the sum of predicted risks, with a z test.
+
+    ``baseline_ratio`` is the model's own observed/expected ratio on its holdout: drift is a change
+    from how the model was calibrated when it was promoted, not a departure from perfection."""
     from scipy import stats
 
     y = np.asarray(y, dtype=float)
-    observed, expected = float(y.sum()), float(np.sum(p))
-    var = float(np.sum(p * (1 - p)))
+    q = np.clip(np.asarray(p, dtype=float) * baseline_ratio, 0.0, 1.0)
+    observed, expected = float(y.sum()), float(np.sum(q))
+    var = float(np.sum(q * (1 - q)))
     z = (observed - expected) / np.sqrt(var) if var > 0 else 0.0
-    return {"n": float(len(y)), "observed": observed, "expected": expected, "o_e_ratio": observed / expected if expected else float("nan"),
-            "z": float(z), "pvalue": float(2 * stats.norm.sf(abs(z)))}
+    return {"n": float(len(y)), "observed": observed, "expected": expected, "baseline_ratio": baseline_ratio,
+            "o_e_ratio": observed / expected if expected else float("nan"), "z": float(z),
+            "pvalue": float(2 * stats.norm.sf(abs(z)))}
 
 
 @dataclass(frozen=True)

@@ -40,11 +40,14 @@ class ModelConfig(dg.Config):
     max_depth: int = 3
     learning_rate: float = 0.05
     max_iter: int = 200
+    class_weight: str | None = Field(default=None, description="None keeps predicted risks calibrated; 'balanced' "
+                                                                "reweights the rarer class and inflates risks.")
     seed: int = 0
     cv_folds: int = 5
 
     def params(self) -> T.ModelParams:
-        return T.ModelParams(self.model_type, self.C, self.max_depth, self.learning_rate, self.max_iter, seed=self.seed)
+        return T.ModelParams(self.model_type, self.C, self.max_depth, self.learning_rate, self.max_iter,
+                             self.class_weight, seed=self.seed)
 
 
 class PromotionConfig(dg.Config):
