@@ -17,6 +17,9 @@ class AlertWebhook(dg.ConfigurableResource):
     url_env: str = Field(default="CT_ALERT_WEBHOOK_URL", description="Environment variable holding the webhook URL.")
     timeout_seconds: float = 10.0
 
+    def configured(self) -> bool:
+        return bool(os.environ.get(self.url_env))
+
     def send(self, text: str, log=None) -> bool:
         """Post ``text``; True when delivered. Delivery problems are logged, never raised: an alert
         must not fail the run that raises it."""

@@ -11,13 +11,21 @@ from ct_assets.monitoring.assets import (
     feature_drift,
     model_performance,
     monitoring_reference,
+    monitoring_alerts,
     monitoring_report,
     prediction_drift,
 )
 from ct_assets.monitoring.sensors import data_cleaning_sensor, drift_retraining_sensor
 from ct_assets.processing.assets import processed_visits
 from ct_assets.quality.assets import validation_assets
-from ct_assets.quality.monitor_assets import data_quality_report, quarantine_recheck
+from ct_assets.quality.monitor_assets import (
+    data_anomalies,
+    data_completeness,
+    data_consistency,
+    data_freshness,
+    data_quality_report,
+    quarantine_recheck,
+)
 from ct_assets.resources import build_resources
 from ct_assets.training.assets import (
     candidate_model,
@@ -32,6 +40,10 @@ defs = dg.Definitions(
     assets=[
         *raw_assets,
         *validation_assets,
+        data_completeness,
+        data_consistency,
+        data_freshness,
+        data_anomalies,
         data_quality_report,
         quarantine_recheck,
         processed_visits,
@@ -47,6 +59,7 @@ defs = dg.Definitions(
         model_performance,
         concept_drift,
         monitoring_report,
+        monitoring_alerts,
     ],
     jobs=[*jobs.values(), rollback_champion],
     schedules=schedules,

@@ -7,9 +7,9 @@ to the assets that now do its work; the Airflow view (``airflow_compat``) is gen
 |---|---|---|
 | clinical_data_pipeline | every 6 h | changed study domains -> validation -> Spark -> features -> train, evaluate, register, promote; data quality report |
 | model_monitoring | every 2 h | current data -> features and labels -> feature / prediction drift, performance, concept drift -> report (sensor retrains on breach) |
-| data_quality_monitoring | every 4 h | ingestion and validation -> data quality report -> re-check of quarantined rows |
+| data_quality_monitoring | every 4 h | ingestion and validation -> completeness, consistency, freshness, anomalies -> data quality report -> re-check of quarantined rows |
 | scheduled_retraining | weekly | the full data path and training from scratch; champion/challenger promotion |
-| feature_backfill | manual | recompute feature-store partitions (enrollment cohorts) and patch the offline store |
+| feature_backfill | manual | stage, validate, recompute and load feature-store partitions (enrollment cohorts); verify; report |
 """
 
 import dagster as dg
@@ -25,14 +25,29 @@ TRAINING = dg.AssetSelection.assets(keys.TRAINING_SET, keys.CANDIDATE_MODEL, key
                                     keys.REGISTERED_MODEL, keys.CHAMPION_MODEL)
 REFERENCE = dg.AssetSelection.assets(keys.MONITORING_REFERENCE, keys.MONITORING_REFERENCE_META)
 MONITORS = dg.AssetSelection.assets(keys.FEATURE_DRIFT, keys.PREDICTION_DRIFT, keys.MODEL_PERFORMANCE,
-                                    keys.CONCEPT_DRIFT, keys.MONITORING_REPORT)
-QUALITY_REPORTS = dg.AssetSelection.assets(keys.DATA_QUALITY_REPORT, keys.QUARANTINE_RECHECK)
+                                    keys.CONCEPT_DRIFT, keys.MONITORING_REPORT, keys.MONITORING_ALERTS)
+QUALITY = dg.AssetSelection.assets(keys.DATA_COMPLETENESS, keys.DATA_CONSISTENCY, keys.DATA_FRESHNESS,
+                                   keys.DATA_ANOMALIES, keys.DATA_QUALITY_REPORT)
+BACKFILL = dg.AssetSelection.assets(keys.BACKFILL_INPUTS, keys.BACKFILL_FEATURES, keys.FEATURE_STORE_COHORTS,
+                                    keys.BACKFILL_REPORT)
 
 
 def _a(*asset_keys) -> dg.AssetSelection:
+    """Assets with the checks they carry."""
     return dg.AssetSelection.assets(*asset_keys)
 
 
+def _only(asset_key) -> dg.AssetSelection:
+    """An asset without its separately executable checks."""
+    return dg.AssetSelection.assets(asset_key).without_checks()
+
+
+def _check(asset_key, name: str) -> dg.AssetSelection:
+    return dg.AssetSelection.checks(dg.AssetCheckKey(asset_key, name))
+
+
+# Each legacy task, in its legacy order, and the Dagster assets (or checks) that now do its work.
+# Within a DAG every asset is run by exactly one task; the Airflow DAGs are generated from this.
 LEGACY_TASKS: dict[str, list[tuple[str, dg.AssetSelection]]] = {
     "clinical_data_pipeline": [
         ("validate_clinical_data", VALIDATION),
@@ -44,7 +59,7 @@ LEGACY_TASKS: dict[str, list[tuple[str, dg.AssetSelection]]] = {
         ("evaluate_model", _a(keys.MODEL_EVALUATION)),
         ("register_model", _a(keys.REGISTERED_MODEL)),
         ("deploy_model", _a(keys.CHAMPION_MODEL) | REFERENCE),
-        ("validate_data_quality", _a(keys.DATA_QUALITY_REPORT)),
+        ("validate_data_quality", QUALITY),
     ],
     "model_monitoring": [
         ("check_model_performance", _a(keys.MODEL_PERFORMANCE)),
@@ -52,14 +67,14 @@ LEGACY_TASKS: dict[str, list[tuple[str, dg.AssetSelection]]] = {
         ("check_concept_drift", _a(keys.CONCEPT_DRIFT)),
         ("validate_feature_distribution", _a(keys.PREDICTION_DRIFT)),
         ("generate_monitoring_report", _a(keys.MONITORING_REPORT)),
-        ("send_alerts_if_needed", _a(keys.MONITORING_REPORT)),
+        ("send_alerts_if_needed", _a(keys.MONITORING_ALERTS)),
     ],
     "data_quality_monitoring": [
-        ("check_data_completeness", RAW),
+        ("check_data_completeness", RAW | _a(keys.DATA_COMPLETENESS)),
         ("validate_data_schema", VALIDATION),
-        ("check_data_consistency", _a(keys.DATA_QUALITY_REPORT)),
-        ("monitor_data_freshness", _a(keys.DATA_QUALITY_REPORT)),
-        ("detect_anomalies", _a(keys.DATA_QUALITY_REPORT)),
+        ("check_data_consistency", _a(keys.DATA_CONSISTENCY)),
+        ("monitor_data_freshness", _a(keys.DATA_FRESHNESS)),
+        ("detect_anomalies", _a(keys.DATA_ANOMALIES)),
         ("generate_quality_report", _a(keys.DATA_QUALITY_REPORT)),
         ("trigger_data_cleaning", _a(keys.QUARANTINE_RECHECK)),
     ],
@@ -69,26 +84,26 @@ LEGACY_TASKS: dict[str, list[tuple[str, dg.AssetSelection]]] = {
         ("retrain_model", _a(keys.CANDIDATE_MODEL)),
         ("evaluate_retrained_model", _a(keys.MODEL_EVALUATION)),
         ("compare_models", _a(keys.REGISTERED_MODEL)),
-        ("deploy_new_model", _a(keys.CHAMPION_MODEL) | REFERENCE),
+        ("deploy_new_model", _a(keys.CHAMPION_MODEL)),
         ("rollback_if_needed", REFERENCE),
     ],
     "feature_backfill": [
-        ("extract_historical_data", _a(keys.FEATURE_STORE_COHORTS)),
-        ("validate_historical_data", _a(keys.FEATURE_STORE_COHORTS)),
-        ("engineer_features", _a(keys.FEATURE_STORE_COHORTS)),
-        ("validate_features", _a(keys.FEATURE_STORE_COHORTS)),
-        ("load_to_feature_store", _a(keys.FEATURE_STORE_COHORTS)),
-        ("verify_feature_store", _a(keys.FEATURE_STORE_COHORTS)),
-        ("generate_backfill_report", _a(keys.FEATURE_STORE_COHORTS)),
+        ("extract_historical_data", _only(keys.BACKFILL_INPUTS)),
+        ("validate_historical_data", _check(keys.BACKFILL_INPUTS, "inputs_valid")),
+        ("engineer_features", _only(keys.BACKFILL_FEATURES)),
+        ("validate_features", _check(keys.BACKFILL_FEATURES, "features_valid")),
+        ("load_to_feature_store", _only(keys.FEATURE_STORE_COHORTS)),
+        ("verify_feature_store", _check(keys.FEATURE_STORE_COHORTS, "store_verified")),
+        ("generate_backfill_report", _a(keys.BACKFILL_REPORT)),
     ],
 }
 
 SELECTIONS = {
-    "clinical_data_pipeline": DATA_PATH | TRAINING | REFERENCE | _a(keys.DATA_QUALITY_REPORT),
+    "clinical_data_pipeline": DATA_PATH | TRAINING | REFERENCE | QUALITY,
     "model_monitoring": DATA_PATH | _a(keys.TRAINING_SET) | MONITORS,
-    "data_quality_monitoring": RAW | VALIDATION | QUALITY_REPORTS,
+    "data_quality_monitoring": RAW | VALIDATION | QUALITY | _a(keys.QUARANTINE_RECHECK),
     "scheduled_retraining": DATA_PATH | TRAINING | REFERENCE,
-    "feature_backfill": _a(keys.FEATURE_STORE_COHORTS),
+    "feature_backfill": BACKFILL,
 }
 DESCRIPTIONS = {
     "clinical_data_pipeline": "Study data to champion model: ingest what changed, validate, process, featurize, train, promote.",
@@ -130,7 +145,7 @@ def clinical_data_pipeline_schedule(context: dg.ScheduleEvaluationContext, study
     if not changed and trained_on == study.fingerprint():
         return dg.SkipReason("study unchanged since the model was last trained")
     downstream = dg.AssetSelection.assets(*[keys.raw(d) for d in changed]).downstream()
-    selection = (downstream & SELECTIONS["clinical_data_pipeline"]) | TRAINING | REFERENCE | _a(keys.DATA_QUALITY_REPORT)
+    selection = (downstream & SELECTIONS["clinical_data_pipeline"]) | TRAINING | REFERENCE | QUALITY
     asset_keys = sorted(selection.resolve(context.repository_def.asset_graph), key=lambda k: k.to_user_string())
     return dg.RunRequest(
         run_key=f"study-{study.fingerprint()}",

@@ -3,7 +3,6 @@
 from dagster import AssetKey
 
 
-
 def raw(domain: str) -> AssetKey:
     return AssetKey(f"raw_{domain.lower()}")
 
@@ -32,6 +31,14 @@ PREDICTION_DRIFT = AssetKey("prediction_drift")
 MODEL_PERFORMANCE = AssetKey("model_performance")
 CONCEPT_DRIFT = AssetKey("concept_drift")
 MONITORING_REPORT = AssetKey("monitoring_report")
+MONITORING_ALERTS = AssetKey("monitoring_alerts")
+DATA_COMPLETENESS = AssetKey("data_completeness")
+DATA_CONSISTENCY = AssetKey("data_consistency")
+DATA_FRESHNESS = AssetKey("data_freshness")
+DATA_ANOMALIES = AssetKey("data_anomalies")
 DATA_QUALITY_REPORT = AssetKey("data_quality_report")
 QUARANTINE_RECHECK = AssetKey("quarantine_recheck")
+BACKFILL_INPUTS = AssetKey("backfill_inputs")
+BACKFILL_FEATURES = AssetKey("backfill_features")
 FEATURE_STORE_COHORTS = AssetKey("feature_store_cohorts")
+BACKFILL_REPORT = AssetKey("backfill_report")

@@ -70,7 +70,7 @@ ZONES = {
     "prediction_drift": "lake/monitoring",
     "model_performance": "lake/monitoring",
     "concept_drift": "lake/monitoring",
-    "data_quality_report": "lake/monitoring",
+    "data_": "lake/monitoring",
     "quarantine_recheck": "lake/monitoring",
 }
 

@@ -163,14 +163,19 @@ def test_feature_backfill_over_a_few_cohorts(pilot_run):
     before = pd.read_parquet(store_path).set_index("SUBJECT_KEY")
     chosen = cohorts[3:6]
     config = home / "backfill.yaml"
-    config.write_text(yaml.safe_dump({"ops": {"feature_store_cohorts": {"config": {"window_days": 14}}}}))
+    config.write_text(yaml.safe_dump({"ops": {"backfill_features": {"config": {"window_days": 14}}}}))
     dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
     proc = subprocess.run([dagster, "asset", "materialize", "-m", "ct_assets.backfill_location", "--select",
-                           "feature_store_cohorts", "--partition-range", f"{chosen[0]}...{chosen[-1]}", "-c", str(config)],
+                           "*", "--partition-range", f"{chosen[0]}...{chosen[-1]}", "-c", str(config)],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert instance.get_materialized_partitions(keys.FEATURE_STORE_COHORTS) == set(chosen)
-    event = instance.get_latest_materialization_event(keys.FEATURE_STORE_COHORTS).asset_materialization
+    for stage in (keys.BACKFILL_INPUTS, keys.BACKFILL_FEATURES, keys.FEATURE_STORE_COHORTS, keys.BACKFILL_REPORT):
+        assert instance.get_materialized_partitions(stage) == set(chosen)
+    checks = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [dg.AssetCheckKey(k, n) for k, n in [(keys.BACKFILL_INPUTS, "inputs_valid"), (keys.BACKFILL_FEATURES, "features_valid"),
+                                             (keys.FEATURE_STORE_COHORTS, "store_verified")]])
+    assert len(checks) == 3 and all(c.status.value == "SUCCEEDED" for c in checks.values())
+    event = instance.get_latest_materialization_event(keys.BACKFILL_REPORT).asset_materialization
     members = set(dm.loc[cohort_of(dm).isin(chosen) & dm["RFSTDTC"].notna(), "SUBJECT_KEY"])
     assert event.metadata["subjects"].value == len(members)  # counts verified against DM
     assert event.metadata["changed_subjects"].value > 0 and event.metadata["added"].value == 0
@@ -204,8 +209,9 @@ def test_data_quality_monitoring_job(pilot_run):
     _, _, instance = pilot_run
     result = defs.resolve_job_def("data_quality_monitoring").execute_in_process(instance=instance)
     assert result.success
-    checks = {c.check_name: c for c in result.get_asset_check_evaluations() if c.asset_key == keys.DATA_QUALITY_REPORT}
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     assert checks["score_above_threshold"].passed and checks["score_above_threshold"].metadata["score"].value >= 0.95
+    assert checks["fresh"].metadata["age_days"].value >= 0
     report = {e.asset_key: e.materialization.metadata for e in result.get_asset_materialization_events()}
     md = report[keys.DATA_QUALITY_REPORT]
     for component in ("validity", "completeness", "subjects_in_dm", "dates_in_study_period", "visit_order", "non_anomalous"):
@@ -217,7 +223,8 @@ def test_data_quality_monitoring_job(pilot_run):
 STAGES = [keys.PROCESSED_VISITS, keys.SUBJECT_FEATURES, keys.TRAINING_SET, keys.CANDIDATE_MODEL,
           keys.MODEL_EVALUATION, keys.REGISTERED_MODEL, keys.CHAMPION_MODEL, [keys.MONITORING_REFERENCE, keys.MONITORING_REFERENCE_META],
           keys.FEATURE_DRIFT, keys.PREDICTION_DRIFT, keys.MODEL_PERFORMANCE, keys.CONCEPT_DRIFT,
-          keys.MONITORING_REPORT, keys.DATA_QUALITY_REPORT, keys.QUARANTINE_RECHECK]
+          keys.MONITORING_REPORT, keys.MONITORING_ALERTS, keys.DATA_COMPLETENESS, keys.DATA_CONSISTENCY, keys.DATA_FRESHNESS,
+          keys.DATA_ANOMALIES, keys.DATA_QUALITY_REPORT, keys.QUARANTINE_RECHECK]
 
 
 def test_each_asset_materializes_on_its_own(pilot_run):

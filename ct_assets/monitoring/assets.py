@@ -173,8 +173,8 @@ def _drift_plot(drift: pd.DataFrame, threshold: float, path):
           ins={"drift": dg.AssetIn(keys.FEATURE_DRIFT), "prediction": dg.AssetIn(keys.PREDICTION_DRIFT),
                "performance": dg.AssetIn(keys.MODEL_PERFORMANCE), "concept": dg.AssetIn(keys.CONCEPT_DRIFT),
                "reference_meta": dg.AssetIn(keys.MONITORING_REFERENCE_META)},
-          description="Every monitoring verdict in one place; a breach alerts and triggers retraining.")
-def monitoring_report(context: dg.AssetExecutionContext, config: MonitoringConfig, alerts: AlertWebhook,
+          description="Every monitoring verdict in one place; a breach triggers retraining (drift_retraining_sensor).")
+def monitoring_report(context: dg.AssetExecutionContext, config: MonitoringConfig,
                       drift: pd.DataFrame, prediction: dict, performance: dict, concept: dict, reference_meta: dict) -> dg.Output[dict]:
     found = breaches(config, drift, prediction, performance, concept)
     kinds = sorted({b.kind for b in found})
@@ -182,8 +182,6 @@ def monitoring_report(context: dg.AssetExecutionContext, config: MonitoringConfi
     digest = hashlib.sha256(pd.util.hash_pandas_object(drift[["feature", "psi"]].round(6), index=False).values.tobytes()).hexdigest()
     breach_id = hashlib.sha256(json.dumps([reference_meta["version"], kinds, digest]).encode()).hexdigest()[:16] if found else None
     plot = _drift_plot(drift, config.psi_threshold, settings.reports_dir() / f"drift-{context.run_id}.png")
-    if found:
-        alerts.send(f":warning: model monitoring breach for champion v{reference_meta['version']}: " + "; ".join(map(str, found)), context.log)
     report = {"breach": bool(found), "breach_id": breach_id, "reasons": [str(b) for b in found], "kinds": kinds,
               "champion_version": reference_meta["version"], "drifted_features": int(drift["drifted"].sum()),
               "prediction_psi": prediction["psi"], "performance": performance, "concept": concept}
@@ -192,3 +190,17 @@ def monitoring_report(context: dg.AssetExecutionContext, config: MonitoringConfi
         "champion_version": reference_meta["version"], "drift_plot": image_md(plot, "drift"),
         "drift_png": dg.MetadataValue.path(str(plot)),
     })
+
+
+@dg.asset(key=keys.MONITORING_ALERTS, group_name="monitoring", kinds={"slack"}, pool="alert_processing",
+          ins={"report": dg.AssetIn(keys.MONITORING_REPORT)},
+          description="Posts a breach of the monitoring report to the alert webhook (the legacy send_alerts_if_needed).")
+def monitoring_alerts(context: dg.AssetExecutionContext, alerts: AlertWebhook, report: dict) -> dg.Output[dict]:
+    delivered = False
+    if report["breach"]:
+        delivered = alerts.send(f":warning: model monitoring breach for champion v{report['champion_version']}: "
+                                + "; ".join(report["reasons"]), context.log)
+    else:
+        context.log.info("no breach: no alert")
+    return dg.Output({"breach": report["breach"], "breach_id": report["breach_id"], "delivered": delivered},
+                     metadata={"breach": report["breach"], "delivered": delivered, "webhook_configured": alerts.configured()})

@@ -1,4 +1,5 @@
-"""Data quality monitoring: the report over all domains, and the re-check of quarantined rows."""
+"""Data quality monitoring, one asset per legacy check: completeness, consistency, freshness and
+anomalies feed the report and its score; the re-check of quarantined rows follows."""
 
 import dagster as dg
 import pandas as pd
@@ -14,71 +15,119 @@ from ct_assets.quality.validate import REASON, RULES, split_valid
 from ct_assets.resources import Lake, StudySource
 
 
+class FreshnessConfig(dg.Config):
+    max_age_days: float = Field(default=7.0, description="Newest source file older than this: data is stale.")
+
+
+class AnomalyConfig(dg.Config):
+    anomaly_z: float = Field(default=6.0, description="Robust z-score above which a result is anomalous.")
+
+
 class DataQualityConfig(dg.Config):
     min_quality_score: float = Field(default=0.95, description="Legacy data quality threshold.")
-    max_age_days: float = Field(default=7.0, description="Newest source file older than this: data is stale.")
-    anomaly_z: float = Field(default=6.0, description="Robust z-score above which a result is anomalous.")
 
 
 def _read(lake: Lake, name: str) -> pd.DataFrame:
     return pd.read_parquet(lake.path_for(name))
 
 
-@dg.asset(
-    key=keys.DATA_QUALITY_REPORT, group_name="quality", kinds={"pandas"},
-    deps=[keys.validated(d) for d in DOMAINS] + [keys.quarantine(d) for d in DOMAINS]
-    + [keys.raw("DM")] + [keys.raw(d) for d in FINDINGS_DOMAINS],
-    check_specs=[dg.AssetCheckSpec("score_above_threshold", asset=keys.DATA_QUALITY_REPORT,
-                                   description="overall data quality score at least the threshold"),
-                 dg.AssetCheckSpec("fresh", asset=keys.DATA_QUALITY_REPORT,
-                                   description="newest study file younger than max_age_days")],
-    description="Completeness, validity, cross-domain consistency, freshness and anomalies of the study, "
-                "and one score against the data quality threshold.",
-)
-def data_quality_report(context: dg.AssetExecutionContext, config: DataQualityConfig, lake: Lake, study: StudySource,
-                        alerts: AlertWebhook):
-    validated = {d: _read(lake, f"validated_{d.lower()}") for d in DOMAINS}
-    quarantined = {d: _read(lake, f"quarantine_{d.lower()}") for d in DOMAINS}
-    raw_dm = _read(lake, "raw_dm")
-    period = R.study_period(validated["DM"])
+def _mean(values) -> float:
+    values = [v for v in values if v is not None and v == v]
+    return float(sum(values) / len(values)) if values else 1.0
+
+
+@dg.asset(key=keys.DATA_COMPLETENESS, group_name="quality", kinds={"pandas"}, deps=[keys.raw(d) for d in DOMAINS],
+          description="Share of non-null values in the SDTM columns each domain carries, as received.")
+def data_completeness(lake: Lake) -> dg.Output[pd.DataFrame]:
+    rows = [{"domain": d, "rows": len(raw), "completeness": R.completeness(raw, d)}
+            for d in DOMAINS for raw in [_read(lake, f"raw_{d.lower()}")]]
+    table = pd.DataFrame(rows)
+    present = table[table["rows"] > 0]
+    return dg.Output(table, metadata={"completeness": round(_mean(present["completeness"]), 4), "by_domain": table_md(table)})
+
+
+@dg.asset(key=keys.DATA_CONSISTENCY, group_name="quality", kinds={"pandas"},
+          deps=[keys.raw("DM")] + [keys.raw(d) for d in FINDINGS_DOMAINS] + [keys.validated(d) for d in ("DM", "SV", *FINDINGS_DOMAINS)],
+          description="Cross-domain consistency: findings subjects known to DM, dates within each subject's "
+                      "study period, scheduled visits in date order.")
+def data_consistency(lake: Lake) -> dg.Output[dict]:
+    raw_dm, dm = _read(lake, "raw_dm"), _read(lake, "validated_dm")
+    period = R.study_period(dm)
     rows = []
-    for d in DOMAINS:
-        total = len(validated[d]) + len(quarantined[d])
-        row = {"domain": d, "rows": total, "validity": len(validated[d]) / total if total else 1.0,
-               "completeness": R.completeness(validated[d], d)}
-        if d in FINDINGS_DOMAINS:
-            row["subjects_in_dm"] = R.subjects_in_dm(_read(lake, f"raw_{d.lower()}"), raw_dm)
-            row["dates_in_study_period"] = R.dates_within_period(validated[d], d, period)
-        rows.append(row)
-    per_domain = pd.DataFrame(rows)
-    visits = validated["SV"] if len(validated["SV"]) else validated["VS"]
-    order = R.visit_order(visits, "SVSTDTC" if len(validated["SV"]) else "VSDTC") if len(visits) else 1.0
-    present = per_domain[per_domain["rows"] > 0]
-    components = {
-        "validity": float((present["validity"] * present["rows"]).sum() / present["rows"].sum()),
-        "completeness": float(present["completeness"].mean()),
-        "subjects_in_dm": float(present["subjects_in_dm"].dropna().mean()) if present["subjects_in_dm"].notna().any() else 1.0,
-        "dates_in_study_period": float(present["dates_in_study_period"].dropna().mean())
-        if present["dates_in_study_period"].notna().any() else 1.0,
-        "visit_order": order,
-    }
-    anomalies = pd.concat([R.anomalies(validated[d], d, config.anomaly_z) for d in FINDINGS_DOMAINS], ignore_index=True)
-    anomaly_share = float(anomalies["anomalies"].sum() / anomalies["results"].sum()) if len(anomalies) else 0.0
-    components["non_anomalous"] = 1.0 - anomaly_share
-    score = R.quality_score(components)
+    for d in FINDINGS_DOMAINS:
+        findings = _read(lake, f"validated_{d.lower()}")
+        rows.append({"domain": d, "subjects_in_dm": R.subjects_in_dm(_read(lake, f"raw_{d.lower()}"), raw_dm),
+                     "dates_in_study_period": R.dates_within_period(findings, d, period)})
+    sv = _read(lake, "validated_sv")
+    visits, date_col = (sv, "SVSTDTC") if len(sv) else (_read(lake, "validated_vs"), "VSDTC")
+    table = pd.DataFrame(rows)
+    result = {"subjects_in_dm": _mean(table["subjects_in_dm"]), "dates_in_study_period": _mean(table["dates_in_study_period"]),
+              "visit_order": R.visit_order(visits, date_col) if len(visits) else 1.0,
+              "by_domain": table.to_dict(orient="records")}
+    return dg.Output(result, metadata={k: round(v, 4) for k, v in result.items() if k != "by_domain"} | {"by_domain": table_md(table)})
+
+
+@dg.asset(key=keys.DATA_FRESHNESS, group_name="quality", kinds={"pandas"}, deps=[keys.raw(d) for d in DOMAINS],
+          check_specs=[dg.AssetCheckSpec("fresh", asset=keys.DATA_FRESHNESS,
+                                         description="newest study file younger than max_age_days")],
+          description="Age of the newest file of the study source.")
+def data_freshness(config: FreshnessConfig, study: StudySource):
     files = [p for d in DOMAINS for p in domain_files(study.path(), d)]
     age = R.freshness_days(files)
-    if score < config.min_quality_score:
-        alerts.send(f":warning: data quality score {score:.3f} below {config.min_quality_score}", context.log)
-    report = {"score": score, "components": components, "age_days": age, "anomaly_share": anomaly_share,
-              "per_domain": per_domain.to_dict(orient="records")}
-    yield dg.Output(report, metadata={"score": round(score, 4), "age_days": round(age, 2), "anomalies": int(anomalies["anomalies"].sum()),
-                                      **{k: round(v, 4) for k, v in components.items()},
-                                      "per_domain": table_md(per_domain), "anomalous_tests": table_md(anomalies, 10)})
-    yield dg.AssetCheckResult(check_name="score_above_threshold", passed=score >= config.min_quality_score,
-                              metadata={"score": round(score, 4), "threshold": config.min_quality_score})
+    yield dg.Output({"age_days": age, "files": len(files)}, metadata={"age_days": round(age, 2), "files": len(files)})
     yield dg.AssetCheckResult(check_name="fresh", passed=age <= config.max_age_days, severity=dg.AssetCheckSeverity.WARN,
                               metadata={"age_days": round(age, 2), "max_age_days": config.max_age_days})
+
+
+@dg.asset(key=keys.DATA_ANOMALIES, group_name="quality", kinds={"pandas"},
+          deps=[keys.validated(d) for d in FINDINGS_DOMAINS],
+          description="Results far from their test's median (robust z-score on the median absolute deviation).")
+def data_anomalies(config: AnomalyConfig, lake: Lake) -> dg.Output[pd.DataFrame]:
+    table = pd.concat([R.anomalies(_read(lake, f"validated_{d.lower()}"), d, config.anomaly_z) for d in FINDINGS_DOMAINS],
+                      ignore_index=True)
+    share = float(table["anomalies"].sum() / table["results"].sum()) if len(table) else 0.0
+    return dg.Output(table, metadata={"anomalies": int(table["anomalies"].sum()), "anomaly_share": round(share, 4),
+                                      "anomalous_tests": table_md(table, 10)})
+
+
+@dg.asset(
+    key=keys.DATA_QUALITY_REPORT, group_name="quality", kinds={"pandas"},
+    ins={"completeness": dg.AssetIn(keys.DATA_COMPLETENESS), "consistency": dg.AssetIn(keys.DATA_CONSISTENCY),
+         "freshness": dg.AssetIn(keys.DATA_FRESHNESS), "anomalies": dg.AssetIn(keys.DATA_ANOMALIES)},
+    deps=[keys.validated(d) for d in DOMAINS] + [keys.quarantine(d) for d in DOMAINS],
+    check_specs=[dg.AssetCheckSpec("score_above_threshold", asset=keys.DATA_QUALITY_REPORT,
+                                   description="overall data quality score at least the threshold")],
+    description="Validity, completeness, consistency and anomalies of the study in one score against the data "
+                "quality threshold; alerts below it.",
+)
+def data_quality_report(context: dg.AssetExecutionContext, config: DataQualityConfig, lake: Lake, alerts: AlertWebhook,
+                        completeness: pd.DataFrame, consistency: dict, freshness: dict, anomalies: pd.DataFrame):
+    counts = pd.DataFrame([{"domain": d, "validated": len(_read(lake, f"validated_{d.lower()}")),
+                            "quarantined": len(_read(lake, f"quarantine_{d.lower()}"))} for d in DOMAINS])
+    per_domain = counts.merge(completeness[["domain", "completeness"]], on="domain")
+    per_domain = per_domain.merge(pd.DataFrame(consistency["by_domain"], columns=["domain", "subjects_in_dm", "dates_in_study_period"]),
+                                  on="domain", how="left")
+    total = per_domain["validated"] + per_domain["quarantined"]
+    per_domain["validity"] = (per_domain["validated"] / total.where(total > 0)).fillna(1.0)
+    present = per_domain[total > 0]
+    anomaly_share = float(anomalies["anomalies"].sum() / anomalies["results"].sum()) if len(anomalies) else 0.0
+    components = {
+        "validity": float(present["validated"].sum() / total.sum()) if total.sum() else 1.0,
+        "completeness": _mean(present["completeness"]),
+        "subjects_in_dm": consistency["subjects_in_dm"],
+        "dates_in_study_period": consistency["dates_in_study_period"],
+        "visit_order": consistency["visit_order"],
+        "non_anomalous": 1.0 - anomaly_share,
+    }
+    score = R.quality_score(components)
+    if score < config.min_quality_score:
+        alerts.send(f":warning: data quality score {score:.3f} below {config.min_quality_score}", context.log)
+    report = {"score": score, "components": components, "age_days": freshness["age_days"], "anomaly_share": anomaly_share,
+              "per_domain": per_domain.to_dict(orient="records")}
+    yield dg.Output(report, metadata={"score": round(score, 4), "age_days": round(freshness["age_days"], 2),
+                                      **{k: round(v, 4) for k, v in components.items()}, "per_domain": table_md(per_domain)})
+    yield dg.AssetCheckResult(check_name="score_above_threshold", passed=score >= config.min_quality_score,
+                              metadata={"score": round(score, 4), "threshold": config.min_quality_score})
 
 
 @dg.asset(
