@@ -9,7 +9,6 @@
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from ct_assets.definitions import defs
 from ct_assets.lib.synth import grow_study
 from ct_assets.monitoring.sensors import drift_retraining_sensor
 from tests.conftest import ROOT
+from tests.procs import stop_group
 from tests.studies import pilot_dir
 
 SHIFT = {("VS", "SYSBP"): 40.0, ("VS", "DIABP"): 25.0, ("VS", "PULSE"): 30.0, ("VS", "WEIGHT"): 15.0}
@@ -108,8 +108,4 @@ def test_daemon_tick_launches_retraining_exactly_once(drill):
                     if e.dagster_event.event_specific_data.check_name == "champion_gate"]
             assert len(gate) == 1 and not gate[0].dagster_event.event_specific_data.passed
     finally:
-        os.killpg(daemon.pid, signal.SIGTERM)
-        try:
-            daemon.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(daemon.pid, signal.SIGKILL)
+        stop_group(daemon, timeout=30)
