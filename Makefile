@@ -5,9 +5,10 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
+AIRFLOW_VENV ?= .venv-airflow
 export CT_HOME ?= $(CURDIR)/.ct
 
-.PHONY: install demo test dev clean
+.PHONY: install airflow-install demo test dev airflow clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,16 +18,29 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# The legacy Airflow 2.11 deployment has its own venv (Airflow 2 pins SQLAlchemy 1.4).
+$(AIRFLOW_VENV)/.installed: airflow_compat/requirements.txt | $(VENV)/.installed
+	test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(UV) pip install --quiet --python $(AIRFLOW_VENV)/bin/python -r airflow_compat/requirements.txt
+	touch $@
+
+airflow-install: $(AIRFLOW_VENV)/.installed
+
 demo: install
 	$(PY) -m ct_assets.demo
 
-test: install
-	$(VENV)/bin/ruff check ct_assets spark tests benchmarks
+test: install airflow-install
+	$(VENV)/bin/ruff check ct_assets spark tests benchmarks airflow_compat
 	$(PY) -m pytest
 
 dev: install
 	mkdir -p $(CT_HOME)/dagster && DAGSTER_HOME=$(CT_HOME)/dagster $(PY) -m ct_assets.pools
 	DAGSTER_HOME=$(CT_HOME)/dagster $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+# The legacy Airflow UI on 127.0.0.1:8085 over DAGs emitted from the Dagster definitions.
+airflow: install airflow-install
+	$(PY) -m airflow_compat emit --out $(CT_HOME)/airflow/dags
+	$(AIRFLOW_VENV)/bin/python -m airflow_compat start --dags $(CT_HOME)/airflow/dags
 
 clean:
 	rm -rf $(CT_HOME)

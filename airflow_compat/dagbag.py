@@ -1,0 +1,32 @@
+"""What Airflow makes of an emitted folder: every DAG, its schedule and tasks, as JSON.
+
+Runs in the Airflow venv; the tests compare it with the Dagster definitions.
+"""
+
+import json
+import os
+from pathlib import Path
+
+
+def report(folder: Path) -> str:
+    # As in a deployment, the DAGs folder is on sys.path (the DAGs import the bridge from it).
+    os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(folder.resolve())
+    from airflow.models import DagBag
+
+    bag = DagBag(dag_folder=str(folder), include_examples=False, safe_mode=True)
+    dags = {}
+    for dag_id, dag in sorted(bag.dags.items()):
+        tasks = {}
+        for task in dag.topological_sort():
+            tasks[task.task_id] = {
+                "upstream": sorted(task.upstream_task_ids), "pool": task.pool, "retries": task.retries,
+                "retry_delay_s": task.retry_delay.total_seconds(),
+                "timeout_s": task.execution_timeout.total_seconds() if task.execution_timeout else None,
+                "operator": type(task).__name__, "job_name": getattr(task, "job_name", None),
+                "location": getattr(task, "repostitory_location_name", None),
+                "asset_keys": getattr(task, "asset_keys", None), "check_keys": getattr(task, "check_keys", None),
+            }
+        dags[dag_id] = {"schedule": dag.schedule_interval, "order": list(tasks), "tasks": tasks,
+                        "file": Path(dag.fileloc).name}
+    return json.dumps({"dags": dags, "import_errors": {Path(k).name: v for k, v in bag.import_errors.items()}},
+                      indent=1, default=str)
