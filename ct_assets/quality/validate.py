@@ -70,3 +70,23 @@ def split_valid(df: pd.DataFrame, schema: pa.DataFrameSchema) -> Split:
     accepted = df[~bad]
     # The accepted rows must now pass on their own; this also applies the schema's coercions.
     return Split(schema.validate(accepted, lazy=True), quarantined)
+
+
+@dataclass(frozen=True)
+class DomainResult:
+    validated: pd.DataFrame  # accepted rows, pseudonymised (SUBJECT_KEY instead of USUBJID)
+    quarantined: pd.DataFrame  # failed rows with their rules, raw ids kept for the site to fix them
+    score: float
+    rules: dict[str, int]
+
+
+def validate_domain(domain: str, raw: pd.DataFrame, known_subjects=None) -> DomainResult:
+    """One SDTM domain through its schema; ``known_subjects`` are DM's raw ids (None for DM itself)."""
+    from ct_assets.lib.privacy import SPLIT_BUCKET, replace_subject_ids, split_bucket
+    from ct_assets.quality.schemas import domain_schema
+
+    split = split_valid(raw, domain_schema(domain, known_subjects))
+    accepted = split.accepted
+    if domain == "DM":
+        accepted = accepted.assign(**{SPLIT_BUCKET: split_bucket(accepted["USUBJID"])})
+    return DomainResult(replace_subject_ids(accepted), split.quarantined, split.score, split.rule_counts())

@@ -4,14 +4,13 @@
 
 import dagster as dg
 import mlflow
-import numpy as np
 import pandas as pd
 from pydantic import Field
 
 from ct_assets import keys, settings
-from ct_assets.lib.privacy import SPLIT_BUCKET, SUBJECT_KEY
 from ct_assets.lib.metadata import image_md, table_md
-from ct_assets.lib.registry import CHALLENGER, CHAMPION, alias_version, promote, score
+from ct_assets.lib.registry import CHALLENGER, promote
+from ct_assets.training.tracking import evaluate_and_log, log_candidate, register_challenger
 from ct_assets.resources import MlflowSettings, StudySource
 from ct_assets.training import logic as T
 
@@ -65,10 +64,8 @@ class PromotionConfig(dg.Config):
 )
 def training_set(context: dg.AssetExecutionContext, config: OutcomeConfig, study: StudySource, features: pd.DataFrame,
                  dm: pd.DataFrame, ae: pd.DataFrame, ds: pd.DataFrame) -> dg.Output[pd.DataFrame]:
-    events = T.outcome_events(ae, ds, dm, config.outcome())
-    labelled, excluded = T.label_subjects(features, events, config.after_day)
-    labelled[SPLIT_BUCKET] = labelled[SUBJECT_KEY].map(dm.set_index(SUBJECT_KEY)[SPLIT_BUCKET])
-    labelled[T.SPLIT] = T.assign_split(labelled, config.holdout_fraction, config.split_seed)
+    labelled, excluded = T.make_training_set(features, dm, ae, ds, config.outcome(), config.holdout_fraction,
+                                             config.split_seed)
     counts = labelled.groupby(T.SPLIT)[T.LABEL].agg(["size", "sum"])
     context.log.info(f"{len(labelled)} subjects labelled, {excluded} excluded (event inside the feature window)")
     return dg.Output(
@@ -86,14 +83,6 @@ def training_set(context: dg.AssetExecutionContext, config: OutcomeConfig, study
     )
 
 
-def _pip_requirements() -> list[str]:
-    import sklearn
-    import skops
-
-    return [f"scikit-learn=={sklearn.__version__}", f"pandas=={pd.__version__}", f"numpy=={np.__version__}",
-            f"skops=={skops.__version__}"]
-
-
 @dg.asset(
     key=keys.CANDIDATE_MODEL,
     group_name="training",
@@ -105,46 +94,13 @@ def _pip_requirements() -> list[str]:
     description="A classifier of adverse-event risk trained on the train split, tracked as an MLflow run.",
 )
 def candidate_model(context: dg.AssetExecutionContext, config: ModelConfig, training_set: pd.DataFrame) -> dg.Output[dict]:
-    import skops.io as sio
-    from mlflow.models import infer_signature
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-
-    params = config.params()
-    model, columns = T.fit(training_set, params)
-    train = training_set[training_set[T.SPLIT] == "train"]
-    folds = StratifiedKFold(n_splits=min(config.cv_folds, int(train[T.LABEL].value_counts().min())), shuffle=True,
-                            random_state=config.seed)
-    cv = cross_val_score(T.build_model(params, *T.feature_columns(training_set)), train[columns], train[T.LABEL],
-                         cv=folds, scoring="roc_auc")
-    metrics = {"cv_auroc_mean": float(cv.mean()), "cv_auroc_std": float(cv.std()),
-               "train_auroc": T.binary_metrics(train[T.LABEL], model.predict_proba(train[columns])[:, 1])["auroc"]}
-
-    run = mlflow.active_run()  # started by dagster-mlflow for this Dagster run
-    mlflow.log_params(params.as_dict() | {"n_features": len(columns), "n_train": len(train)})
-    mlflow.log_metrics(metrics)
-    dataset = mlflow.data.from_pandas(training_set, source=str(context.resources.lake.path_for(keys.TRAINING_SET.path[-1])),
-                                      name="training_set", targets=T.LABEL)
-    mlflow.log_input(dataset, context="training")
-    example = train[columns].head(5)
-    info = mlflow.sklearn.log_model(
-        model,
-        name="model",
-        signature=infer_signature(example, model.predict_proba(example)),
-        input_example=example,
-        pip_requirements=_pip_requirements(),  # explicit: inference of requirements costs seconds
-        pyfunc_predict_fn="predict_proba",
-        # Trust exactly the types of the model we just built, so it loads back without prompts.
-        skops_trusted_types=sio.get_untrusted_types(data=sio.dumps(model)),
-    )
-    context.log.info(f"candidate model logged to MLflow run {run.info.run_id}: cv AUROC {cv.mean():.3f}")
-    record = {"run_id": run.info.run_id, "model_uri": info.model_uri, "features": columns,
-              "params": params.as_dict(), "metrics": metrics}
-    return dg.Output(record, metadata={"mlflow_run_id": run.info.run_id, "model_uri": info.model_uri,
-                                       "features": len(columns)} | {k: round(v, 4) for k, v in metrics.items()})
-
-
-def holdout_of(training_set: pd.DataFrame) -> pd.DataFrame:
-    return training_set[training_set[T.SPLIT] == "holdout"].reset_index(drop=True)
+    source = str(context.resources.lake.path_for(keys.TRAINING_SET.path[-1]))
+    # dagster-mlflow has opened this Dagster run's MLflow run: the candidate is logged there.
+    record = log_candidate(training_set, config.params(), source, config.cv_folds)
+    run_id, metrics, cv_mean = record["run_id"], record["metrics"], record["metrics"]["cv_auroc_mean"]
+    context.log.info(f"candidate model logged to MLflow run {run_id}: cv AUROC {cv_mean:.3f}")
+    return dg.Output(record, metadata={"mlflow_run_id": run_id, "model_uri": record["model_uri"],
+                                       "features": len(record["features"])} | {k: round(v, 4) for k, v in metrics.items()})
 
 
 @dg.asset(
@@ -158,20 +114,13 @@ def holdout_of(training_set: pd.DataFrame) -> pd.DataFrame:
     description="The candidate on the held-out subjects: discrimination, calibration and subgroups.",
 )
 def model_evaluation(context: dg.AssetExecutionContext, candidate: dict, training_set: pd.DataFrame) -> dg.Output[dict]:
-    holdout = holdout_of(training_set)
-    p = score(candidate["model_uri"], holdout)
-    metrics = T.binary_metrics(holdout[T.LABEL], p)
-    metrics["auroc_ci_low"], metrics["auroc_ci_high"] = T.bootstrap_auroc_ci(holdout[T.LABEL], p)
-    subgroups = T.subgroup_metrics(holdout, p)
-    plot = T.calibration_plot(holdout[T.LABEL], p, settings.reports_dir() / f"calibration-{candidate['run_id']}.png",
-                              f"Calibration, holdout (n={len(holdout)})")
-    mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items() if np.isfinite(v)})
-    mlflow.log_table(subgroups, "evaluation/subgroups.json")
-    mlflow.log_artifact(str(plot), "evaluation")
+    plot = settings.reports_dir() / f"calibration-{candidate['run_id']}.png"
+    result = evaluate_and_log(candidate["model_uri"], training_set, plot)
+    metrics, subgroups = result["metrics"], pd.DataFrame(result["subgroups"])
     context.log.info(f"holdout AUROC {metrics['auroc']:.3f} (95% CI {metrics['auroc_ci_low']:.2f}-"
                      f"{metrics['auroc_ci_high']:.2f}), AUPRC {metrics['auprc']:.3f}, Brier {metrics['brier']:.3f}")
     return dg.Output(
-        {"run_id": candidate["run_id"], "metrics": metrics, "subgroups": subgroups.to_dict(orient="records")},
+        {"run_id": candidate["run_id"], "metrics": metrics, "subgroups": result["subgroups"]},
         metadata={f"holdout_{k}": round(v, 4) for k, v in metrics.items()}
         | {"subgroups": table_md(subgroups), "calibration_plot": image_md(plot, "calibration"),
            "calibration_png": dg.MetadataValue.path(str(plot))},
@@ -196,27 +145,19 @@ def registered_model(context: dg.AssetExecutionContext, config: PromotionConfig,
     client, name = mlflow_settings.client(), mlflow_settings.model_name
     mlflow.set_tracking_uri(mlflow_settings.uri())
     auroc = evaluation["metrics"]["auroc"]
-    version = mlflow.register_model(candidate["model_uri"], name, tags={"holdout_auroc": f"{auroc:.4f}",
-                                                                         "dagster_run_id": context.run_id})
-    client.set_registered_model_alias(name, CHALLENGER, version.version)
-
-    champion = alias_version(client, name, CHAMPION)
-    champion_auroc = None
-    if champion is not None:
-        holdout = holdout_of(training_set)
-        champion_auroc = T.binary_metrics(holdout[T.LABEL], score(f"models:/{name}@{CHAMPION}", holdout))["auroc"]
-    meets_min = bool(np.isfinite(auroc) and auroc >= config.min_auroc)
-    not_worse = champion_auroc is None or auroc >= champion_auroc - config.tolerance
+    gate = register_challenger(client, name, candidate["model_uri"], auroc, T.holdout_of(training_set), config.min_auroc,
+                               config.tolerance, {"dagster_run_id": context.run_id})
+    champion_version, champion_auroc = gate["champion_version"], gate["champion_auroc"]
     yield dg.Output(
-        {"name": name, "version": version.version, "run_id": candidate["run_id"], "holdout_auroc": auroc,
-         "champion_version": champion.version if champion else None, "champion_auroc": champion_auroc},
-        metadata={"version": version.version, "alias": CHALLENGER, "holdout_auroc": round(auroc, 4)},
+        {"name": name, "version": gate["version"], "run_id": candidate["run_id"], "holdout_auroc": auroc,
+         "champion_version": champion_version, "champion_auroc": champion_auroc},
+        metadata={"version": gate["version"], "alias": CHALLENGER, "holdout_auroc": round(auroc, 4)},
     )
     yield dg.AssetCheckResult(
         check_name="champion_gate",
-        passed=bool(meets_min and not_worse),
+        passed=gate["gate_passed"],
         metadata={"holdout_auroc": round(auroc, 4), "min_auroc": config.min_auroc,
-                  "champion_version": champion.version if champion else "none",
+                  "champion_version": champion_version or "none",
                   "champion_auroc_same_holdout": round(champion_auroc, 4) if champion_auroc is not None else "none"},
     )
 

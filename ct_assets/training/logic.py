@@ -82,6 +82,19 @@ def assign_split(df: pd.DataFrame, holdout_fraction: float = 0.25, seed: int = 0
     return pd.Series(np.where(rank % every == 0, "holdout", "train"), index=order.index).reindex(df.index)
 
 
+def make_training_set(features: pd.DataFrame, dm: pd.DataFrame, ae: pd.DataFrame | None, ds: pd.DataFrame | None,
+                      outcome: Outcome, holdout_fraction: float = 0.25, seed: int = 0) -> tuple[pd.DataFrame, int]:
+    """Features with the outcome label and the fixed train / holdout split; also the excluded count."""
+    labelled, excluded = label_subjects(features, outcome_events(ae, ds, dm, outcome), outcome.after_day)
+    labelled[SPLIT_BUCKET] = labelled[SUBJECT_KEY].map(dm.set_index(SUBJECT_KEY)[SPLIT_BUCKET])
+    labelled[SPLIT] = assign_split(labelled, holdout_fraction, seed)
+    return labelled, excluded
+
+
+def holdout_of(training_set: pd.DataFrame) -> pd.DataFrame:
+    return training_set[training_set[SPLIT] == "holdout"].reset_index(drop=True)
+
+
 def feature_columns(df: pd.DataFrame) -> tuple[list[str], list[str]]:
     cols = [c for c in df.columns if c not in NON_FEATURES]
     categorical = [c for c in cols if c in CATEGORICAL]
@@ -140,6 +153,21 @@ def fit(training_set: pd.DataFrame, params: ModelParams):
     model = build_model(params, numeric, categorical)
     model.fit(train[numeric + categorical], train[LABEL])
     return model, numeric + categorical
+
+
+def cross_validated_auroc(training_set: pd.DataFrame, params: ModelParams, folds: int = 5,
+                          repeats: int = 1) -> tuple[float, float]:
+    """Mean and standard deviation of the stratified k-fold AUROC on the train split (``repeats``
+    times with other shuffles); the holdout is never seen."""
+    from sklearn.model_selection import RepeatedStratifiedKFold, cross_val_score
+
+    train = training_set[training_set[SPLIT] == "train"]
+    numeric, categorical = feature_columns(training_set)
+    splits = RepeatedStratifiedKFold(n_splits=max(2, min(folds, int(train[LABEL].value_counts().min()))),
+                                     n_repeats=repeats, random_state=params.seed)
+    cv = cross_val_score(build_model(params, numeric, categorical), train[numeric + categorical], train[LABEL],
+                         cv=splits, scoring="roc_auc")
+    return float(cv.mean()), float(cv.std())
 
 
 def binary_metrics(y: pd.Series, p: np.ndarray) -> dict[str, float]:

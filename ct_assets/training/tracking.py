@@ -1,0 +1,106 @@
+"""Training, evaluation and registration as MLflow does them, for every orchestrator.
+
+The Dagster assets (inside the MLflow run dagster-mlflow opens per Dagster run) and the KFP
+components (inside a run of their own) call these same functions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ct_assets import settings
+from ct_assets.lib.registry import CHALLENGER, CHAMPION, alias_version, score
+from ct_assets.training import logic as T
+
+
+def ensure_experiment(tracking_uri: str, name: str) -> str:
+    """Create the experiment with its artifacts under $CT_HOME (MLflow would pick ./mlruns)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    root = settings.mlflow_artifact_root() if tracking_uri.startswith("sqlite") else None
+    location = f"{root}/{name}" if root else None
+    return client.create_experiment(name, artifact_location=location)
+
+
+def pip_requirements() -> list[str]:
+    """Explicit requirements of a logged model: inferring them costs seconds per model."""
+    import sklearn
+    import skops
+
+    return [f"scikit-learn=={sklearn.__version__}", f"pandas=={pd.__version__}", f"numpy=={np.__version__}",
+            f"skops=={skops.__version__}"]
+
+
+def log_candidate(training_set: pd.DataFrame, params: T.ModelParams, source: str, cv_folds: int = 5) -> dict[str, Any]:
+    """Fit on the train split and log params, CV and train metrics, the dataset and the model
+    (signature, input example) to the active MLflow run. Returns the candidate record."""
+    import mlflow
+    import skops.io as sio
+    from mlflow.models import infer_signature
+
+    model, columns = T.fit(training_set, params)
+    train = training_set[training_set[T.SPLIT] == "train"]
+    cv_mean, cv_std = T.cross_validated_auroc(training_set, params, cv_folds)
+    metrics = {"cv_auroc_mean": cv_mean, "cv_auroc_std": cv_std,
+               "train_auroc": T.binary_metrics(train[T.LABEL], model.predict_proba(train[columns])[:, 1])["auroc"]}
+    run = mlflow.active_run()
+    mlflow.log_params(params.as_dict() | {"n_features": len(columns), "n_train": len(train)})
+    mlflow.log_metrics(metrics)
+    dataset = mlflow.data.from_pandas(training_set, source=source, name="training_set", targets=T.LABEL)
+    mlflow.log_input(dataset, context="training")
+    example = train[columns].head(5)
+    info = mlflow.sklearn.log_model(
+        model,
+        name="model",
+        signature=infer_signature(example, model.predict_proba(example)),
+        input_example=example,
+        pip_requirements=pip_requirements(),
+        pyfunc_predict_fn="predict_proba",
+        # Trust exactly the types of the model we just built, so it loads back without prompts.
+        skops_trusted_types=sio.get_untrusted_types(data=sio.dumps(model)),
+    )
+    return {"run_id": run.info.run_id, "model_uri": info.model_uri, "features": columns,
+            "params": params.as_dict(), "metrics": metrics}
+
+
+def evaluate_and_log(model_uri: str, training_set: pd.DataFrame, plot_path: Path) -> dict[str, Any]:
+    """Holdout discrimination, calibration and subgroups, logged to the active MLflow run."""
+    import mlflow
+
+    holdout = T.holdout_of(training_set)
+    p = score(model_uri, holdout)
+    metrics = T.binary_metrics(holdout[T.LABEL], p)
+    metrics["auroc_ci_low"], metrics["auroc_ci_high"] = T.bootstrap_auroc_ci(holdout[T.LABEL], p)
+    subgroups = T.subgroup_metrics(holdout, p)
+    plot = T.calibration_plot(holdout[T.LABEL], p, plot_path, f"Calibration, holdout (n={len(holdout)})")
+    mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items() if np.isfinite(v)})
+    mlflow.log_table(subgroups, "evaluation/subgroups.json")
+    mlflow.log_artifact(str(plot), "evaluation")
+    return {"metrics": metrics, "subgroups": subgroups.to_dict(orient="records"), "plot": str(plot)}
+
+
+def register_challenger(client, name: str, model_uri: str, auroc: float, holdout: pd.DataFrame, min_auroc: float,
+                        tolerance: float, tags: dict[str, str]) -> dict[str, Any]:
+    """Register ``model_uri`` as a version with alias challenger and judge the champion gate: at
+    least ``min_auroc`` on the holdout and not worse than the current champion on the same holdout."""
+    import mlflow
+
+    version = mlflow.register_model(model_uri, name, tags={"holdout_auroc": f"{auroc:.4f}"} | tags)
+    client.set_registered_model_alias(name, CHALLENGER, version.version)
+    champion = alias_version(client, name, CHAMPION)
+    champion_auroc = None
+    if champion is not None:
+        champion_auroc = T.binary_metrics(holdout[T.LABEL], score(f"models:/{name}@{CHAMPION}", holdout))["auroc"]
+    meets_min = bool(np.isfinite(auroc) and auroc >= min_auroc)
+    not_worse = champion_auroc is None or auroc >= champion_auroc - tolerance
+    return {"name": name, "version": version.version, "holdout_auroc": auroc, "min_auroc": min_auroc,
+            "champion_version": champion.version if champion else None, "champion_auroc": champion_auroc,
+            "gate_passed": bool(meets_min and not_worse)}
