@@ -50,3 +50,22 @@ def test_demo_has_help():
     out = subprocess.run([sys.executable, "-m", "ct_assets.demo", "--help"], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout
     assert "--study-dir" in out and "CT_STUDY_DIR" in out
+
+
+def test_every_workspace_location_loads():
+    import importlib
+
+    import yaml
+
+    locations = yaml.safe_load((ROOT / "workspace.yaml").read_text())["load_from"]
+    modules = [entry["python_module"]["module_name"] for entry in locations]
+    assert modules == ["ct_assets", "ct_assets.backfill_location", "ct_assets.kfp_location"]
+    for module in modules:
+        dg.Definitions.validate_loadable(importlib.import_module(module).defs)
+
+
+def test_plain_modules_do_not_build_the_code_location():
+    """A KFP component imports ct_assets' logic without paying for the Dagster definitions."""
+    code = "import sys, ct_assets.training.tracking, ct_assets.quality.validate; print('ct_assets.definitions' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
