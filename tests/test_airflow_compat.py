@@ -173,12 +173,13 @@ def dagster_web(tmp_path_factory):
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}/graphql"
     query = "{ repositoriesOrError { ... on RepositoryConnection { nodes { name } } } }"
+    locations = len(yaml.safe_load((ROOT / "workspace.yaml").read_text())["load_from"])
     try:
         deadline = time.monotonic() + 180
         while True:
             assert proc.poll() is None, (home / "webserver.log").read_text()[-3000:]
             try:
-                if len(_graphql(url, query)["repositoriesOrError"]["nodes"]) == 2:
+                if len(_graphql(url, query)["repositoriesOrError"]["nodes"]) == locations:
                     break
             except OSError:
                 pass
