@@ -95,6 +95,7 @@ def kafka_ingestion(context: dg.AssetExecutionContext, config: KafkaIngestConfig
         "partitions": dg.MetadataValue.json(after["partitions"]),
         "committed": dg.MetadataValue.json({k: v for k, v in after["committed"].items()}),
         "pending_after_run": dg.MetadataValue.json(after["next_pending"]),
+        "reported_lag": dg.MetadataValue.json(after["reported_lag"]),
     })
 
 

@@ -187,3 +187,22 @@ def test_rows_of_other_shapes_keep_every_field():
     lb = tables["LB"].to_pandas()
     assert quarantined.empty and len(lb) == 3
     assert list(lb["LBSTRESN"]) == ["10", None, "n/a"] and lb["LBORRES"].iloc[1] == "<5"
+
+
+def test_kafka_ingestion_asset_lands_and_its_checks_pass(broker, tmp_path, monkeypatch):
+    from ct_assets.kafka_location import defs
+
+    topic = "asset"
+    create_topic(broker, topic, partitions=2)
+    replay(settings(broker, topic), topic, [r for _, r in zip(range(2_000), study_records())] + [(b"k", b"{bad")])
+    monkeypatch.setenv("CT_HOME", str(tmp_path / "ct"))
+    resources = defs.resources | {"kafka": settings(broker, topic)}
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([defs.get_assets_def("kafka_ingestion")], resources=resources, instance=instance)
+    assert result.success
+    md = result.asset_materializations_for_node("kafka_ingestion")[0].metadata
+    assert md["accepted"].value == 2_000 and md["quarantined"].value == 1 and md["records_per_second"].value > 0
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert checks["offsets_reconcile"].passed and checks["offsets_reconcile"].metadata["rows"].value == 2_001
+    assert checks["sample_validity"].passed  # 1 in 2,001 is under 5 %
+    assert checks["topic_healthy"].passed

@@ -188,7 +188,12 @@ def probe(settings: KafkaSettings, timeout_ms: int = 2000) -> dict:
             while time.perf_counter() < deadline and not pending:
                 for tp, messages in consumer.poll(timeout_ms=200, max_records=len(tps)).items():
                     pending[f"{tp.topic}/{tp.partition}"] = messages[0].offset
-        return {"partitions": partitions, "committed": committed, "next_pending": pending}
+        ends = consumer.end_offsets(tps) if tps else {}
+        # Lag as the broker reports its end offsets (a Kafka-compatible broker may report them wrong:
+        # shown for operators, never used to decide anything).
+        lag = {f"{tp.topic}/{tp.partition}": max(0, end - (committed[f"{tp.topic}/{tp.partition}"] or 0))
+               for tp, end in ends.items()}
+        return {"partitions": partitions, "committed": committed, "next_pending": pending, "reported_lag": lag}
     finally:
         consumer.close(autocommit=False)
 
