@@ -30,7 +30,7 @@ demo: install
 	$(PY) -m ct_assets.demo
 
 test: install airflow-install
-	$(VENV)/bin/ruff check ct_assets spark tests benchmarks airflow_compat
+	$(VENV)/bin/ruff check ct_assets spark tests benchmarks airflow_compat kfp
 	$(PY) -m pytest
 
 dev: install
