@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(summary(result)))
     print(f"\nState in {settings.ct_home()} (MLflow: {settings.mlflow_tracking_uri()})")
     print("Lineage and run history: make dev   (Dagster UI on http://127.0.0.1:3000)")
+    print("Serve the champion:      make serve (http://127.0.0.1:8000/predict)")
     return 0 if result.success else 1
 
 

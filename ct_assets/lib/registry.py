@@ -46,3 +46,12 @@ def rollback(client, name: str) -> tuple[int, int]:
     client.set_registered_model_alias(name, CHAMPION, previous.version)
     client.set_registered_model_alias(name, PREVIOUS_CHAMPION, current.version)
     return int(current.version), int(previous.version)
+
+
+def routes_to_challenger(subject_key: str, share: float) -> bool:
+    """Sticky routing: a subject's arm depends only on its pseudonym, so the model server and the
+    canary check of the deployment pipeline send the same subjects to the challenger; a bigger
+    share keeps the subjects a smaller one had."""
+    import hashlib
+
+    return int(hashlib.sha256(f"canary:{subject_key}".encode()).hexdigest()[:8], 16) % 10_000 < share * 10_000

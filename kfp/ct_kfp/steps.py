@@ -335,11 +335,10 @@ def deploy(model_name: str, uri: str, traffic_share: float, endpoint: str, out_d
 
 
 def routed_to_challenger(subject_keys: pd.Series, share: float) -> np.ndarray:
-    """Sticky routing: a subject's arm depends only on its pseudonym (the same hash a server uses)."""
-    import hashlib
+    """The subjects the model server would route to the challenger at this share."""
+    from ct_assets.lib.registry import routes_to_challenger
 
-    buckets = subject_keys.map(lambda s: int(hashlib.sha256(f"canary:{s}".encode()).hexdigest()[:8], 16) % 10_000)
-    return (buckets < share * 10_000).to_numpy()
+    return subject_keys.map(lambda s: routes_to_challenger(s, share)).to_numpy(dtype=bool)
 
 
 def canary_check(deployment_dir: str, training_set_path: str, uri: str, tolerance: float) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Serving the champion and challenger of adverse-event-predictor (see server.py)."""
