@@ -3,6 +3,7 @@
 import dagster as dg
 
 from ct_assets.alerts import alert_on_run_failure
+from ct_assets.deployment.assets import ab_test_report, model_deployment
 from ct_assets.features.assets import subject_features
 from ct_assets.ingestion.assets import raw_assets
 from ct_assets.jobs import jobs, schedules
@@ -53,6 +54,8 @@ defs = dg.Definitions(
         model_evaluation,
         registered_model,
         champion_model,
+        model_deployment,
+        ab_test_report,
         monitoring_reference,
         feature_drift,
         prediction_drift,

@@ -9,7 +9,7 @@ from ct_assets import keys
 from ct_assets.definitions import defs
 from tests.conftest import ROOT
 
-GROUPS = {"ingestion", "quality", "processing", "features", "training", "monitoring"}
+GROUPS = {"ingestion", "quality", "processing", "features", "training", "monitoring", "deployment"}
 
 
 def test_definitions_load_and_resolve():

@@ -170,3 +170,59 @@ def test_every_prediction_is_logged_with_its_version(server, registry):
     entry = next(e for e in logged if e["subject_key"] == "S-logged")
     assert set(entry) == {"subject_key", "risk", "alias", "version", "ts"}
     assert not any("01-7" in line for line in path.read_text().splitlines())  # pseudonyms only
+
+
+def test_deployment_assets_reload_the_server_and_report_the_arms(server, registry):
+    """model_deployment against the running server, the KServe manifest, and the A/B report from the
+    server's own prediction log joined with the labels."""
+    import dagster as dg
+    import yaml
+
+    from ct_assets import keys
+    from ct_assets.definitions import defs
+    from ct_assets.lib import lake as lake_io
+    from ct_assets.resources import Lake
+
+    home, client, ts = registry
+    status, out = _post(server, {"instances": [_instance(r) for _, r in ts.iterrows()]})
+    assert status == 200
+    lake_io.write_parquet(ts, Lake().path_for(keys.TRAINING_SET.path[-1]))  # the labels, where the graph keeps them
+    time.sleep(1.5)  # the log is flushed every second
+    every = list(defs.assets)
+    run_config = {"ops": {"model_deployment": {"config": {"endpoint": server}},
+                          "ab_test_report": {"config": {"n_resamples": 500}}}}
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(every, selection=[keys.MODEL_DEPLOYMENT, keys.AB_TEST_REPORT], resources=defs.resources,
+                                instance=instance, run_config=run_config)
+        assert result.success
+        record = result.output_for_node("model_deployment")
+        assert record["server"] == "running" and record["served"][CHAMPION] == record["champion_version"] == 1
+        report = result.output_for_node("ab_test_report")
+        arms = {a["alias"]: a for a in report["arms"]}
+        assert set(arms) == {CHAMPION, CHALLENGER} and arms[CHALLENGER]["version"] == 2
+        assert sum(a["subjects"] for a in arms.values()) == len(ts)
+        assert 0.0 < report["p_value"] <= 1.0 and report["decision"] in (
+            "promote challenger", "keep champion", "keep champion (no significant difference)")
+
+        kserve = {"ops": {"model_deployment": {"config": {"target": "kserve"}}}}
+        result = dg.materialize(every, selection=[keys.MODEL_DEPLOYMENT], resources=defs.resources, instance=instance,
+                                run_config=kserve)
+    manifest = yaml.safe_load(open(result.output_for_node("model_deployment")["manifest"]))
+    assert manifest["kind"] == "InferenceService" and manifest["spec"]["predictor"]["canaryTrafficPercent"] == 10
+
+
+def test_numpy_scorer_reproduces_the_pipeline(registry, server):
+    """The compiled scorer of the logistic model equals predict_proba on every subject, with
+    missing labs and unseen categories; the server uses it for the champion."""
+    from ct_assets.serving.fastpath import compile_linear
+
+    _, _, ts = registry
+    model = mlflow.sklearn.load_model(f"models:/{NAME}/1")
+    features = list(model.feature_names_in_)
+    frame = ts[features].copy()
+    frame.loc[::7, "SEX"] = "X"  # unseen category
+    frame.loc[::5, "AGE"] = np.nan
+    rows = [[(v if isinstance(v, str) else float(v)) for v in r] for r in frame.itertuples(index=False)]
+    scorer = compile_linear(model, features)
+    np.testing.assert_allclose(scorer(rows), model.predict_proba(frame)[:, 1], rtol=0, atol=1e-12)
+    assert _get(server, "/models")["champion_scorer"] == "numpy"

@@ -55,3 +55,16 @@ def routes_to_challenger(subject_key: str, share: float) -> bool:
     import hashlib
 
     return int(hashlib.sha256(f"canary:{subject_key}".encode()).hexdigest()[:8], 16) % 10_000 < share * 10_000
+
+
+def inference_service(endpoint: str, storage_uri: str, canary_percent: int | None) -> dict[str, Any]:
+    """A KServe v1beta1 InferenceService for an MLflow model (the MLServer runtime). KServe rolls a
+    canary by pointing the predictor at the new model with ``canaryTrafficPercent``; the previous
+    revision keeps the rest of the traffic."""
+    predictor: dict[str, Any] = {"model": {"modelFormat": {"name": "mlflow"}, "protocolVersion": "v2",
+                                           "storageUri": storage_uri}}
+    if canary_percent is not None:
+        predictor["canaryTrafficPercent"] = canary_percent
+    return {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+            "metadata": {"name": endpoint, "annotations": {"serving.kserve.io/enable-prometheus-scraping": "true"}},
+            "spec": {"predictor": predictor}}

@@ -33,6 +33,7 @@ from starlette.routing import Route
 
 from ct_assets import settings
 from ct_assets.lib.registry import CHALLENGER, CHAMPION, alias_version, routes_to_challenger
+from ct_assets.serving.fastpath import verified
 
 MAX_INSTANCES = 1000
 
@@ -44,6 +45,12 @@ class Slot:
     model: Any
     features: list[str]
     numeric: frozenset[str]
+    fast: Any = None  # a verified numpy scorer (fastpath.py), when the model allows one
+
+    def score(self, rows: list[list]) -> np.ndarray:
+        if self.fast is not None:
+            return self.fast(rows)
+        return self.model.predict_proba(pd.DataFrame(rows, columns=self.features))[:, 1]
 
 
 def _load(client, name: str, alias: str) -> Slot | None:
@@ -57,7 +64,11 @@ def _load(client, name: str, alias: str) -> Slot | None:
     signature = mlflow.models.get_model_info(uri).signature
     inputs = signature.inputs.to_dict() if signature is not None else []
     numeric = frozenset(c["name"] for c in inputs if c.get("type") in ("double", "float", "long", "integer"))
-    return Slot(alias, int(version.version), model, list(model.feature_names_in_), numeric)
+    features = list(model.feature_names_in_)
+    local = mlflow.artifacts.download_artifacts(uri)
+    example = mlflow.models.Model.load(local).load_input_example(local)
+    fast = verified(model, features, example if isinstance(example, pd.DataFrame) else None, set(numeric))
+    return Slot(alias, int(version.version), model, features, numeric, fast)
 
 
 class Models:
@@ -160,8 +171,7 @@ class Batcher:
                 slot = group[0][0]
                 rows = [r for _, rs, _ in group for r in rs]
                 try:
-                    frame = pd.DataFrame(rows, columns=slot.features)
-                    risks = slot.model.predict_proba(frame)[:, 1]
+                    risks = slot.score(rows)
                 except Exception as err:
                     for *_, future in group:
                         future.set_exception(err)
@@ -278,6 +288,7 @@ def create_app(model_name: str = settings.MODEL_NAME, tracking_uri: str | None =
 
     async def versions(request: Request) -> Response:
         return json({alias: (s.version if s else None) for alias, s in models.slots.items()}
+                    | {f"{alias}_scorer": ("numpy" if s and s.fast else "pipeline") for alias, s in models.slots.items()}
                     | {"challenger_share": challenger_share, "model_name": model_name, "registry_error": models.error})
 
     async def reload(request: Request) -> Response:

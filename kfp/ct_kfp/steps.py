@@ -298,23 +298,14 @@ def _versions(client, model_name: str) -> tuple[Any, Any]:
     return alias_version(client, model_name, CHAMPION), alias_version(client, model_name, CHALLENGER)
 
 
-def inference_service(endpoint: str, storage_uri: str, canary_percent: int | None) -> dict[str, Any]:
-    """A KServe v1beta1 InferenceService for an MLflow model (the MLServer runtime)."""
-    predictor: dict[str, Any] = {"model": {"modelFormat": {"name": "mlflow"}, "protocolVersion": "v2",
-                                           "storageUri": storage_uri}}
-    if canary_percent is not None:
-        predictor["canaryTrafficPercent"] = canary_percent
-    return {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
-            "metadata": {"name": endpoint, "annotations": {"serving.kserve.io/enable-prometheus-scraping": "true"}},
-            "spec": {"predictor": predictor}}
-
-
 def deploy(model_name: str, uri: str, traffic_share: float, endpoint: str, out_dir: str) -> dict[str, Any]:
     """Resolve champion and challenger, write the deployment record and the canary manifest.
 
     KServe rolls a canary by updating the predictor's storageUri to the new model and setting
     ``canaryTrafficPercent``: the previous revision keeps the rest of the traffic."""
     import yaml
+
+    from ct_assets.lib.registry import inference_service
 
     if not 0.0 < traffic_share < 1.0:
         raise ValueError(f"traffic_share must be strictly between 0 and 1, got {traffic_share}")
@@ -372,7 +363,7 @@ def canary_check(deployment_dir: str, training_set_path: str, uri: str, toleranc
 def promote_canary(deployment_dir: str, uri: str) -> str:
     import yaml
 
-    from ct_assets.lib.registry import promote
+    from ct_assets.lib.registry import inference_service, promote
 
     record = read_json(str(Path(deployment_dir) / "deployment.json"))
     previous = promote(_client(uri), record["model_name"], record["challenger_version"])
@@ -383,6 +374,8 @@ def promote_canary(deployment_dir: str, uri: str) -> str:
 
 def rollback_canary(deployment_dir: str, uri: str) -> str:
     import yaml
+
+    from ct_assets.lib.registry import inference_service
 
     record = read_json(str(Path(deployment_dir) / "deployment.json"))
     client = _client(uri)

@@ -1,0 +1,153 @@
+"""Single-row latency (p50, p99) and throughput under concurrent load on loopback: our model server
+against `mlflow models serve`, on the same champion model, side by side in the same run.
+
+Both servers run one worker process on 127.0.0.1; the load comes from wrk (Debian package `wrk`:
+`apt-get install wrk`) with one thread and --connections keep-alive connections, each server in
+turn, --rounds times. Targets: throughput at least 3x MLflow's scoring server and p99 under 10 ms
+at that load. Needs a registered champion: run `make demo` first (or point CT_HOME at a store).
+
+    python benchmarks/serving.py [--connections 16] [--seconds 10] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+LUA = """
+local f = io.open(os.getenv("BODY_FILE"), "rb")
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "application/json"
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, body: bytes, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{url} did not answer within {timeout:.0f} s")
+        time.sleep(0.5)
+
+
+def wrk(url: str, body_file: Path, lua: Path, connections: int, seconds: int) -> dict:
+    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(lua), url],
+                         env=dict(os.environ, BODY_FILE=str(body_file)), capture_output=True, text=True, check=True).stdout
+
+    def ms(label: str) -> float:
+        value, unit = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", out).groups()
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), "p50": ms("50%"), "p99": ms("99%"),
+            "errors": int(errors.group(1)) if errors else 0}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed for the load (apt-get install wrk)")
+
+    import mlflow
+    import numpy as np
+    import pandas as pd
+
+    from ct_assets import settings
+    from ct_assets.lib.registry import CHAMPION, alias_version
+
+    uri = settings.mlflow_tracking_uri()
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    champion = alias_version(client, settings.MODEL_NAME, CHAMPION)
+    if champion is None:
+        raise SystemExit(f"no champion in {uri}: run `make demo` first")
+    mlflow.set_tracking_uri(uri)
+    local = mlflow.artifacts.download_artifacts(f"models:/{settings.MODEL_NAME}/{champion.version}")
+    example = mlflow.models.Model.load(local).load_input_example(local).head(1)
+    row = {c: (None if pd.isna(v) else (v if isinstance(v, str) else float(v))) for c, v in example.iloc[0].items()}
+
+    tmp = Path(tempfile.mkdtemp())
+    ours_body, mlflow_body, lua = tmp / "ours.json", tmp / "mlflow.json", tmp / "post.lua"
+    ours_body.write_bytes(json.dumps({"subject_key": "S-benchmark", "features": row}).encode())
+    mlflow_body.write_bytes(json.dumps({"dataframe_split": {"columns": list(row), "data": [list(row.values())]}},
+                                       default=lambda v: None if isinstance(v, float) and np.isnan(v) else v).encode())
+    lua.write_text(LUA)
+
+    p_ours, p_mlflow = free_port(), free_port()
+    # mlflow models serve starts `uvicorn` from PATH: the venv's bin must be on it.
+    env = dict(os.environ, MLFLOW_TRACKING_URI=uri, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    procs = {
+        "ours": subprocess.Popen([sys.executable, "-m", "ct_assets.serving", "--port", str(p_ours), "--challenger-share", "0"],
+                                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 start_new_session=True),
+        "mlflow": subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m",
+                                    f"models:/{settings.MODEL_NAME}/{champion.version}", "--env-manager", "local",
+                                    "-h", "127.0.0.1", "-p", str(p_mlflow)],
+                                   cwd=tmp, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   start_new_session=True),
+    }
+    urls = {"ours": f"http://127.0.0.1:{p_ours}/predict", "mlflow": f"http://127.0.0.1:{p_mlflow}/invocations"}
+    bodies = {"ours": ours_body, "mlflow": mlflow_body}
+    results: dict[str, list[dict]] = {"ours": [], "mlflow": []}
+    try:
+        for name in procs:
+            wait_ready(urls[name], bodies[name].read_bytes())
+        for name in procs:  # warm-up
+            wrk(urls[name], bodies[name], lua, args.connections, 2)
+        for r in range(args.rounds):
+            for name in procs:
+                res = wrk(urls[name], bodies[name], lua, args.connections, args.seconds)
+                results[name].append(res)
+                print(f"round {r + 1} {name:>6}: {res['rps']:8.0f} req/s  p50 {res['p50']:7.2f} ms  "
+                      f"p99 {res['p99']:7.2f} ms  errors {res['errors']}", flush=True)
+    finally:
+        for proc in procs.values():
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    med = {n: {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50", "p99")} for n, rs in results.items()}
+    print(f"\nmodel {settings.MODEL_NAME} v{champion.version}; {args.connections} connections, {args.seconds} s x "
+          f"{args.rounds} rounds, one server process each, wrk on the same machine")
+    for name in ("ours", "mlflow"):
+        print(f"{name:>6}: median {med[name]['rps']:8.0f} req/s, p50 {med[name]['p50']:.2f} ms, p99 {med[name]['p99']:.2f} ms")
+    ratio = med["ours"]["rps"] / med["mlflow"]["rps"]
+    print(f"throughput ratio ours / mlflow models serve: {ratio:.1f}x (target >= 3x); "
+          f"our p99 {med['ours']['p99']:.2f} ms (target < 10 ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

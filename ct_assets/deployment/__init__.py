@@ -1,0 +1,1 @@
+"""Deployments as assets: the served versions and the A/B report."""

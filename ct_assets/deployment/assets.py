@@ -1,0 +1,167 @@
+"""Deployments as assets: what is served at which traffic share, and how each arm performs.
+
+``model_deployment`` records the served versions (the registry's champion and challenger) and the
+challenger's traffic share; locally it makes a running model server (``make serve``) re-read the
+aliases and checks it serves them, on a cluster it writes the KServe ``InferenceService``.
+``ab_test_report`` joins the server's prediction log with the labels known so far and compares the
+arms. Canary promotion and rollback stay alias switches (``ct_assets.lib.registry``).
+"""
+
+import json
+import urllib.error
+import urllib.request
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import Field
+
+from ct_assets import keys, settings
+from ct_assets.lib.metadata import table_md
+from ct_assets.lib.privacy import SUBJECT_KEY
+from ct_assets.lib.registry import CHALLENGER, CHAMPION, alias_version, inference_service
+from ct_assets.resources import MlflowSettings
+from ct_assets.training import logic as T
+
+
+class DeploymentConfig(dg.Config):
+    target: str = Field(default="local", description="'local' (the model server) or 'kserve' (write the manifest).")
+    endpoint: str = Field(default="http://127.0.0.1:8000", description="The local model server.")
+    challenger_share: float = Field(default=0.1, description="Share of subjects the server routes to the challenger.")
+    service_name: str = Field(default="adverse-event-predictor", description="KServe InferenceService name.")
+
+
+def _call(url: str, method: str = "GET", timeout: float = 10) -> dict | None:
+    try:
+        req = urllib.request.Request(url, data=b"" if method == "POST" else None, method=method)
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return json.loads(resp.read())
+    except (OSError, ValueError):
+        return None
+
+
+@dg.asset(
+    key=keys.MODEL_DEPLOYMENT,
+    group_name="deployment",
+    kinds={"mlflow", "kubernetes"},
+    pool="model_serving",
+    deps=[keys.CHAMPION_MODEL],
+    description="The deployment record: champion and challenger versions, traffic share, endpoint; a running local "
+    "server is told to reload, a KServe InferenceService is written for a cluster.",
+)
+def model_deployment(context: dg.AssetExecutionContext, config: DeploymentConfig,
+                     mlflow_settings: MlflowSettings) -> dg.Output[dict]:
+    client, name = mlflow_settings.client(), mlflow_settings.model_name
+    champion, challenger = alias_version(client, name, CHAMPION), alias_version(client, name, CHALLENGER)
+    if champion is None:
+        raise dg.Failure(f"{name} has no champion to deploy: no version passed the champion gate yet")
+    record = {"model_name": name, "target": config.target, "champion_version": int(champion.version),
+              "challenger_version": int(challenger.version) if challenger else None,
+              "challenger_share": config.challenger_share if challenger else 0.0}
+    metadata: dict = {}
+    if config.target == "kserve":
+        share = round(config.challenger_share * 100) if challenger and challenger.version != champion.version else None
+        source = challenger.source if share is not None else champion.source
+        manifest = inference_service(config.service_name, source, share)
+        path = settings.ct_home() / "deploy" / f"{config.service_name}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(manifest, sort_keys=False))
+        record |= {"manifest": str(path)}
+        metadata["manifest"] = dg.MetadataValue.path(str(path))
+    elif config.target == "local":
+        served = _call(config.endpoint.rstrip("/") + "/reload", "POST")
+        record |= {"endpoint": config.endpoint, "server": "running" if served else "not running",
+                   "served": served}
+        if served is None:
+            context.log.warning(f"no model server at {config.endpoint}: `make serve` starts one")
+        elif served.get(CHAMPION) != int(champion.version):
+            raise dg.Failure(f"the server at {config.endpoint} serves champion {served.get(CHAMPION)}, "
+                             f"the registry says {champion.version}")
+        metadata["endpoint"] = dg.MetadataValue.url(config.endpoint)
+    else:
+        raise dg.Failure(f"unknown deployment target {config.target!r}: 'local' or 'kserve'")
+    metadata |= {k: v for k, v in record.items() if isinstance(v, int | float | str) and k != "manifest"}
+    return dg.Output(record, metadata=metadata)
+
+
+class AbTestConfig(dg.Config):
+    alpha: float = Field(default=0.05, description="Significance level of the test.")
+    min_per_arm: int = Field(default=20, description="Labelled subjects each arm needs before a decision.")
+    n_resamples: int = 2000
+
+
+def arm_report(predictions: pd.DataFrame, labels: pd.DataFrame, versions: dict[str, int | None], alpha: float,
+               min_per_arm: int, n_resamples: int, seed: int = 0) -> dict:
+    """Per arm of the current deployment (``versions``: alias -> version): labelled subjects, AUROC,
+    Brier, mean risk; a permutation test of the AUROC difference between the arms (subjects
+    reassigned between arms); a decision."""
+    from scipy.stats import permutation_test
+
+    if not predictions.empty:
+        current = pd.Series(False, index=predictions.index)
+        for alias, version in versions.items():
+            current |= (predictions["alias"] == alias) & (predictions["version"] == version)
+        predictions = predictions[current]
+    if predictions.empty:
+        return {"arms": pd.DataFrame(), "decision": "insufficient data",
+                "reason": "no prediction logged for the deployed versions yet"}
+    latest = predictions.sort_values("ts").drop_duplicates(["subject_key", "version"], keep="last")
+    joined = latest.merge(labels, left_on="subject_key", right_on=SUBJECT_KEY, how="inner")
+    rows = []
+    for (alias, version), g in joined.groupby(["alias", "version"]):
+        m = T.binary_metrics(g[T.LABEL], g["risk"].to_numpy())
+        rows.append({"alias": alias, "version": int(version), "subjects": len(g), "auroc": m["auroc"],
+                     "brier": m["brier"], "mean_risk": float(g["risk"].mean()), "event_rate": float(g[T.LABEL].mean())})
+    arms = pd.DataFrame(rows)
+    by_alias = {r["alias"]: r for r in rows}
+    if set(by_alias) != {CHAMPION, CHALLENGER}:
+        return {"arms": arms, "decision": "insufficient data", "reason": "labelled predictions from one arm only"}
+    small = [a for a, r in by_alias.items() if r["subjects"] < min_per_arm or not np.isfinite(r["auroc"])]
+    if small:
+        return {"arms": arms, "decision": "insufficient data",
+                "reason": f"fewer than {min_per_arm} labelled subjects with both outcomes in: {', '.join(small)}"}
+    y, p = joined[T.LABEL].to_numpy(), joined["risk"].to_numpy()
+    idx = {a: np.flatnonzero(joined["alias"].to_numpy() == a) for a in (CHALLENGER, CHAMPION)}
+
+    def diff(a, b, axis=-1):
+        from sklearn.metrics import roc_auc_score
+
+        a, b = a.astype(int), b.astype(int)
+        if len(np.unique(y[a])) < 2 or len(np.unique(y[b])) < 2:
+            return 0.0
+        return roc_auc_score(y[a], p[a]) - roc_auc_score(y[b], p[b])
+
+    test = permutation_test((idx[CHALLENGER], idx[CHAMPION]), diff, permutation_type="independent", vectorized=False,
+                            n_resamples=n_resamples, alternative="two-sided", random_state=seed)
+    observed, p_value = float(test.statistic), float(test.pvalue)
+    if p_value < alpha:
+        decision = "promote challenger" if observed > 0 else "keep champion"
+    else:
+        decision = "keep champion (no significant difference)"
+    return {"arms": arms, "decision": decision, "auroc_difference": observed, "p_value": p_value,
+            "reason": f"permutation test of AUROC(challenger) - AUROC(champion), {n_resamples} resamples"}
+
+
+@dg.asset(
+    key=keys.AB_TEST_REPORT,
+    group_name="deployment",
+    kinds={"pandas"},
+    ins={"deployment": dg.AssetIn(keys.MODEL_DEPLOYMENT), "training_set": dg.AssetIn(keys.TRAINING_SET)},
+    description="Champion against challenger on the predictions the server logged and the labels known since: "
+    "metrics per arm, a permutation test, a decision.",
+)
+def ab_test_report(context: dg.AssetExecutionContext, config: AbTestConfig, deployment: dict,
+                   training_set: pd.DataFrame) -> dg.Output[dict]:
+    path = settings.ct_home() / "serving" / "predictions.jsonl"
+    predictions = pd.read_json(path, lines=True) if path.exists() and path.stat().st_size else pd.DataFrame()
+    versions = {CHAMPION: deployment["champion_version"], CHALLENGER: deployment["challenger_version"]}
+    report = arm_report(predictions, training_set[[SUBJECT_KEY, T.LABEL]], versions, config.alpha, config.min_per_arm,
+                        config.n_resamples)
+    context.log.info(f"A/B decision: {report['decision']} ({report['reason']})")
+    arms = report.pop("arms")
+    metadata = {"decision": report["decision"], "reason": report["reason"], "predictions_logged": len(predictions),
+                "arms": table_md(arms) if len(arms) else dg.MetadataValue.md("none"),
+                "champion_version": deployment["champion_version"]}
+    metadata |= {k: round(report[k], 4) for k in ("auroc_difference", "p_value") if k in report}
+    return dg.Output(report | {"arms": arms.to_dict(orient="records")}, metadata=metadata)
