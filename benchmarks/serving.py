@@ -6,7 +6,11 @@ Both servers run one worker process on 127.0.0.1; the load comes from wrk (Debia
 turn, --rounds times. Targets: throughput at least 3x MLflow's scoring server and p99 under 10 ms
 at that load. Needs a registered champion: run `make demo` first (or point CT_HOME at a store).
 
-    python benchmarks/serving.py [--connections 16] [--seconds 10] [--rounds 3]
+    python benchmarks/serving.py [--connections 4,16] [--seconds 10] [--rounds 3]
+
+At each connection count both servers get the same closed-loop load; the verdict takes our
+throughput and p99 at the highest load where our p99 stays under 10 ms, against MLflow's best
+throughput at any load.
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ def wrk(url: str, body_file: Path, lua: Path, connections: int, seconds: int) ->
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--connections", default="4,16", help="comma-separated connection counts to load with")
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
@@ -120,32 +124,39 @@ def main(argv: list[str] | None = None) -> int:
     }
     urls = {"ours": f"http://127.0.0.1:{p_ours}/predict", "mlflow": f"http://127.0.0.1:{p_mlflow}/invocations"}
     bodies = {"ours": ours_body, "mlflow": mlflow_body}
-    results: dict[str, list[dict]] = {"ours": [], "mlflow": []}
+    loads = [int(c) for c in str(args.connections).split(",")]
+    results: dict[tuple[str, int], list[dict]] = {(n, c): [] for n in procs for c in loads}
     try:
         for name in procs:
             wait_ready(urls[name], bodies[name].read_bytes())
         for name in procs:  # warm-up
-            wrk(urls[name], bodies[name], lua, args.connections, 2)
+            wrk(urls[name], bodies[name], lua, loads[0], 2)
         for r in range(args.rounds):
-            for name in procs:
-                res = wrk(urls[name], bodies[name], lua, args.connections, args.seconds)
-                results[name].append(res)
-                print(f"round {r + 1} {name:>6}: {res['rps']:8.0f} req/s  p50 {res['p50']:7.2f} ms  "
-                      f"p99 {res['p99']:7.2f} ms  errors {res['errors']}", flush=True)
+            for c in loads:
+                for name in procs:
+                    res = wrk(urls[name], bodies[name], lua, c, args.seconds)
+                    results[(name, c)].append(res)
+                    print(f"round {r + 1} c={c:<3} {name:>6}: {res['rps']:8.0f} req/s  p50 {res['p50']:7.2f} ms  "
+                          f"p99 {res['p99']:7.2f} ms  errors {res['errors']}", flush=True)
     finally:
         for proc in procs.values():
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
         shutil.rmtree(tmp, ignore_errors=True)
 
-    med = {n: {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50", "p99")} for n, rs in results.items()}
-    print(f"\nmodel {settings.MODEL_NAME} v{champion.version}; {args.connections} connections, {args.seconds} s x "
-          f"{args.rounds} rounds, one server process each, wrk on the same machine")
-    for name in ("ours", "mlflow"):
-        print(f"{name:>6}: median {med[name]['rps']:8.0f} req/s, p50 {med[name]['p50']:.2f} ms, p99 {med[name]['p99']:.2f} ms")
-    ratio = med["ours"]["rps"] / med["mlflow"]["rps"]
-    print(f"throughput ratio ours / mlflow models serve: {ratio:.1f}x (target >= 3x); "
-          f"our p99 {med['ours']['p99']:.2f} ms (target < 10 ms)")
+    med = {key: {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50", "p99")} for key, rs in results.items()}
+    print(f"\nmodel {settings.MODEL_NAME} v{champion.version}; {args.seconds} s x {args.rounds} rounds per load, "
+          "one server process each, wrk (1 thread) on the same machine; medians:")
+    for (name, c), m in med.items():
+        print(f"  {name:>6} c={c:<3} {m['rps']:8.0f} req/s  p50 {m['p50']:7.2f} ms  p99 {m['p99']:7.2f} ms")
+    best_mlflow = max(m["rps"] for (n, _), m in med.items() if n == "mlflow")
+    ok = [(c, m) for (n, c), m in med.items() if n == "ours" and m["p99"] < 10]
+    if not ok:
+        print("our p99 is over 10 ms at every load tried (target: p99 < 10 ms at >= 3x MLflow's throughput)")
+        return 0
+    c, m = max(ok, key=lambda cm: cm[1]["rps"])
+    print(f"at c={c}: ours {m['rps']:.0f} req/s with p99 {m['p99']:.2f} ms = {m['rps'] / best_mlflow:.1f}x the best "
+          f"throughput of mlflow models serve ({best_mlflow:.0f} req/s) (targets: >= 3x, p99 < 10 ms)")
     return 0
 
 
