@@ -226,3 +226,24 @@ def test_numpy_scorer_reproduces_the_pipeline(registry, server):
     scorer = compile_linear(model, features)
     np.testing.assert_allclose(scorer(rows), model.predict_proba(frame)[:, 1], rtol=0, atol=1e-12)
     assert _get(server, "/models")["champion_scorer"] == "numpy"
+
+
+def test_model_deployment_starts_a_server_when_asked(registry):
+    import signal
+
+    import dagster as dg
+
+    from ct_assets import keys
+    from ct_assets.definitions import defs
+
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    config = {"ops": {"model_deployment": {"config": {"endpoint": endpoint, "start_server": True}}}}
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(list(defs.assets), selection=[keys.MODEL_DEPLOYMENT], resources=defs.resources,
+                                instance=instance, run_config=config)
+    record = result.output_for_node("model_deployment")
+    try:
+        assert record["server"] == "running" and record["served"][CHAMPION] == record["champion_version"]
+        assert _get(endpoint, "/ready")["ready"] is True
+    finally:
+        os.killpg(record["server_pid"], signal.SIGTERM)

@@ -30,6 +30,8 @@ class DeploymentConfig(dg.Config):
     endpoint: str = Field(default="http://127.0.0.1:8000", description="The local model server.")
     challenger_share: float = Field(default=0.1, description="Share of subjects the server routes to the challenger.")
     service_name: str = Field(default="adverse-event-predictor", description="KServe InferenceService name.")
+    start_server: bool = Field(default=False, description="Start the local server when none answers at the endpoint "
+                                                           "(it keeps running after the run; stop it by its pid).")
 
 
 def _call(url: str, method: str = "GET", timeout: float = 10) -> dict | None:
@@ -39,6 +41,30 @@ def _call(url: str, method: str = "GET", timeout: float = 10) -> dict | None:
             return json.loads(resp.read())
     except (OSError, ValueError):
         return None
+
+
+def _start_server(config: DeploymentConfig, mlflow_settings: MlflowSettings, timeout: float = 120) -> int:
+    """`python -m ct_assets.serving` on the endpoint's host and port, detached; waits until ready."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from urllib.parse import urlparse
+
+    url = urlparse(config.endpoint)
+    log = settings.ct_home() / "serving" / "server.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, MLFLOW_TRACKING_URI=mlflow_settings.uri())
+    with open(log, "ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "ct_assets.serving", "--host", url.hostname or "127.0.0.1",
+                                 "--port", str(url.port or 8000), "--challenger-share", str(config.challenger_share)],
+                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while (_call(config.endpoint.rstrip("/") + "/ready") or {}).get("ready") is not True:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise dg.Failure(f"the model server did not become ready; see {log}")
+        time.sleep(0.5)
+    return proc.pid
 
 
 @dg.asset(
@@ -71,6 +97,10 @@ def model_deployment(context: dg.AssetExecutionContext, config: DeploymentConfig
         metadata["manifest"] = dg.MetadataValue.path(str(path))
     elif config.target == "local":
         served = _call(config.endpoint.rstrip("/") + "/reload", "POST")
+        if served is None and config.start_server:
+            record["server_pid"] = _start_server(config, mlflow_settings)
+            served = _call(config.endpoint.rstrip("/") + "/models")
+            context.log.info(f"model server started at {config.endpoint} (pid {record['server_pid']})")
         record |= {"endpoint": config.endpoint, "server": "running" if served else "not running",
                    "served": served}
         if served is None:
