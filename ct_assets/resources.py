@@ -19,6 +19,7 @@ from dagster_pyspark import LazyPySparkResource
 from mlflow.entities.run_status import RunStatus
 from pydantic import Field
 
+from ct_assets.lib.registry import point_mlflow
 from ct_assets import settings
 from ct_assets.lib import lake, sdtm
 from ct_assets.training.tracking import ensure_experiment
@@ -156,7 +157,7 @@ def mlflow_run(context: dg.InitResourceContext):
     same process never inherits it.
     """
     uri = context.resource_config.get("mlflow_tracking_uri") or settings.mlflow_tracking_uri()
-    mlflow.set_tracking_uri(uri)
+    point_mlflow(uri)
     ensure_experiment(uri, context.resource_config["experiment_name"])
     if mlflow.active_run():
         mlflow.end_run()

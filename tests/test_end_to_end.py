@@ -11,6 +11,7 @@ import pytest
 
 from ct_assets import keys, settings
 from ct_assets.definitions import defs
+from ct_assets.lib.registry import point_mlflow
 from ct_assets.lib.sdtm import DOMAINS
 from tests.conftest import ROOT, private_home
 from tests.studies import build_other_study, pilot_dir, raw_subject_ids, scan_for
@@ -74,7 +75,7 @@ def test_model_registered_with_metrics_and_champion(pilot_run):
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert "evaluation/subgroups.json" in artifacts
     assert any(p.endswith(".png") for p in artifacts)
-    mlflow.set_tracking_uri(f"sqlite:///{home / 'mlflow.db'}")
+    point_mlflow(f"sqlite:///{home / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")  # how a server would load it
     features = pd.read_parquet(home / "feature_store/subject_features.parquet")
     proba = model.predict(features.drop(columns=["SUBJECT_KEY"]).head(3))

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ct_assets.lib.registry import CHALLENGER, CHAMPION, promote, rollback
+from ct_assets.lib.registry import CHALLENGER, CHAMPION, point_mlflow, promote, rollback
 from ct_assets.lib.privacy import SPLIT_BUCKET, SUBJECT_KEY
 from ct_assets.training import logic as T
 from ct_assets.training.tracking import ensure_experiment, log_candidate, register_challenger
@@ -46,7 +46,7 @@ def registry(tmp_path_factory):
     """Two registered versions: 1 is champion, 2 is challenger."""
     with private_home(tmp_path_factory.mktemp("serve") / "ct") as home:
         uri = f"sqlite:///{home / 'mlflow.db'}"
-        mlflow.set_tracking_uri(uri)
+        point_mlflow(uri)
         client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
         ts = _training_set()
         for C in (0.05, 1.0):

@@ -68,3 +68,13 @@ def inference_service(endpoint: str, storage_uri: str, canary_percent: int | Non
     return {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
             "metadata": {"name": endpoint, "annotations": {"serving.kserve.io/enable-prometheus-scraping": "true"}},
             "spec": {"predictor": predictor}}
+
+
+def point_mlflow(uri: str) -> None:
+    """Point both the tracking and the registry URI of the mlflow module at ``uri``. Setting only
+    the tracking URI leaves an earlier registry URI in force in a long-lived process (a code server,
+    a test session): versions would be registered in one store and looked up in another."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)

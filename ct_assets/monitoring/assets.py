@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from ct_assets.lib.registry import point_mlflow
 from ct_assets import keys, settings
 from ct_assets.alerts import AlertWebhook
 from ct_assets.features.logic import CATEGORICAL
@@ -52,9 +53,8 @@ def _model_uri(reference_meta: dict) -> str:
     retry_policy=EXTERNAL,
 )
 def monitoring_reference(mlflow_settings: MlflowSettings, champion: dict, training_set: pd.DataFrame):
-    import mlflow
 
-    mlflow.set_tracking_uri(mlflow_settings.uri())
+    point_mlflow(mlflow_settings.uri())
     meta = {"model_name": champion["name"], "version": int(champion["version"])}
     reference = training_set.assign(SCORE=score(_model_uri(meta), training_set))
     y, p = _holdout_xy(reference)
@@ -89,9 +89,8 @@ def feature_drift(config: MonitoringConfig, features: pd.DataFrame, reference: p
                "reference_meta": dg.AssetIn(keys.MONITORING_REFERENCE_META)},
           description="The champion's risk scores on current subjects against its scores on its training population.")
 def prediction_drift(mlflow_settings: MlflowSettings, features: pd.DataFrame, reference: pd.DataFrame, reference_meta: dict) -> dg.Output[dict]:
-    import mlflow
 
-    mlflow.set_tracking_uri(mlflow_settings.uri())
+    point_mlflow(mlflow_settings.uri())
     current = score(_model_uri(reference_meta), features)
     ks, pv = M.ks_test(reference["SCORE"], pd.Series(current))
     result = {"psi": M.psi_numeric(reference["SCORE"], pd.Series(current)), "ks_stat": ks, "ks_pvalue": pv,
@@ -111,9 +110,8 @@ def newly_labelled(training_set: pd.DataFrame, reference: pd.DataFrame) -> pd.Da
           description="The champion on subjects labelled since it was trained, against its own holdout AUROC.")
 def model_performance(config: MonitoringConfig, mlflow_settings: MlflowSettings, training_set: pd.DataFrame,
                       reference: pd.DataFrame, reference_meta: dict) -> dg.Output[dict]:
-    import mlflow
 
-    mlflow.set_tracking_uri(mlflow_settings.uri())
+    point_mlflow(mlflow_settings.uri())
     new = newly_labelled(training_set, reference)
     result = {"new_subjects": len(new), "reference_auroc": reference_meta["holdout_auroc"], "auroc": None, "auroc_drop": None,
               "enough_subjects": len(new) >= config.min_new_subjects}
@@ -129,9 +127,8 @@ def model_performance(config: MonitoringConfig, mlflow_settings: MlflowSettings,
           description="Observed against expected outcomes on newly labelled subjects: has the link between "
                       "features and outcome moved?")
 def concept_drift(mlflow_settings: MlflowSettings, training_set: pd.DataFrame, reference: pd.DataFrame, reference_meta: dict) -> dg.Output[dict]:
-    import mlflow
 
-    mlflow.set_tracking_uri(mlflow_settings.uri())
+    point_mlflow(mlflow_settings.uri())
     new = newly_labelled(training_set, reference)
     if new.empty:
         result = {"n": 0.0}

@@ -32,7 +32,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ct_assets import settings
-from ct_assets.lib.registry import CHALLENGER, CHAMPION, alias_version, routes_to_challenger
+from ct_assets.lib.registry import CHALLENGER, CHAMPION, alias_version, point_mlflow, routes_to_challenger
 from ct_assets.serving.fastpath import verified
 
 MAX_INSTANCES = 1000
@@ -79,8 +79,7 @@ class Models:
 
         self.name = name
         self.client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(tracking_uri)
+        point_mlflow(tracking_uri)
         self.slots: dict[str, Slot | None] = {CHAMPION: None, CHALLENGER: None}
         self.error: str | None = None
 

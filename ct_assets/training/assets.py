@@ -3,10 +3,10 @@
 
 
 import dagster as dg
-import mlflow
 import pandas as pd
 from pydantic import Field
 
+from ct_assets.lib.registry import point_mlflow
 from ct_assets import keys, settings
 from ct_assets.lib.metadata import image_md, table_md
 from ct_assets.lib.registry import CHALLENGER, promote
@@ -143,7 +143,7 @@ def model_evaluation(context: dg.AssetExecutionContext, candidate: dict, trainin
 def registered_model(context: dg.AssetExecutionContext, config: PromotionConfig, mlflow_settings: MlflowSettings,
                      candidate: dict, evaluation: dict, training_set: pd.DataFrame):
     client, name = mlflow_settings.client(), mlflow_settings.model_name
-    mlflow.set_tracking_uri(mlflow_settings.uri())
+    point_mlflow(mlflow_settings.uri())
     auroc = evaluation["metrics"]["auroc"]
     gate = register_challenger(client, name, candidate["model_uri"], auroc, T.holdout_of(training_set), config.min_auroc,
                                config.tolerance, {"dagster_run_id": context.run_id})

@@ -24,6 +24,7 @@ import pandas as pd
 from ct_assets import settings
 from ct_assets.lib import lake, sdtm
 from ct_assets.lib.privacy import SUBJECT_KEY
+from ct_assets.lib.registry import point_mlflow
 from ct_assets.training import logic as T
 
 # The legacy model settings: the default hyperparameters HPO must beat or equal.
@@ -152,7 +153,7 @@ def train(training_set_path: str, params: dict, model_dir: str, uri: str, experi
     from ct_assets.training.tracking import log_candidate
 
     training_set = pd.read_parquet(training_set_path)
-    mlflow.set_tracking_uri(tracking_uri(uri))
+    point_mlflow(tracking_uri(uri))
     experiment_id = ensure_experiment(tracking_uri(uri), experiment)
     tags = {"mlflow.parentRunId": parent_run_id} if parent_run_id else {}
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags | {"orchestrator": "kfp"}):
@@ -168,7 +169,7 @@ def evaluate(model_dir: str, training_set_path: str, uri: str, run_id: str, plot
 
     from ct_assets.training.tracking import evaluate_and_log
 
-    mlflow.set_tracking_uri(tracking_uri(uri))
+    point_mlflow(tracking_uri(uri))
     with mlflow.start_run(run_id=run_id):
         return evaluate_and_log(model_dir, pd.read_parquet(training_set_path), Path(plot_path))
 
@@ -191,7 +192,7 @@ def register(model_uri: str, training_set_path: str, uri: str, model_name: str, 
 
     from ct_assets.training.tracking import register_challenger
 
-    mlflow.set_tracking_uri(tracking_uri(uri))
+    point_mlflow(tracking_uri(uri))
     client = mlflow.MlflowClient(tracking_uri=tracking_uri(uri), registry_uri=tracking_uri(uri))
     holdout = T.holdout_of(pd.read_parquet(training_set_path))
     return register_challenger(client, model_name, model_uri, holdout_auroc, holdout, min_auroc, tolerance, tags or {})
@@ -225,8 +226,7 @@ def evaluation_markdown(result: dict[str, Any]) -> str:
 def _client(uri: str):
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri(uri))
-    mlflow.set_registry_uri(tracking_uri(uri))
+    point_mlflow(tracking_uri(uri))
     return mlflow.MlflowClient(tracking_uri=tracking_uri(uri), registry_uri=tracking_uri(uri))
 
 
