@@ -96,6 +96,19 @@ def test_one_standard_error_rule_prefers_the_simpler_point():
     assert steps.select_one_se([{"cv_auroc": 0.7, "cv_auroc_se": 0.0}, {"cv_auroc": 0.71, "cv_auroc_se": 0.0}]) == 1
 
 
+def test_selection_does_not_depend_on_the_order_trials_arrive_in():
+    space = steps.SEARCH_SPACE
+    scores = [0.60, 0.59, 0.58, 0.57, 0.664, 0.676, 0.680]
+    trials = [{"params": json.loads(json.dumps({k: float(v) if isinstance(v, int) else v for k, v in p.items()})),
+               "cv_auroc": a, "cv_auroc_se": 0.02} for p, a in zip(space, scores)]
+    for shuffled in (trials, trials[::-1], trials[3:] + trials[:3]):
+        ordered = steps.in_search_order(shuffled, space)
+        assert [t["cv_auroc"] for t in ordered] == scores
+        assert steps.params_of(ordered[steps.select_one_se(ordered)]["params"]).max_depth == 1
+    with pytest.raises(ValueError):
+        steps.in_search_order(trials[:-1], space)
+
+
 def test_paired_auroc_difference_matches_sklearn():
     from sklearn.metrics import roc_auc_score
 

@@ -167,11 +167,12 @@ def hpo_trial(training_set: Input[Dataset], params: dict, mlflow_tracking_uri: s
 
 
 @component
-def hpo_select(trials: list, mlflow_tracking_uri: str, parent_run_id: str, trials_table: Output[Markdown]) -> dict:
+def hpo_select(trials: list, search_space: list, mlflow_tracking_uri: str, parent_run_id: str,
+               trials_table: Output[Markdown]) -> dict:
     """The selected trial (one-standard-error rule over the simplest-first search space); logged to the parent run."""
     from ct_kfp import steps
 
-    best, markdown = steps.hpo_select(trials, mlflow_tracking_uri, parent_run_id)
+    best, markdown = steps.hpo_select(trials, mlflow_tracking_uri, parent_run_id, search_space)
     steps.write_text(trials_table.path, markdown)
     return best
 

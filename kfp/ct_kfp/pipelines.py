@@ -120,6 +120,7 @@ def build(retries: int = 3) -> dict:
         select = _task(
             c.hpo_select,
             trials=dsl.Collected(trial.outputs["Output"]),
+            search_space=search_space,
             mlflow_tracking_uri=mlflow_tracking_uri,
             parent_run_id=parent,
         )

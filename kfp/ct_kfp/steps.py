@@ -265,7 +265,22 @@ def select_one_se(trials: list[dict]) -> int:
     return next(i for i, t in enumerate(trials) if t["cv_auroc"] >= bar)
 
 
-def hpo_select(trials: list[dict], uri: str, parent_run_id: str) -> tuple[dict, str]:
+def in_search_order(trials: list[dict], search_space: list[dict]) -> list[dict]:
+    """Trials in the order of the search space (simplest first). dsl.Collected gathers them in no
+    promised order (kfp.local: as they finish), and numbers come back as floats, so points are matched
+    on their typed parameters."""
+    def key(params: dict) -> str:
+        return json.dumps(params_of(params).as_dict(), sort_keys=True)
+
+    position = {key(p): i for i, p in enumerate(search_space)}
+    missing = [t["params"] for t in trials if key(t["params"]) not in position]
+    if missing or len(trials) != len(search_space):
+        raise ValueError(f"trials do not match the search space: {missing or 'count differs'}")
+    return sorted(trials, key=lambda t: position[key(t["params"])])
+
+
+def hpo_select(trials: list[dict], uri: str, parent_run_id: str, search_space: list[dict]) -> tuple[dict, str]:
+    trials = in_search_order(trials, search_space)
     chosen = select_one_se(trials)
     best = trials[chosen]
     client = _client(uri)
