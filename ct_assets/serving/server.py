@@ -258,12 +258,14 @@ def create_app(model_name: str = settings.MODEL_NAME, tracking_uri: str | None =
         results: list[dict] = [{}] * len(keys)
         for slot in {id(a): a for a in arms}.values():
             idx = [i for i, a in enumerate(arms) if a is slot]
-            if slot is not champion:  # the challenger may want other columns
-                _, sub_rows = _rows({"instances": [{"subject_key": keys[i], "features": body_features(body, i)}
-                                                   for i in idx]}, slot.features, slot.numeric)
-            else:
-                sub_rows = [rows[i] for i in idx]
-            risks = await batcher.score(slot, sub_rows)
+            slot_rows = rows
+            if slot.features != champion.features:  # a challenger trained on other columns: validate for it
+                try:
+                    _, slot_rows = _rows(body, slot.features, slot.numeric)
+                except Invalid as err:
+                    requests.labels("422").inc()
+                    return json({"error": str(err)}, 422)
+            risks = await batcher.score(slot, [slot_rows[i] for i in idx])
             for i, risk in zip(idx, risks):
                 results[i] = {"subject_key": keys[i], "risk": float(risk), "alias": slot.alias, "version": slot.version}
             predictions.labels(slot.alias, str(slot.version)).inc(len(idx))
@@ -272,9 +274,6 @@ def create_app(model_name: str = settings.MODEL_NAME, tracking_uri: str | None =
         requests.labels("200").inc()
         latency.observe(time.perf_counter() - started)
         return json(results[0] if "instances" not in body else {"predictions": results})
-
-    def body_features(body: dict, i: int) -> dict:
-        return (body["instances"][i] if "instances" in body else body)["features"]
 
     async def health(request: Request) -> Response:
         return json({"status": "ok"})
