@@ -35,8 +35,13 @@ class DeploymentConfig(dg.Config):
 
 
 def _call(url: str, method: str = "GET", timeout: float = 10) -> dict | None:
+    """A call to the model server with its bearer token (``serving_token``: $CT_SERVING_TOKEN or the
+    file under $CT_HOME/secrets the server itself reads)."""
+    from ct_assets.serving.server import serving_token
+
     try:
-        req = urllib.request.Request(url, data=b"" if method == "POST" else None, method=method)
+        req = urllib.request.Request(url, data=b"" if method == "POST" else None, method=method,
+                                     headers={"Authorization": f"Bearer {serving_token()}"})
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return json.loads(resp.read())
     except (OSError, ValueError):

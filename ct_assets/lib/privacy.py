@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import secrets
-from pathlib import Path
 
 import pandas as pd
 
@@ -20,23 +20,35 @@ from ct_assets import settings
 SUBJECT_KEY = "SUBJECT_KEY"
 PREFIX = "S-"
 DIGEST_CHARS = 20  # 80 bits: collision-free for any realistic trial, short enough to read
+# The one definition of what a pseudonym looks like (the server accepts nothing else as a subject key).
+PSEUDONYM_RE = re.compile(rf"^{re.escape(PREFIX)}[0-9a-f]{{{DIGEST_CHARS}}}\Z")
 
 
-def _dev_key_path() -> Path:
-    return settings.ct_home() / "secrets" / "pseudonym.key"
+def is_pseudonym(value: object) -> bool:
+    return isinstance(value, str) and len(value) == len(PREFIX) + DIGEST_CHARS and PSEUDONYM_RE.match(value) is not None
+
+
+def local_secret(env_var: str, filename: str) -> str:
+    """A secret from ``env_var``, else from ``$CT_HOME/secrets/<filename>``, generated there once
+    (32 random bytes as hex, folder 0700, file 0600) when absent. Never committed."""
+    env = os.environ.get(env_var)
+    if env:
+        return env
+    path = settings.ct_home() / "secrets" / filename
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it first
+            return path.read_text().strip()
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+    return path.read_text().strip()
 
 
 def pseudonym_key() -> bytes:
-    env = os.environ.get("CT_PSEUDONYM_KEY")
-    if env:
-        return env.encode()
-    path = _dev_key_path()
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_hex(32))
-    return path.read_text().strip().encode()
+    return local_secret("CT_PSEUDONYM_KEY", "pseudonym.key").encode()
 
 
 def pseudonymise(ids: pd.Series, key: bytes | None = None) -> pd.Series:

@@ -4,7 +4,13 @@ and Prometheus metrics. Starlette on uvicorn; binds 127.0.0.1 unless told otherw
 
     POST /predict   {"subject_key": "S-...", "features": {"AGE": 71, ...}}
                     or {"instances": [{"subject_key": ..., "features": {...}}, ...]}
-    GET  /health  /ready  /models  /metrics
+    GET  /health  /ready  /metrics  /openapi.json      open
+    GET  /models, POST /reload                          bearer token (and /predict with require_auth)
+
+Requests are refused before they cost anything: a body over ``max_body_bytes`` gets a 413 unread, a
+content type other than JSON a 415, a subject key that is not a pseudonym, a value out of bounds
+(``bounds.py``) or a missing demographic a 422 naming the field; nothing refused is logged.
+The token is ``$CT_SERVING_TOKEN`` or ``$CT_HOME/secrets/serving.token`` (generated once, 0600).
 
 Aliases are re-read every ``reload_seconds``: a promotion or a rollback (an alias switch) is served
 without a restart. Every prediction is logged (subject pseudonym, arm, model version, risk) to
@@ -15,7 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import math
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -32,10 +40,19 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ct_assets import settings
+from ct_assets.lib.privacy import DIGEST_CHARS, PREFIX, PSEUDONYM_RE, is_pseudonym, local_secret
 from ct_assets.lib.registry import CHALLENGER, CHAMPION, alias_version, point_mlflow, routes_to_challenger
+from ct_assets.serving.bounds import REQUIRED, feature_bounds
 from ct_assets.serving.fastpath import verified
 
 MAX_INSTANCES = 1000
+MAX_BODY_BYTES = 1024 * 1024
+TOKEN_ENV, TOKEN_FILE = "CT_SERVING_TOKEN", "serving.token"
+
+
+def serving_token() -> str:
+    """The bearer token of the model server, for the server and its clients alike."""
+    return local_secret(TOKEN_ENV, TOKEN_FILE)
 
 
 @dataclass(frozen=True)
@@ -46,6 +63,8 @@ class Slot:
     features: list[str]
     numeric: frozenset[str]
     fast: Any = None  # a verified numpy scorer (fastpath.py), when the model allows one
+    bounds: dict = None  # numeric feature -> (low, high, source): see bounds.py
+    required: tuple[str, ...] = ()
 
     def score(self, rows: list[list]) -> np.ndarray:
         if self.fast is not None:
@@ -68,7 +87,9 @@ def _load(client, name: str, alias: str) -> Slot | None:
     local = mlflow.artifacts.download_artifacts(uri)
     example = mlflow.models.Model.load(local).load_input_example(local)
     fast = verified(model, features, example if isinstance(example, pd.DataFrame) else None, set(numeric))
-    return Slot(alias, int(version.version), model, features, numeric, fast)
+    bounds = feature_bounds(model, [f for f in features if f in numeric])
+    return Slot(alias, int(version.version), model, features, numeric, fast, bounds,
+                tuple(f for f in REQUIRED if f in features))
 
 
 class Models:
@@ -107,11 +128,18 @@ class Invalid(ValueError):
     pass
 
 
-def _rows(body: Any, features: list[str], numeric: frozenset[str]) -> tuple[list[str], list[list]]:
-    """Subject keys and feature rows in the model's column order, or Invalid with the reason."""
+INSTANCE_KEYS = frozenset({"subject_key", "features"})
+
+
+def _rows(body: Any, slot: Slot) -> tuple[list[str], list[list]]:
+    """Subject keys and feature rows in the model's column order, or Invalid with the reason.
+    Reasons never quote a submitted value: a refused request may carry a raw identifier."""
+    features, numeric, bounds = slot.features, slot.numeric, slot.bounds or {}
     if not isinstance(body, dict):
         raise Invalid("the body must be a JSON object")
     single = "instances" not in body
+    if not single and set(body) != {"instances"}:
+        raise Invalid("a batch is {\"instances\": [...]} and nothing else")
     instances = [body] if single else body["instances"]
     if not isinstance(instances, list) or not instances:
         raise Invalid("'instances' must be a non-empty list")
@@ -122,28 +150,72 @@ def _rows(body: Any, features: list[str], numeric: frozenset[str]) -> tuple[list
         where = "" if single else f"instances[{i}]: "
         if not isinstance(inst, dict):
             raise Invalid(f"{where}each instance must be an object")
+        extra = set(inst) - INSTANCE_KEYS
+        if extra:
+            raise Invalid(f"{where}unknown field(s) {sorted(str(k)[:40] for k in extra)[:5]}: "
+                          "an instance has 'subject_key' and 'features' only")
         key, values = inst.get("subject_key"), inst.get("features")
-        if not isinstance(key, str) or not key:
-            raise Invalid(f"{where}'subject_key' (the subject's pseudonym) is required")
+        if not is_pseudonym(key):
+            raise Invalid(f"{where}'subject_key' must be the subject's pseudonym ({PREFIX} and {DIGEST_CHARS} "
+                          "lowercase hex digits), never a raw subject id")
         if not isinstance(values, dict):
             raise Invalid(f"{where}'features' must be an object of feature values")
         unknown = set(values) - known
         if unknown:
-            raise Invalid(f"{where}unknown feature(s) {sorted(unknown)[:5]}")
+            raise Invalid(f"{where}unknown feature(s) {sorted(str(k)[:40] for k in unknown)[:5]}")
         row = []
         for name in features:
             v = values.get(name)
             if name in numeric:
                 if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
                     raise Invalid(f"{where}feature {name!r} must be a number or null, got {type(v).__name__}")
-                row.append(np.nan if v is None else float(v))
+                if v is None:
+                    row.append(np.nan)
+                    continue
+                try:
+                    x = float(v)
+                except OverflowError:  # an integer beyond any float
+                    x = math.inf
+                lo, hi, why = bounds.get(name, (-math.inf, math.inf, ""))
+                if not (math.isfinite(x) and lo <= x <= hi):
+                    raise Invalid(f"{where}feature {name!r} is out of bounds: must be finite and within "
+                                  f"[{lo:.6g}, {hi:.6g}] ({why})")
+                row.append(x)
             else:
                 if v is not None and not isinstance(v, str):
                     raise Invalid(f"{where}feature {name!r} must be a string or null, got {type(v).__name__}")
                 row.append(v)
+        missing = [f for f in slot.required if values.get(f) is None]
+        if missing:
+            raise Invalid(f"{where}missing required feature(s) {missing}: demographics every enrolled subject has, "
+                          "which the model cannot impute meaningfully")
         keys.append(key)
         rows.append(row)
     return keys, rows
+
+
+class TooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, or TooLarge as soon as it is known to exceed ``limit`` (from Content-Length, before
+    reading anything; else while streaming a chunked body)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise TooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _is_json(content_type: str | None) -> bool:
+    media = (content_type or "").split(";")[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
 class Batcher:
@@ -186,7 +258,7 @@ class PredictionLog:
 
     def __init__(self, path: Path):
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.buffer: list[bytes] = []
 
     def add(self, records: list[dict]) -> None:
@@ -195,14 +267,18 @@ class PredictionLog:
     def flush(self) -> None:
         if self.buffer:
             data, self.buffer = b"".join(self.buffer), []
-            with open(self.path, "ab") as fh:
+            # Owner-only whatever the umask: pseudonyms and risks are still personal data.
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "ab") as fh:
                 fh.write(data)
 
 
 def create_app(model_name: str = settings.MODEL_NAME, tracking_uri: str | None = None, challenger_share: float = 0.1,
-               reload_seconds: float = 5.0, log_path: Path | None = None) -> Starlette:
+               reload_seconds: float = 5.0, log_path: Path | None = None, max_body_bytes: int = MAX_BODY_BYTES,
+               require_auth: bool = False, token: str | None = None) -> Starlette:
     if not 0.0 <= challenger_share <= 1.0:
         raise ValueError("challenger_share must be between 0 and 1")
+    expected = (token or serving_token()).encode()
     models = Models(model_name, tracking_uri or settings.mlflow_tracking_uri())
     log = PredictionLog(log_path or settings.ct_home() / "serving" / "predictions.jsonl")
     registry = CollectorRegistry()
@@ -237,19 +313,40 @@ def create_app(model_name: str = settings.MODEL_NAME, tracking_uri: str | None =
                 task.cancel()
             log.flush()
 
-    def json(obj: Any, status: int = 200) -> Response:
-        return Response(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY), status, media_type="application/json")
+    def json(obj: Any, status: int = 200, headers: dict | None = None) -> Response:
+        return Response(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY), status, headers,
+                        media_type="application/json")
+
+    def refused(request: Request) -> Response | None:
+        """401 unless the request carries the bearer token (compared in constant time)."""
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected):
+            return None
+        return json({"error": "a bearer token is required (Authorization: Bearer ...; see the README, Security)"}, 401,
+                    {"WWW-Authenticate": "Bearer"})
 
     async def predict(request: Request) -> Response:
         started = time.perf_counter()
+        if require_auth and (denied := refused(request)) is not None:
+            requests.labels("401").inc()
+            return denied
+        if not _is_json(request.headers.get("content-type")):
+            requests.labels("415").inc()
+            return json({"error": "the body must be JSON (Content-Type: application/json)"}, 415)
+        try:
+            raw = await _read_body(request, max_body_bytes)
+        except TooLarge:
+            requests.labels("413").inc()
+            return json({"error": f"the body is over {max_body_bytes} bytes: send fewer instances per request"}, 413,
+                        {"Connection": "close"})
         slots = models.slots
         champion, challenger = slots[CHAMPION], slots[CHALLENGER]
         if champion is None:
             requests.labels("503").inc()
             return json({"error": "no champion model is loaded"}, 503)
         try:
-            body = orjson.loads(await request.body())
-            keys, rows = _rows(body, champion.features, champion.numeric)
+            body = orjson.loads(raw)
+            keys, rows = _rows(body, champion)
         except (orjson.JSONDecodeError, Invalid) as err:
             requests.labels("422").inc()
             return json({"error": str(err) if isinstance(err, Invalid) else f"malformed JSON: {err}"}, 422)
@@ -261,7 +358,7 @@ def create_app(model_name: str = settings.MODEL_NAME, tracking_uri: str | None =
             slot_rows = rows
             if slot.features != champion.features:  # a challenger trained on other columns: validate for it
                 try:
-                    _, slot_rows = _rows(body, slot.features, slot.numeric)
+                    _, slot_rows = _rows(body, slot)
                 except Invalid as err:
                     requests.labels("422").inc()
                     return json({"error": str(err)}, 422)
@@ -285,11 +382,15 @@ def create_app(model_name: str = settings.MODEL_NAME, tracking_uri: str | None =
         return json({"ready": True, "champion_version": champion.version})
 
     async def versions(request: Request) -> Response:
+        if (denied := refused(request)) is not None:
+            return denied
         return json({alias: (s.version if s else None) for alias, s in models.slots.items()}
                     | {f"{alias}_scorer": ("numpy" if s and s.fast else "pipeline") for alias, s in models.slots.items()}
                     | {"challenger_share": challenger_share, "model_name": model_name, "registry_error": models.error})
 
     async def reload(request: Request) -> Response:
+        if (denied := refused(request)) is not None:
+            return denied
         changed = await asyncio.get_running_loop().run_in_executor(None, models.refresh)
         return json({"changed": changed} | {alias: (s.version if s else None) for alias, s in models.slots.items()})
 
@@ -298,8 +399,78 @@ def create_app(model_name: str = settings.MODEL_NAME, tracking_uri: str | None =
             served.labels(alias).set(slot.version if slot else math.nan)
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    async def openapi(request: Request) -> Response:
+        return json(openapi_document(models.slots[CHAMPION], require_auth, max_body_bytes))
+
     return Starlette(routes=[
         Route("/predict", predict, methods=["POST"]),
         Route("/health", health), Route("/ready", ready), Route("/models", versions),
         Route("/reload", reload, methods=["POST"]), Route("/metrics", metrics),
+        Route("/openapi.json", openapi),
     ], lifespan=lifespan)
+
+
+def openapi_document(champion: Slot | None, require_auth: bool, max_body_bytes: int) -> dict:
+    """OpenAPI 3.0 of this server, with the champion's features, types and bounds (what a client,
+    and the schemathesis fuzz of the tests, need to know)."""
+    features: dict = {}
+    required: list[str] = []
+    if champion is not None:
+        for name in champion.features:
+            nullable = name not in champion.required
+            if name in champion.numeric:
+                lo, hi, why = (champion.bounds or {}).get(name, (None, None, ""))
+                schema = {"type": "number", "description": why} | ({"minimum": lo, "maximum": hi} if lo is not None else {})
+            else:
+                schema = {"type": "string"}
+            features[name] = schema | ({"nullable": True} if nullable else {})
+        required = list(champion.required)
+    instance = {"type": "object", "additionalProperties": False, "required": ["subject_key", "features"], "properties": {
+        "subject_key": {"type": "string", "pattern": PSEUDONYM_RE.pattern.replace("\\Z", "$").replace("\\-", "-"),
+                        "description": "the subject's pseudonym, never a raw USUBJID"},
+        "features": {"type": "object", "additionalProperties": False, "properties": features} | (
+            {"required": required} if required else {})}}
+    prediction = {"type": "object", "required": ["subject_key", "risk", "alias", "version"], "properties": {
+        "subject_key": {"type": "string"}, "risk": {"type": "number", "minimum": 0, "maximum": 1},
+        "alias": {"type": "string", "enum": [CHAMPION, CHALLENGER]}, "version": {"type": "integer"}}}
+    error = {"description": "refused, with the reason", "content": {"application/json": {"schema": {
+        "type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}}}}
+    ok = {"type": "object"}
+
+    def answer(schema: dict, description: str = "OK") -> dict:
+        return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+    secured = [{"bearer": []}]
+    predict = {"summary": "Risk of a clinically significant adverse event, per subject",
+               "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
+                   {"$ref": "#/components/schemas/Instance"},
+                   {"type": "object", "additionalProperties": False, "required": ["instances"], "properties": {
+                       "instances": {"type": "array", "minItems": 1, "maxItems": MAX_INSTANCES,
+                                     "items": {"$ref": "#/components/schemas/Instance"}}}}]}}}},
+               "responses": {"200": answer({"oneOf": [prediction, {
+                   "type": "object", "required": ["predictions"],
+                   "properties": {"predictions": {"type": "array", "items": prediction}}}]}),
+                   "401": error, "413": error | {"description": f"body over {max_body_bytes} bytes"},
+                   "415": error, "422": error, "503": error}}
+    if require_auth:
+        predict["security"] = secured
+    else:
+        predict["security"] = []
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "adverse-event-predictor model server", "version": "1"},
+        "servers": [{"url": "/"}],
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+                       "schemas": {"Instance": instance}},
+        "security": secured,
+        "paths": {
+            "/predict": {"post": predict},
+            "/health": {"get": {"security": [], "responses": {"200": answer(ok)}}},
+            "/ready": {"get": {"security": [], "responses": {"200": answer(ok), "503": answer(ok, "not ready")}}},
+            "/metrics": {"get": {"security": [], "responses": {"200": {"description": "Prometheus text",
+                                                                        "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            "/models": {"get": {"responses": {"200": answer(ok), "401": error}}},
+            "/reload": {"post": {"responses": {"200": answer(ok), "401": error}}},
+            "/openapi.json": {"get": {"security": [], "responses": {"200": answer(ok)}}},
+        },
+    }
