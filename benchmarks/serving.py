@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
 
     tmp = Path(tempfile.mkdtemp())
     ours_body, mlflow_body, lua = tmp / "ours.json", tmp / "mlflow.json", tmp / "post.lua"
-    ours_body.write_bytes(json.dumps({"subject_key": "S-benchmark", "features": row}).encode())
+    # Any well-formed pseudonym: the server refuses any other subject key.
+    ours_body.write_bytes(json.dumps({"subject_key": "S-" + "0" * 20, "features": row}).encode())
     mlflow_body.write_bytes(json.dumps({"dataframe_split": {"columns": list(row), "data": [list(row.values())]}},
                                        default=lambda v: None if isinstance(v, float) and np.isnan(v) else v).encode())
     lua.write_text(LUA)
