@@ -6,7 +6,9 @@ from the Dagster launchpad or run config. Nothing connects at import time.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from pydantic import Field
 from ct_assets.lib.registry import point_mlflow
 from ct_assets import settings
 from ct_assets.lib import lake, sdtm
+from ct_assets.lib.faults import external, probe_mlflow, probe_spark_master
 from ct_assets.training.tracking import ensure_experiment
 
 
@@ -36,6 +39,11 @@ class StudySource(dg.ConfigurableResource):
     source: str | None = Field(
         default=None,
         description="'folder' (default, or $CT_STUDY_SOURCE) or 'kafka': the records landed by kafka_ingestion.",
+    )
+
+    encoding: str | None = Field(
+        default=None,
+        description="Text encoding of CSV and XPT files (default $CT_STUDY_ENCODING, else UTF-8, then cp1252, then latin-1).",
     )
 
     def kind(self) -> str:
@@ -53,9 +61,14 @@ class StudySource(dg.ConfigurableResource):
         return self.landing().root if self.kind() == "kafka" else sdtm.study_path(self.study_dir)
 
     def read(self, domain: str) -> pd.DataFrame | None:
+        return self.read_files(domain)[0]
+
+    def read_files(self, domain: str) -> tuple[pd.DataFrame | None, list[sdtm.FileRead]]:
+        """The domain's rows and how each file was read (a StudyFileError names a file that cannot be)."""
         if self.kind() == "kafka":
-            return self.landing().read_domain(domain)
-        return sdtm.read_domain(self.path(), domain)
+            frame = self.landing().read_domain(domain)
+            return (None if frame is None else sdtm.text_where_mixed(frame)), []
+        return sdtm.read_domain_files(self.path(), domain, self.encoding or settings.study_encoding())
 
     def _paths(self, domain: str | None) -> list[Path]:
         if self.kind() == "kafka":
@@ -130,6 +143,24 @@ class LakeIOManager(dg.ConfigurableIOManager):
         return pd.read_parquet(frame_path)
 
 
+class Spark(LazyPySparkResource):
+    """dagster-pyspark's lazy session (nothing starts while the code location loads), which checks
+    that a standalone master answers before Spark waits a minute per attempt on it, and starts a new
+    session when a failed attempt left the previous one stopped."""
+
+    def master(self) -> str:
+        return self.spark_config.get("spark.master", "local[*]")
+
+    @property
+    def spark_session(self) -> Any:
+        probe_spark_master(self.master())
+        session = super().spark_session
+        if session.sparkContext._jsc is None:  # stopped: a retry must not reuse it
+            self._spark_session = None
+            session = super().spark_session
+        return session
+
+
 class MlflowSettings(dg.ConfigurableResource):
     """Where MLflow lives: a local SQLite store by default, a tracking server by configuration."""
 
@@ -143,8 +174,38 @@ class MlflowSettings(dg.ConfigurableResource):
     def client(self) -> mlflow.MlflowClient:
         return mlflow.MlflowClient(tracking_uri=self.uri(), registry_uri=self.uri())
 
+    @contextlib.contextmanager
+    def session(self) -> Iterator[mlflow.MlflowClient]:
+        """Inside a step: the tracking server must answer within seconds (its URI named if not), the
+        mlflow module points at it, and a transient failure is retried (legacy 3 x 5 min)."""
+        with external("MLflow", self.uri()):
+            probe_mlflow(self.uri())
+            point_mlflow(self.uri())
+            yield self.client()
+
     def ensure_experiment(self) -> str:
         return ensure_experiment(self.uri(), self.experiment_name)
+
+
+class MlflowRun:
+    """dagster-mlflow's run for this Dagster run, opened by ``start()`` inside a step, where an
+    unreachable server fails in seconds naming its URI and a transient failure can be retried (a
+    resource that fails while it is set up is never retried)."""
+
+    def __init__(self, context: dg.InitResourceContext):
+        self._context = context
+        self.uri = context.resource_config.get("mlflow_tracking_uri") or settings.mlflow_tracking_uri()
+        self.run: MlFlow | None = None
+
+    def start(self) -> MlFlow:
+        if self.run is None:
+            probe_mlflow(self.uri)
+            point_mlflow(self.uri)
+            ensure_experiment(self.uri, self._context.resource_config["experiment_name"])
+            if mlflow.active_run():
+                mlflow.end_run()
+            self.run = MlFlow(self._context)
+        return self.run
 
 
 @dg.resource(config_schema=MLFLOW_CONFIG_SCHEMA, description="dagster-mlflow: one MLflow run per Dagster run.")
@@ -156,19 +217,16 @@ def mlflow_run(context: dg.InitResourceContext):
     belong and end the MLflow run when the resource is torn down, so a later Dagster run in the
     same process never inherits it.
     """
-    uri = context.resource_config.get("mlflow_tracking_uri") or settings.mlflow_tracking_uri()
-    point_mlflow(uri)
-    ensure_experiment(uri, context.resource_config["experiment_name"])
-    if mlflow.active_run():
-        mlflow.end_run()
+    handle = MlflowRun(context)
     failed = False
     try:
-        yield MlFlow(context)
+        yield handle
     except BaseException:
         failed = True
         raise
     finally:
-        mlflow.end_run(status=RunStatus.to_string(RunStatus.FAILED if failed else RunStatus.FINISHED))
+        if handle.run is not None:
+            mlflow.end_run(status=RunStatus.to_string(RunStatus.FAILED if failed else RunStatus.FINISHED))
 
 
 def build_resources() -> dict[str, Any]:
@@ -180,7 +238,7 @@ def build_resources() -> dict[str, Any]:
         "study": StudySource(),
         "lake": lake_resource,
         "io_manager": LakeIOManager(lake=lake_resource),
-        "pyspark": LazyPySparkResource(spark_config=settings.spark_config()),
+        "pyspark": Spark(spark_config=settings.spark_config()),
         "mlflow_settings": MlflowSettings(),
         # The tracking URI is resolved when the resource starts, so $CT_HOME set later still counts.
         "mlflow": mlflow_run.configured({"experiment_name": settings.EXPERIMENT_NAME}),

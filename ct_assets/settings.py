@@ -7,6 +7,9 @@ switches to its cluster counterpart through an environment variable only:
 - ``CT_SPARK_MASTER``       e.g. ``spark://host:7077`` or ``yarn`` (default ``local[*]``)
 - ``MLFLOW_TRACKING_URI``   e.g. ``http://mlflow:5000`` (default ``sqlite:///$CT_HOME/mlflow.db``)
 - ``CT_PSEUDONYM_KEY``      the secret key for subject pseudonyms (default: a generated dev key)
+- ``CT_RETRIES`` / ``CT_RETRY_DELAY_SECONDS``  retries of a transient failure (default 3, 300 s apart)
+- ``CT_DATA_CUTOFF``        the data cut-off date: later study dates are quarantined (default: today, UTC)
+- ``CT_STUDY_ENCODING``     text encoding of CSV/XPT study files (default: UTF-8, then cp1252, then latin-1)
 
 Reading the environment here is cheap and side-effect free: nothing connects at import time.
 """
@@ -19,6 +22,24 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MODEL_NAME = "adverse-event-predictor"
 EXPERIMENT_NAME = "adverse-event-predictor"
+
+
+def study_encoding() -> str | None:
+    """Declared text encoding of the study's CSV and XPT files; None tries UTF-8, cp1252, latin-1."""
+    return os.environ.get("CT_STUDY_ENCODING") or None
+
+
+def retry_policy() -> tuple[int, float]:
+    """Retries of a transient failure and the seconds between them: $CT_RETRIES (3) and
+    $CT_RETRY_DELAY_SECONDS (300), the legacy deployment's 3 retries 5 minutes apart."""
+    return int(os.environ.get("CT_RETRIES", "3")), float(os.environ.get("CT_RETRY_DELAY_SECONDS", "300"))
+
+
+def data_cutoff() -> str:
+    """The data cut-off date (YYYY-MM-DD): a study date after it is impossible. $CT_DATA_CUTOFF, else today (UTC)."""
+    import datetime as dt
+
+    return os.environ.get("CT_DATA_CUTOFF") or dt.datetime.now(dt.UTC).date().isoformat()
 
 
 def ct_home() -> Path:
@@ -49,6 +70,7 @@ def spark_config() -> dict[str, str]:
         "spark.app.name": "ct-processing",
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.ui.showConsoleProgress": "false",  # progress bars in a run's log are noise
     }
     if master.startswith("local"):
         # One machine: few shuffle partitions, no UI, loopback only.

@@ -89,9 +89,9 @@ def test_data_fix_releases_quarantined_rows_through_the_cleaning_sensor(ct_home,
         assert dg.materialize([a for a in raw_assets if keys.raw("DM") in a.keys] + [quarantine_recheck],
                               resources=resources, instance=instance, selection=[keys.raw("DM"), keys.QUARANTINE_RECHECK]).success
         requests = data_cleaning_sensor(dg.build_sensor_context(instance=instance))
-        assert len(requests) == 1 and set(requests[0].asset_selection) == {keys.validated("VS"), keys.quarantine("VS")}
-        assert dg.materialize(selection, resources=resources, instance=instance,
-                              selection=[keys.validated("VS"), keys.quarantine("VS")]).success
+        revalidate = {keys.validated("DM"), keys.quarantine("DM"), keys.validated("VS"), keys.quarantine("VS")}
+        assert len(requests) == 1 and set(requests[0].asset_selection) == revalidate
+        assert dg.materialize(selection, resources=resources, instance=instance, selection=list(revalidate)).success
         assert pd.read_parquet(ct_home / "lake/quarantine/quarantine_vs.parquet").empty
 
 

@@ -67,11 +67,55 @@ def test_not_done_without_result_is_valid(pilot):
 
 
 def test_missing_required_column_quarantines_the_whole_domain(pilot):
-    vs = _vs_sample(pilot).drop(columns=["VISITNUM"])
+    vs = _vs_sample(pilot).drop(columns=["VSTESTCD"])  # SDTMIG Required
     split = split_valid(vs, domain_schema("VS"))
     assert split.accepted.empty
     assert len(split.quarantined) == len(vs)
-    assert "VISITNUM" in split.quarantined["_QUARANTINE_REASON"].iat[0]
+    assert "VSTESTCD" in split.quarantined["_QUARANTINE_REASON"].iat[0]
+
+
+def test_missing_expected_columns_are_not_required_and_are_conformed(pilot):
+    from ct_assets.quality.validate import validate_domain
+
+    vs = _vs_sample(pilot).drop(columns=["VISITNUM", "VSDTC", "VSSTRESU"])  # Expected, not Required
+    result = validate_domain("VS", vs, set(pilot["DM"]["USUBJID"]))
+    assert len(result.validated) == len(vs) and result.quarantined.empty
+    assert result.absent_columns == ["VSSTRESU", "VISITNUM", "VSDTC"]
+    assert result.validated[result.absent_columns].isna().all().all()
+
+
+def test_dates_need_real_times_and_fall_between_1900_and_the_cutoff():
+    from ct_assets.quality.schemas import within_dates
+
+    s = pd.Series(["2020-01-01T23:59:59", "2020-01-01T25:00", "2020-01-01T10:60", "3000-01-01", "9999-12-31",
+                   "1899-12-31", "2026", "2027", "2026-12", "2026-11-30"])
+    assert iso8601(s).tolist() == [True, False, False, True, True, True, True, True, True, True]
+    assert within_dates(s, "2026-11-30").tolist() == [True, True, True, False, False, False, True, False, False, True]
+
+
+def test_impossible_values_are_quarantined_with_a_reason(pilot):
+    vs = _vs_sample(pilot).reset_index(drop=True)
+    vs["VSSTRESN"] = vs["VSSTRESN"].astype(object)
+    vs.loc[0, "VSSTRESN"], vs.loc[1, "VSSTRESN"] = "NaN", "<0.5"
+    vs.loc[2, "VSDTC"], vs.loc[3, "VSDTC"] = "2014-01-02T25:00", "3000-01-02"
+    split = split_valid(vs, domain_schema("VS", set(pilot["DM"]["USUBJID"]), cutoff="2026-11-30"))
+    rules = split.quarantined.set_index("_SOURCE_ROW")["_QUARANTINE_RULES"]
+    src = vs["_SOURCE_ROW"]
+    assert "VSSTRESN: not_numeric" in rules[src[0]]
+    assert "VSSTRESN: coerce_dtype" in rules[src[1]]
+    assert "not an ISO 8601 date" in rules[src[2]]
+    assert "out of range" in rules[src[3]] and "ISO" not in rules[src[3]]
+    assert len(split.accepted) + len(split.quarantined) == len(vs) and len(split.quarantined) == 4
+
+
+def test_conflicting_dm_rows_quarantine_every_copy_and_repeats_keep_one(pilot):
+    dm = pilot["DM"].head(5).reset_index(drop=True)
+    delivered = pd.concat([dm, dm.iloc[[1]], dm.iloc[[2]].assign(AGE=99)], ignore_index=True)
+    split = split_valid(delivered, domain_schema("DM"))
+    quarantined = split.quarantined["USUBJID"].tolist()
+    assert sorted(quarantined) == sorted([dm["USUBJID"][1], dm["USUBJID"][2], dm["USUBJID"][2]])
+    assert dm["USUBJID"][2] not in set(split.accepted["USUBJID"])  # no copy of a conflicting subject is trusted
+    assert dm["USUBJID"][1] in set(split.accepted["USUBJID"])  # an identical repeat is kept once
 
 
 def test_iso8601_accepts_partial_dates_and_rejects_impossible_ones():

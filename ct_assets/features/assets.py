@@ -8,6 +8,7 @@ from pydantic import Field
 
 from ct_assets import keys
 from ct_assets.features.logic import subject_features as build_features
+from ct_assets.lib.faults import fails_fast
 from ct_assets.quality.schemas import FEATURES_SCHEMA
 
 
@@ -31,7 +32,8 @@ class FeatureConfig(dg.Config):
 )
 def subject_features(context: dg.AssetExecutionContext, config: FeatureConfig, visits: pd.DataFrame, dm: pd.DataFrame,
                      ex: pd.DataFrame) -> dg.Output[pd.DataFrame]:
-    features = build_features(visits, dm, ex, config.window_days)
+    with fails_fast():
+        features = build_features(visits, dm, ex, config.window_days)
     # Enrollment cohorts become partitions of the feature store, for backfills.
     cohorts = sorted(dm.loc[dm["RFSTDTC"].notna(), "RFSTDTC"].astype(str).str.slice(0, 7).unique())
     known = set(context.instance.get_dynamic_partitions("enrollment_cohorts"))

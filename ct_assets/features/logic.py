@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ct_assets.lib.faults import StudyDataError
 from ct_assets.lib.privacy import SUBJECT_KEY
 from ct_assets.lib.sdtm import study_day
 
@@ -85,6 +86,9 @@ def subject_features(
 ) -> pd.DataFrame:
     """One row per subject who started treatment (RFSTDTC present; screen failures have none)."""
     on_study = dm[dm["RFSTDTC"].notna()].set_index(SUBJECT_KEY)
+    if on_study.empty:
+        raise StudyDataError(f"DM: none of {len(dm)} accepted subjects has RFSTDTC (reference start date, absent or empty): "
+                             "study days, and so the feature window, cannot be placed")
     demo = pd.DataFrame(index=on_study.index)
     demo["AGE"] = on_study["AGE"].astype(float)
     for col in CATEGORICAL:

@@ -5,7 +5,7 @@ import dagster as dg
 import pandas as pd
 
 from ct_assets import keys
-from ct_assets.lib.sdtm import DOMAINS, SOURCE_COLS
+from ct_assets.lib.sdtm import DOMAINS, SOURCE_COLS, StudyFileError
 from ct_assets.quality.schemas import all_columns
 from ct_assets.resources import StudySource
 
@@ -28,11 +28,15 @@ def raw_domain_asset(domain: str) -> dg.AssetsDefinition:
         description=f"SDTM {domain} ({DOMAIN_TITLES.get(domain, domain)}) as delivered by the study, untouched.",
     )
     def _raw(context: dg.AssetExecutionContext, study: StudySource) -> dg.Output[pd.DataFrame]:
-        df = study.read(domain)
+        try:
+            df, reads = study.read_files(domain)
+        except StudyFileError as err:
+            raise dg.Failure(description=str(err), allow_retries=False) from None
         present = df is not None
         if df is None:
             if domain == "DM":
-                raise FileNotFoundError(f"the study at {study.path()} has no DM domain: subjects cannot be known")
+                raise dg.Failure(description=f"DM: the study at {study.path()} has no DM domain (dm.parquet, dm.csv "
+                                             "or dm.xpt): subjects cannot be known", allow_retries=False)
             context.log.warning(f"study has no {domain} domain: downstream assets run on what it has")
             df = pd.DataFrame({c: pd.Series(dtype=object) for c in all_columns(domain) + SOURCE_COLS})
         return dg.Output(
@@ -41,6 +45,7 @@ def raw_domain_asset(domain: str) -> dg.AssetsDefinition:
                 "dagster/row_count": len(df),
                 "present_in_study": present,
                 "source_files": ", ".join(study.files(domain)) or "none",
+                "encodings": ", ".join(f"{r.name}: {r.encoding}" for r in reads) or "none",
                 "study_dir": dg.MetadataValue.path(str(study.path())),
                 "columns": len(df.columns),
                 "fingerprint": study.fingerprint(domain),

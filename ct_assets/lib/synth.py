@@ -7,7 +7,11 @@ findings jittered by a few percent, and optional shifts per test (e.g. VS SYSBP 
 drift.
 
     python -m ct_assets.lib.synth --out /tmp/big --subjects 5000 --seed 1
-    python -m ct_assets.lib.synth --out /tmp/shifted --subjects 100 --shift VS.SYSBP=40 --suffix batch2
+    python -m ct_assets.lib.synth --out /tmp/study --copy-source --subjects 0     # a copy of the pilot to add batches to
+    python -m ct_assets.lib.synth --out /tmp/study --subjects 150 --shift VS.SYSBP=40 --suffix batch2
+
+The source is the bundled CDISC pilot unless --source names another study (never $CT_STUDY_DIR, which
+is usually the folder being grown).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ct_assets.lib.sdtm import DOMAINS, FINDINGS_DOMAINS, read_domain
+from ct_assets.lib.sdtm import DOMAINS, FINDINGS_DOMAINS, READERS, domain_files, read_domain, study_path
 
 DATE_SUFFIXES = ("DTC",)
 
@@ -71,9 +75,23 @@ def grow_study(source: Path, out: Path, n_subjects: int, seed: int = 0, shift: d
     return counts
 
 
+def copy_study(source: Path, out: Path) -> int:
+    """Copy the domain files of ``source`` into ``out``; returns how many."""
+    import shutil
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = [p for d in DOMAINS for p in domain_files(source, d) if p.suffix.lower() in READERS]
+    for path in files:
+        shutil.copy2(path, out / path.name)
+    return len(files)
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m ct_assets.lib.synth", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", help="SDTM study to resample (default: the bundled CDISC pilot)")
+    parser.add_argument("--copy-source", action="store_true",
+                        help="first copy the source study's domain files into --out (your own study to add batches to)")
     parser.add_argument("--out", required=True, help="output folder (Parquet per domain)")
     parser.add_argument("--subjects", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
@@ -81,15 +99,19 @@ def main(argv: list[str] | None = None) -> None:
                         help="add DELTA to a test's standard result, e.g. VS.SYSBP=40 (repeatable)")
     parser.add_argument("--suffix", default="", help="file name suffix, e.g. batch2 -> vs_batch2.parquet")
     args = parser.parse_args(argv)
-    from ct_assets.resources import StudySource
-
-    source = Path(args.source) if args.source else StudySource().path()
+    source = Path(args.source) if args.source else study_path(bundled=True)
+    out = Path(args.out)
+    if args.copy_source:
+        copied = copy_study(source, out)
+        print(f"copied {copied} files of {source} to {out}")
+    if args.subjects <= 0:
+        return
     shift = {}
     for item in args.shift:
         key, delta = item.split("=")
         domain, test = key.split(".")
         shift[(domain.upper(), test.upper())] = float(delta)
-    counts = grow_study(source, Path(args.out), args.subjects, args.seed, shift, args.suffix)
+    counts = grow_study(source, out, args.subjects, args.seed, shift, args.suffix)
     print(", ".join(f"{d} {n} rows" for d, n in counts.items()))
 
 

@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from ct_assets.lib.registry import point_mlflow
 from ct_assets import keys, settings
 from ct_assets.alerts import AlertWebhook
 from ct_assets.features.logic import CATEGORICAL
@@ -19,7 +18,6 @@ from ct_assets.lib.registry import score
 from ct_assets.monitoring import logic as M
 from ct_assets.resources import MlflowSettings
 from ct_assets.training import logic as T
-from ct_assets.training.assets import EXTERNAL
 
 
 
@@ -50,19 +48,18 @@ def _model_uri(reference_meta: dict) -> str:
           "monitoring_reference_meta": dg.AssetOut(key=keys.MONITORING_REFERENCE_META, group_name="monitoring",
                                                    kinds={"json"}, description="Which champion the reference belongs to.")},
     ins={"champion": dg.AssetIn(keys.CHAMPION_MODEL), "training_set": dg.AssetIn(keys.TRAINING_SET)},
-    retry_policy=EXTERNAL,
 )
 def monitoring_reference(mlflow_settings: MlflowSettings, champion: dict, training_set: pd.DataFrame):
 
-    point_mlflow(mlflow_settings.uri())
-    meta = {"model_name": champion["name"], "version": int(champion["version"])}
-    reference = training_set.assign(SCORE=score(_model_uri(meta), training_set))
-    y, p = _holdout_xy(reference)
-    meta |= {"holdout_auroc": float(T.binary_metrics(y, p)["auroc"]), "subjects": len(reference),
-             "holdout_oe_ratio": float(y.sum() / p.sum()) if p.sum() else 1.0}
-    yield dg.Output(reference, output_name="monitoring_reference", metadata={"dagster/row_count": len(reference),
-                                                                             "champion_version": meta["version"]})
-    yield dg.Output(meta, output_name="monitoring_reference_meta", metadata={k: v for k, v in meta.items()})
+    with mlflow_settings.session():
+        meta = {"model_name": champion["name"], "version": int(champion["version"])}
+        reference = training_set.assign(SCORE=score(_model_uri(meta), training_set))
+        y, p = _holdout_xy(reference)
+        meta |= {"holdout_auroc": float(T.binary_metrics(y, p)["auroc"]), "subjects": len(reference),
+                 "holdout_oe_ratio": float(y.sum() / p.sum()) if p.sum() else 1.0}
+        yield dg.Output(reference, output_name="monitoring_reference", metadata={"dagster/row_count": len(reference),
+                                                                                 "champion_version": meta["version"]})
+        yield dg.Output(meta, output_name="monitoring_reference_meta", metadata={k: v for k, v in meta.items()})
 
 
 def _holdout_xy(reference: pd.DataFrame):
@@ -84,19 +81,19 @@ def feature_drift(config: MonitoringConfig, features: pd.DataFrame, reference: p
                                       "top": table_md(table, 12)})
 
 
-@dg.asset(key=keys.PREDICTION_DRIFT, group_name="monitoring", kinds={"mlflow"}, retry_policy=EXTERNAL,
+@dg.asset(key=keys.PREDICTION_DRIFT, group_name="monitoring", kinds={"mlflow"},
           ins={"features": dg.AssetIn(keys.SUBJECT_FEATURES), "reference": dg.AssetIn(keys.MONITORING_REFERENCE),
                "reference_meta": dg.AssetIn(keys.MONITORING_REFERENCE_META)},
           description="The champion's risk scores on current subjects against its scores on its training population.")
 def prediction_drift(mlflow_settings: MlflowSettings, features: pd.DataFrame, reference: pd.DataFrame, reference_meta: dict) -> dg.Output[dict]:
 
-    point_mlflow(mlflow_settings.uri())
-    current = score(_model_uri(reference_meta), features)
-    ks, pv = M.ks_test(reference["SCORE"], pd.Series(current))
-    result = {"psi": M.psi_numeric(reference["SCORE"], pd.Series(current)), "ks_stat": ks, "ks_pvalue": pv,
-              "mean_score_reference": float(reference["SCORE"].mean()), "mean_score_current": float(np.mean(current)),
-              "subjects": len(current)}
-    return dg.Output(result, metadata={k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()})
+    with mlflow_settings.session():
+        current = score(_model_uri(reference_meta), features)
+        ks, pv = M.ks_test(reference["SCORE"], pd.Series(current))
+        result = {"psi": M.psi_numeric(reference["SCORE"], pd.Series(current)), "ks_stat": ks, "ks_pvalue": pv,
+                  "mean_score_reference": float(reference["SCORE"].mean()), "mean_score_current": float(np.mean(current)),
+                  "subjects": len(current)}
+        return dg.Output(result, metadata={k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()})
 
 
 def newly_labelled(training_set: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
@@ -104,38 +101,38 @@ def newly_labelled(training_set: pd.DataFrame, reference: pd.DataFrame) -> pd.Da
     return training_set[~training_set[SUBJECT_KEY].isin(reference[SUBJECT_KEY])].reset_index(drop=True)
 
 
-@dg.asset(key=keys.MODEL_PERFORMANCE, group_name="monitoring", kinds={"mlflow"}, retry_policy=EXTERNAL,
+@dg.asset(key=keys.MODEL_PERFORMANCE, group_name="monitoring", kinds={"mlflow"},
           ins={"training_set": dg.AssetIn(keys.TRAINING_SET), "reference": dg.AssetIn(keys.MONITORING_REFERENCE),
                "reference_meta": dg.AssetIn(keys.MONITORING_REFERENCE_META)},
           description="The champion on subjects labelled since it was trained, against its own holdout AUROC.")
 def model_performance(config: MonitoringConfig, mlflow_settings: MlflowSettings, training_set: pd.DataFrame,
                       reference: pd.DataFrame, reference_meta: dict) -> dg.Output[dict]:
 
-    point_mlflow(mlflow_settings.uri())
-    new = newly_labelled(training_set, reference)
-    result = {"new_subjects": len(new), "reference_auroc": reference_meta["holdout_auroc"], "auroc": None, "auroc_drop": None,
-              "enough_subjects": len(new) >= config.min_new_subjects}
-    if len(new) and new[T.LABEL].nunique() == 2:
-        m = T.binary_metrics(new[T.LABEL], score(_model_uri(reference_meta), new))
-        result |= {"auroc": m["auroc"], "brier": m["brier"], "auroc_drop": reference_meta["holdout_auroc"] - m["auroc"]}
-    return dg.Output(result, metadata={k: v for k, v in result.items() if v is not None})
+    with mlflow_settings.session():
+        new = newly_labelled(training_set, reference)
+        result = {"new_subjects": len(new), "reference_auroc": reference_meta["holdout_auroc"], "auroc": None, "auroc_drop": None,
+                  "enough_subjects": len(new) >= config.min_new_subjects}
+        if len(new) and new[T.LABEL].nunique() == 2:
+            m = T.binary_metrics(new[T.LABEL], score(_model_uri(reference_meta), new))
+            result |= {"auroc": m["auroc"], "brier": m["brier"], "auroc_drop": reference_meta["holdout_auroc"] - m["auroc"]}
+        return dg.Output(result, metadata={k: v for k, v in result.items() if v is not None})
 
 
-@dg.asset(key=keys.CONCEPT_DRIFT, group_name="monitoring", kinds={"mlflow", "scipy"}, retry_policy=EXTERNAL,
+@dg.asset(key=keys.CONCEPT_DRIFT, group_name="monitoring", kinds={"mlflow", "scipy"},
           ins={"training_set": dg.AssetIn(keys.TRAINING_SET), "reference": dg.AssetIn(keys.MONITORING_REFERENCE),
                "reference_meta": dg.AssetIn(keys.MONITORING_REFERENCE_META)},
           description="Observed against expected outcomes on newly labelled subjects: has the link between "
                       "features and outcome moved?")
 def concept_drift(mlflow_settings: MlflowSettings, training_set: pd.DataFrame, reference: pd.DataFrame, reference_meta: dict) -> dg.Output[dict]:
 
-    point_mlflow(mlflow_settings.uri())
-    new = newly_labelled(training_set, reference)
-    if new.empty:
-        result = {"n": 0.0}
-    else:
-        result = M.observed_vs_expected(new[T.LABEL], score(_model_uri(reference_meta), new),
-                                        reference_meta.get("holdout_oe_ratio", 1.0))
-    return dg.Output(result, metadata={k: round(v, 4) for k, v in result.items()})
+    with mlflow_settings.session():
+        new = newly_labelled(training_set, reference)
+        if new.empty:
+            result = {"n": 0.0}
+        else:
+            result = M.observed_vs_expected(new[T.LABEL], score(_model_uri(reference_meta), new),
+                                            reference_meta.get("holdout_oe_ratio", 1.0))
+        return dg.Output(result, metadata={k: round(v, 4) for k, v in result.items()})
 
 
 def breaches(config: MonitoringConfig, drift: pd.DataFrame, prediction: dict, performance: dict, concept: dict) -> list[M.Breach]:

@@ -47,6 +47,8 @@ def data_cleaning_sensor(context: dg.SensorEvaluationContext):
         after = storage_id
         domains = [d for d in md["domains_to_revalidate"].value.split(", ") if d and d != "none"]
         if domains:
+            # DM is validated again first: a row's subject must pass DM as it is delivered now.
+            domains = ["DM"] + [d for d in domains if d != "DM"]
             requests.append(dg.RunRequest(
                 run_key=f"recheck-{storage_id}",
                 asset_selection=[k for d in domains for k in (keys.validated(d), keys.quarantine(d))],

@@ -3,12 +3,12 @@
 
 import dagster as dg
 import pandas as pd
-from dagster_pyspark import LazyPySparkResource
 
 from ct_assets import keys
 from ct_assets.lib.lake import new_version_dir, publish_dir
 from ct_assets.lib.sdtm import FINDINGS_DOMAINS
-from ct_assets.resources import Lake
+from ct_assets.lib.faults import external
+from ct_assets.resources import Lake, Spark
 from spark import visits as job
 
 VISIT_COLUMNS = {"SUBJECT_KEY": "string", "VISITNUM": "float64", "STUDY_DAY": "float64",
@@ -19,24 +19,24 @@ VISIT_COLUMNS = {"SUBJECT_KEY": "string", "VISITNUM": "float64", "STUDY_DAY": "f
     key=keys.PROCESSED_VISITS,
     group_name="processing",
     kinds={"spark", "parquet"},
-    pool="spark_jobs",
-    retry_policy=dg.RetryPolicy(max_retries=3, delay=300),  # a cluster job can fail transiently
+    pool="spark_jobs",  # a transient failure (master unreachable, lost connection) is retried: lib/faults.py
     deps=[keys.validated(d) for d in FINDINGS_DOMAINS] + [keys.validated("DM")],
     description="One row per subject per visit: findings (vital signs, labs) in standard units, one column per test.",
 )
-def processed_visits(context: dg.AssetExecutionContext, pyspark: LazyPySparkResource, lake: Lake) -> dg.MaterializeResult:
+def processed_visits(context: dg.AssetExecutionContext, pyspark: Spark, lake: Lake) -> dg.MaterializeResult:
     out = lake.path_for(keys.PROCESSED_VISITS.path[-1])
     sources = {d: lake.path_for(keys.validated(d).path[-1]) for d in FINDINGS_DOMAINS}
     present = {d: p for d, p in sources.items() if not pd.read_parquet(p, columns=["SUBJECT_KEY"]).empty}
     version = new_version_dir(out)
     if present:
-        spark = pyspark.spark_session
-        spark.sparkContext.setLogLevel("WARN")
-        findings = {d: spark.read.parquet(str(p)) for d, p in present.items()}
-        dm = spark.read.parquet(str(lake.path_for(keys.validated("DM").path[-1])))
-        units = job.test_units(findings)
-        job.process_visits(findings, dm).write.mode("overwrite").parquet(str(version))
-        master = spark.sparkContext.master
+        with external("Spark", pyspark.master()):
+            spark = pyspark.spark_session
+            spark.sparkContext.setLogLevel("WARN")
+            findings = {d: spark.read.parquet(str(p)) for d, p in present.items()}
+            dm = spark.read.parquet(str(lake.path_for(keys.validated("DM").path[-1])))
+            units = job.test_units(findings)
+            job.process_visits(findings, dm).write.mode("overwrite").parquet(str(version))
+            master = spark.sparkContext.master
     else:
         context.log.warning("no findings domain in this study: processed visits are empty")
         version.mkdir(parents=True)

@@ -14,13 +14,16 @@ from pydantic import Field
 
 from ct_assets import keys
 from ct_assets.lib.sdtm import DOMAINS
-from ct_assets.quality.validate import validate_domain
+from ct_assets.quality.validate import accepted_subjects, validate_domain
 
 
 class QualityConfig(dg.Config):
     min_quality_score: float = Field(
         default=0.95, description="Share of rows that must pass validation (legacy data quality threshold)."
     )
+    data_cutoff: str | None = Field(
+        default=None, description="Data cut-off date (YYYY-MM-DD): later dates are quarantined. Default $CT_DATA_CUTOFF, "
+                                  "else the run date.")
 
 
 def _rules_markdown(rule_counts: dict[str, int]) -> str:
@@ -33,13 +36,12 @@ def _rules_markdown(rule_counts: dict[str, int]) -> str:
 def validation_asset(domain: str) -> dg.AssetsDefinition:
     validated_key, quarantine_key = keys.validated(domain), keys.quarantine(domain)
     ins = {"raw": dg.AssetIn(keys.raw(domain))}
-    if domain != "DM":
-        ins["raw_dm"] = dg.AssetIn(keys.raw("DM"))
+    if domain != "DM":  # a row's subject must have passed DM validation, not merely be in raw DM
+        ins |= {"raw_dm": dg.AssetIn(keys.raw("DM")), "validated_dm": dg.AssetIn(keys.validated("DM"))}
 
     def validate(context: dg.AssetExecutionContext, config: QualityConfig, raw: pd.DataFrame,
-                 raw_dm: pd.DataFrame | None) -> Iterator:
-        known = None if raw_dm is None else raw_dm["USUBJID"].dropna().astype(str).unique()
-        split = validate_domain(domain, raw, known)
+                 known: set[str] | None) -> Iterator:
+        split = validate_domain(domain, raw, known, config.data_cutoff)
         validated, rules = split.validated, split.rules
         yield dg.Output(
             validated,
@@ -48,6 +50,7 @@ def validation_asset(domain: str) -> dg.AssetsDefinition:
                 "dagster/row_count": len(validated),
                 "quality_score": round(split.score, 4),
                 "subjects": int(validated["SUBJECT_KEY"].nunique()) if "SUBJECT_KEY" in validated else 0,
+                "absent_columns": ", ".join(split.absent_columns) or "none",
             },
         )
         yield dg.Output(
@@ -104,8 +107,8 @@ def validation_asset(domain: str) -> dg.AssetsDefinition:
 
     @multi_asset
     def _validate(context: dg.AssetExecutionContext, config: QualityConfig, raw: pd.DataFrame,
-                  raw_dm: pd.DataFrame) -> Iterator:
-        yield from validate(context, config, raw, raw_dm)
+                  raw_dm: pd.DataFrame, validated_dm: pd.DataFrame) -> Iterator:
+        yield from validate(context, config, raw, accepted_subjects(raw_dm, validated_dm))
 
     return _validate
 

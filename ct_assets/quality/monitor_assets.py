@@ -8,10 +8,10 @@ from pydantic import Field
 from ct_assets import keys
 from ct_assets.alerts import AlertWebhook
 from ct_assets.lib.metadata import table_md
-from ct_assets.lib.sdtm import DOMAINS, FINDINGS_DOMAINS, domain_files
+from ct_assets.lib.sdtm import DOMAINS, FINDINGS_DOMAINS, SOURCE_COLS, domain_files
 from ct_assets.quality import report as R
 from ct_assets.quality.schemas import domain_schema
-from ct_assets.quality.validate import REASON, RULES, split_valid
+from ct_assets.quality.validate import split_valid
 from ct_assets.resources import Lake, StudySource
 
 
@@ -31,9 +31,14 @@ def _read(lake: Lake, name: str) -> pd.DataFrame:
     return pd.read_parquet(lake.path_for(name))
 
 
-def _mean(values) -> float:
+def _mean(values) -> float | None:
+    """Mean of the values that could be assessed; None when none could."""
     values = [v for v in values if v is not None and v == v]
-    return float(sum(values) / len(values)) if values else 1.0
+    return float(sum(values) / len(values)) if values else None
+
+
+def _rounded(values: dict) -> dict:
+    return {k: "not assessable" if v is None else round(v, 4) for k, v in values.items()}
 
 
 @dg.asset(key=keys.DATA_COMPLETENESS, group_name="quality", kinds={"pandas"}, deps=[keys.raw(d) for d in DOMAINS],
@@ -43,7 +48,7 @@ def data_completeness(lake: Lake) -> dg.Output[pd.DataFrame]:
             for d in DOMAINS for raw in [_read(lake, f"raw_{d.lower()}")]]
     table = pd.DataFrame(rows)
     present = table[table["rows"] > 0]
-    return dg.Output(table, metadata={"completeness": round(_mean(present["completeness"]), 4), "by_domain": table_md(table)})
+    return dg.Output(table, metadata=_rounded({"completeness": _mean(present["completeness"])}) | {"by_domain": table_md(table)})
 
 
 @dg.asset(key=keys.DATA_CONSISTENCY, group_name="quality", kinds={"pandas"},
@@ -53,6 +58,10 @@ def data_completeness(lake: Lake) -> dg.Output[pd.DataFrame]:
 def data_consistency(lake: Lake) -> dg.Output[dict]:
     raw_dm, dm = _read(lake, "raw_dm"), _read(lake, "validated_dm")
     period = R.study_period(dm)
+    notes = []
+    if period["end"].isna().all():
+        notes.append("dates_in_study_period not assessable: no subject has an end date "
+                     f"({', '.join(c for c in R.PERIOD_ENDS)} absent or empty in DM)")
     rows = []
     for d in FINDINGS_DOMAINS:
         findings = _read(lake, f"validated_{d.lower()}")
@@ -62,9 +71,12 @@ def data_consistency(lake: Lake) -> dg.Output[dict]:
     visits, date_col = (sv, "SVSTDTC") if len(sv) else (_read(lake, "validated_vs"), "VSDTC")
     table = pd.DataFrame(rows)
     result = {"subjects_in_dm": _mean(table["subjects_in_dm"]), "dates_in_study_period": _mean(table["dates_in_study_period"]),
-              "visit_order": R.visit_order(visits, date_col) if len(visits) else 1.0,
-              "by_domain": table.to_dict(orient="records")}
-    return dg.Output(result, metadata={k: round(v, 4) for k, v in result.items() if k != "by_domain"} | {"by_domain": table_md(table)})
+              "visit_order": R.visit_order(visits, date_col) if len(visits) else 1.0}
+    if result["visit_order"] is None:
+        notes.append(f"visit_order not assessable: VISITNUM or {date_col} absent or empty")
+    return dg.Output(result | {"by_domain": table.to_dict(orient="records"), "not_assessable": notes},
+                     metadata=_rounded(result) | {"by_domain": table_md(table),
+                                                  "not_assessable": "; ".join(notes) or "none"})
 
 
 @dg.asset(key=keys.DATA_FRESHNESS, group_name="quality", kinds={"pandas"}, deps=[keys.raw(d) for d in DOMAINS],
@@ -125,30 +137,35 @@ def data_quality_report(context: dg.AssetExecutionContext, config: DataQualityCo
     report = {"score": score, "components": components, "age_days": freshness["age_days"], "anomaly_share": anomaly_share,
               "per_domain": per_domain.to_dict(orient="records")}
     yield dg.Output(report, metadata={"score": round(score, 4), "age_days": round(freshness["age_days"], 2),
-                                      **{k: round(v, 4) for k, v in components.items()}, "per_domain": table_md(per_domain)})
+                                      **_rounded(components), "per_domain": table_md(per_domain),
+                                      "not_assessable": "; ".join(consistency.get("not_assessable", [])) or "none"})
     yield dg.AssetCheckResult(check_name="score_above_threshold", passed=score >= config.min_quality_score,
                               metadata={"score": round(score, 4), "threshold": config.min_quality_score})
 
 
 @dg.asset(
     key=keys.QUARANTINE_RECHECK, group_name="quality", kinds={"pandera"},
-    deps=[keys.quarantine(d) for d in DOMAINS] + [keys.raw("DM")],
-    description="Quarantined rows validated again with today's rules and subjects: how many a rule or data fix "
-                "would now release. The data_cleaning sensor re-runs validation for those domains.",
+    deps=[keys.quarantine(d) for d in DOMAINS] + [keys.raw(d) for d in DOMAINS],
+    description="Quarantined rows validated again, in their domain as delivered, with today's rules and subjects: "
+                "how many a rule or data fix would now release. The data_cleaning sensor re-runs validation for those domains.",
 )
 def quarantine_recheck(lake: Lake) -> dg.Output[dict]:
-    known = set(_read(lake, "raw_dm")["USUBJID"].dropna().astype(str))
+    # Today's subjects: those whose DM row, as delivered now, passes today's rules.
+    known = set(split_valid(_read(lake, "raw_dm"), domain_schema("DM")).accepted["USUBJID"].astype(str))
     rows = []
     for d in DOMAINS:
         path = lake.path_for(f"quarantine_{d.lower()}")
         if not path.exists():  # domain not validated yet: nothing quarantined to re-check
             continue
-        q = pd.read_parquet(path)
+        q = pd.read_parquet(path, columns=SOURCE_COLS)
         if q.empty:
             rows.append({"domain": d, "quarantined": 0, "now_valid": 0})
             continue
-        again = split_valid(q.drop(columns=[REASON, RULES]), domain_schema(d, None if d == "DM" else known))
-        rows.append({"domain": d, "quarantined": len(q), "now_valid": len(again.accepted)})
+        # The whole domain again, not the quarantined rows alone: a rule such as "one version of
+        # each DM subject" can only be judged next to the rows that were accepted.
+        again = split_valid(_read(lake, f"raw_{d.lower()}"), domain_schema(d, None if d == "DM" else known))
+        released = q.merge(again.accepted[SOURCE_COLS], on=SOURCE_COLS, how="inner")
+        rows.append({"domain": d, "quarantined": len(q), "now_valid": len(released)})
     table = pd.DataFrame(rows)
     release = table.loc[table["now_valid"] > 0, "domain"].tolist()
     return dg.Output({"domains_to_revalidate": release, "table": table.to_dict(orient="records")},

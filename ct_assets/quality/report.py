@@ -31,30 +31,49 @@ def subjects_in_dm(raw: pd.DataFrame, raw_dm: pd.DataFrame) -> float:
     return float(raw["USUBJID"].isin(set(raw_dm["USUBJID"])).mean())
 
 
+PERIOD_STARTS, PERIOD_ENDS = ("RFICDTC", "DMDTC", "RFSTDTC"), ("RFPENDTC", "RFENDTC")  # all Expected or Permissible
+
+
+def _earliest_or_latest(dm: pd.DataFrame, cols: tuple[str, ...], latest: bool) -> pd.Series:
+    dates = [_dates(dm[c]) for c in cols if c in dm]
+    if not dates:
+        return pd.Series(pd.NaT, index=dm.index, dtype="datetime64[ns]")
+    both = pd.concat(dates, axis=1)
+    return both.max(axis=1) if latest else both.min(axis=1)
+
+
 def study_period(dm: pd.DataFrame, margin_days: int = 60) -> pd.DataFrame:
-    """Each subject's window: earliest of consent/DM/first dose, to end of participation, with a margin."""
-    starts = pd.concat([_dates(dm[c]) for c in ("RFICDTC", "DMDTC", "RFSTDTC") if c in dm], axis=1).min(axis=1)
-    ends = pd.concat([_dates(dm[c]) for c in ("RFPENDTC", "RFENDTC") if c in dm], axis=1).max(axis=1)
+    """Each subject's window: earliest of consent/DM/first dose, to end of participation, with a margin
+    (NaT where the study does not carry the dates)."""
+    starts = _earliest_or_latest(dm, PERIOD_STARTS, latest=False)
+    ends = _earliest_or_latest(dm, PERIOD_ENDS, latest=True)
     margin = pd.Timedelta(days=margin_days)
     return pd.DataFrame({SUBJECT_KEY: dm[SUBJECT_KEY], "start": starts - margin, "end": ends + margin})
 
 
-def dates_within_period(findings: pd.DataFrame, domain: str, period: pd.DataFrame) -> float:
+def dates_within_period(findings: pd.DataFrame, domain: str, period: pd.DataFrame) -> float | None:
+    """Share of dated results inside their subject's study period; None when nothing can be assessed
+    (no dates, or no subject with a known period)."""
     dtc = f"{domain}DTC"
-    if findings.empty or dtc not in findings:
+    if findings.empty:
         return 1.0
+    if dtc not in findings:
+        return None
     df = findings[[SUBJECT_KEY, dtc]].merge(period, on=SUBJECT_KEY, how="left")
     d = _dates(df[dtc])
     known = d.notna() & df["start"].notna() & df["end"].notna()
     if not known.any():
-        return 1.0
+        return None
     return float(((d >= df["start"]) & (d <= df["end"]))[known].mean())
 
 
-def visit_order(visits: pd.DataFrame, date_col: str) -> float:
-    """Share of consecutive scheduled visits (integer VISITNUM) whose dates do not go backwards."""
+def visit_order(visits: pd.DataFrame, date_col: str) -> float | None:
+    """Share of consecutive scheduled visits (integer VISITNUM) whose dates do not go backwards
+    (None when visits or their dates are not in the study)."""
     if visits.empty:
         return 1.0
+    if "VISITNUM" not in visits or date_col not in visits or visits[["VISITNUM", date_col]].isna().all().any():
+        return None
     v = visits[[SUBJECT_KEY, "VISITNUM", date_col]].assign(D=_dates(visits[date_col]))
     v = v[(v["VISITNUM"] % 1 == 0) & v["D"].notna()].groupby([SUBJECT_KEY, "VISITNUM"])["D"].min().reset_index()
     v = v.sort_values([SUBJECT_KEY, "VISITNUM"])
@@ -72,7 +91,7 @@ def freshness_days(files: list[Path]) -> float:
 def anomalies(findings: pd.DataFrame, domain: str, z_limit: float = 6.0) -> pd.DataFrame:
     """Per test: results whose robust z-score (median / MAD) exceeds ``z_limit``."""
     res, test = f"{domain}STRESN", f"{domain}TESTCD"
-    if findings.empty:
+    if findings.empty or res not in findings or test not in findings:
         return pd.DataFrame(columns=["test", "results", "anomalies", "share"])
     x = findings[[test, res]].dropna()
     med = x.groupby(test)[res].transform("median")
@@ -84,5 +103,7 @@ def anomalies(findings: pd.DataFrame, domain: str, z_limit: float = 6.0) -> pd.D
     return out.sort_values("share", ascending=False, ignore_index=True)
 
 
-def quality_score(components: dict[str, float]) -> float:
-    return float(np.mean(list(components.values()))) if components else 1.0
+def quality_score(components: dict[str, float | None]) -> float:
+    """Mean of the components that could be assessed (None: not assessable for this study)."""
+    values = [v for v in components.values() if v is not None]
+    return float(np.mean(values)) if values else 1.0

@@ -15,10 +15,13 @@ import pandas as pd
 import pandera.pandas as pa
 
 from ct_assets.lib.sdtm import FINDINGS_DOMAINS
+from ct_assets.settings import data_cutoff
 from spark.visits import UNIT_CONVERSIONS
 
 TESTCD_RE = r"^[A-Z][A-Z0-9_]{0,7}$"  # SDTM --TESTCD: max 8 chars, starts with a letter
-ISO8601_RE = re.compile(r"^\d{4}(-\d{2}(-\d{2}(T\d{2}(:\d{2}(:\d{2}(\.\d+)?)?)?)?)?)?$")
+# ISO 8601 as SDTM uses it: partial dates allowed, hours 00-23, minutes and seconds 00-59.
+ISO8601_RE = re.compile(r"^\d{4}(-\d{2}(-\d{2}(T([01]\d|2[0-3])(:[0-5]\d(:[0-5]\d(\.\d+)?)?)?)?)?)?$")
+EARLIEST_DATE = "1900-01-01"  # before this, a date is a typo (a birth date of 1899 would be a 127-year-old)
 
 # Physiologically plausible bounds per (test code, standard unit). Values outside are recording
 # errors, not clinical findings. Tests or units not listed are only required to be finite.
@@ -64,19 +67,42 @@ PLAUSIBLE_RANGES: dict[tuple[str, str], tuple[float, float]] = {
 NOT_DONE = "NOT DONE"
 
 
+def _calendar_ok(text: pd.Series) -> pd.Series:
+    """Year-month(-day) prefixes that name a real month or day (any year: no Timestamp bounds)."""
+    year = pd.to_numeric(text.str.slice(0, 4), errors="coerce")
+    month = pd.to_numeric(text.str.slice(5, 7), errors="coerce")
+    day = pd.to_numeric(text.str.slice(8, 10), errors="coerce")
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    days_in_month = month.map({1: 31, 2: 28, 3: 31, 4: 30, 5: 31, 6: 30, 7: 31, 8: 31, 9: 30, 10: 31, 11: 30, 12: 31})
+    days_in_month = days_in_month + (leap & month.eq(2)).astype(int)
+    month_ok = (text.str.len() < 7) | month.between(1, 12)
+    day_ok = (text.str.len() < 10) | day.between(1, days_in_month)
+    return month_ok & day_ok.fillna(False)
+
+
 def iso8601(series: pd.Series) -> pd.Series:
     """ISO 8601 date/time, partial dates allowed (SDTM), and a real calendar date when complete."""
     text = series.astype(str)
-    shaped = text.str.match(ISO8601_RE)
-    full = text.str.len() >= 10
-    parsed = pd.to_datetime(text.where(full).str.slice(0, 10), format="%Y-%m-%d", errors="coerce")
-    return shaped & (~full | parsed.notna())
+    return text.str.match(ISO8601_RE) & _calendar_ok(text)
 
 
-def _dtc_column(nullable: bool = True, required: bool = True) -> pa.Column:
+def within_dates(series: pd.Series, cutoff: str) -> pd.Series:
+    """Dates from EARLIEST_DATE to the data cut-off, compared at the precision the date has
+    ("2025" against the cut-off's year, "2025-03" against its month). Malformed dates pass here:
+    iso8601 reports them."""
+    text = series.astype(str).str.slice(0, 10)
+    n = text.str.len()
+    lo = n.map(lambda k: EARLIEST_DATE[:k])
+    hi = n.map(lambda k: cutoff[:k])
+    return ~series.astype(str).str.match(ISO8601_RE) | ((text >= lo) & (text <= hi))
+
+
+def _dtc_column(cutoff: str, nullable: bool = True, required: bool = True) -> pa.Column:
     return pa.Column(
         str,
-        pa.Check(iso8601, name="iso8601", error="not an ISO 8601 date"),
+        [pa.Check(iso8601, name="iso8601", error="not an ISO 8601 date"),
+         pa.Check(lambda s: within_dates(s, cutoff), name="date_in_range",
+                  error=f"out of range: before {EARLIEST_DATE} or after the data cut-off {cutoff}")],
         nullable=nullable,
         required=required,
     )
@@ -103,6 +129,8 @@ def _findings_range_check(domain: str) -> pa.Check:
     testcd, res, unit = f"{domain}TESTCD", f"{domain}STRESN", f"{domain}STRESU"
 
     def plausible(df: pd.DataFrame) -> pd.Series:
+        if res not in df.columns:
+            return pd.Series(True, index=df.index)
         value = pd.to_numeric(df[res], errors="coerce")
         units = df[unit] if unit in df.columns else pd.Series(None, index=df.index, dtype=object)
         bounds = pd.Series(list(zip(df[testcd], units)), index=df.index).map(PLAUSIBLE_RANGES)
@@ -118,7 +146,7 @@ def _findings_result_check(domain: str) -> pa.Check:
     res_n, res_c, stat = f"{domain}STRESN", f"{domain}STRESC", f"{domain}STAT"
 
     def result_present(df: pd.DataFrame) -> pd.Series:
-        present = df[res_n].notna()
+        present = df[res_n].notna() if res_n in df.columns else pd.Series(False, index=df.index)
         if res_c in df.columns:
             present |= df[res_c].notna()
         if stat in df.columns:
@@ -134,7 +162,7 @@ def _findings_unit_check(domain: str) -> pa.Check:
     testcd, res, unit = f"{domain}TESTCD", f"{domain}STRESN", f"{domain}STRESU"
 
     def one_unit(df: pd.DataFrame) -> pd.Series:
-        if unit not in df.columns:
+        if unit not in df.columns or res not in df.columns:
             return pd.Series(True, index=df.index)
         has = df[res].notna() & df[unit].notna()
         standard = df[unit].map(lambda u: UNIT_CONVERSIONS.get(u, (u,))[0])
@@ -144,16 +172,16 @@ def _findings_unit_check(domain: str) -> pa.Check:
     return pa.Check(one_unit, name="standard_unit", error=f"{unit} differs from the test's standard unit")
 
 
-def findings_schema(domain: str, known_subjects: Iterable[str] | None = None) -> pa.DataFrameSchema:
-    d = domain
+def findings_schema(domain: str, known_subjects: Iterable[str] | None = None, cutoff: str | None = None) -> pa.DataFrameSchema:
+    d, cutoff = domain, cutoff or data_cutoff()
     columns = _keys(d, known_subjects) | {
         f"{d}SEQ": _seq(d),
         f"{d}TESTCD": pa.Column(str, pa.Check.str_matches(TESTCD_RE, name="testcd_format")),
-        f"{d}STRESN": pa.Column(float, coerce=True, nullable=True),
+        f"{d}STRESN": pa.Column(float, coerce=True, nullable=True, required=False),
         f"{d}STRESU": pa.Column(str, nullable=True, required=False),
         f"{d}STAT": pa.Column(str, pa.Check.isin([NOT_DONE]), nullable=True, required=False),
-        "VISITNUM": pa.Column(float, pa.Check.ge(0), coerce=True, nullable=False),
-        f"{d}DTC": _dtc_column(),
+        "VISITNUM": pa.Column(float, pa.Check.ge(0), coerce=True, nullable=False, required=False),
+        f"{d}DTC": _dtc_column(cutoff, required=False),
         f"{d}DY": pa.Column(float, coerce=True, nullable=True, required=False),
     }
     return pa.DataFrameSchema(
@@ -165,24 +193,44 @@ def findings_schema(domain: str, known_subjects: Iterable[str] | None = None) ->
     )
 
 
-def dm_schema() -> pa.DataFrameSchema:
+def _content_columns(df: pd.DataFrame) -> list[str]:
+    return [c for c in df.columns if not c.startswith("_")]  # not the provenance of the row
+
+
+def _one_version_per_subject(df: pd.DataFrame) -> pd.Series:
+    """False for every copy of a subject whose DM rows disagree: no copy can be trusted over another."""
+    content = _content_columns(df)
+    versions = df.drop_duplicates(subset=content).groupby("USUBJID").size()
+    return ~df["USUBJID"].map(versions).gt(1)
+
+
+def _not_a_repeat(df: pd.DataFrame) -> pd.Series:
+    """False for a row identical to an earlier one (a file delivered twice): the first is kept."""
+    return ~df.duplicated(subset=_content_columns(df), keep="first")
+
+
+def dm_schema(cutoff: str | None = None) -> pa.DataFrameSchema:
+    cutoff = cutoff or data_cutoff()
     columns = _keys("DM", None) | {
-        "USUBJID": pa.Column(str, pa.Check.str_length(min_value=1), unique=True, report_duplicates="exclude_first"),
-        "RFSTDTC": _dtc_column(),
-        "RFENDTC": _dtc_column(required=False),
-        "AGE": pa.Column(float, pa.Check.in_range(0, 120), coerce=True, nullable=True),
+        "RFSTDTC": _dtc_column(cutoff, required=False),
+        "RFENDTC": _dtc_column(cutoff, required=False),
+        "AGE": pa.Column(float, pa.Check.in_range(0, 120), coerce=True, nullable=True, required=False),
         "SEX": pa.Column(str, pa.Check.isin(["M", "F", "U", "UNDIFFERENTIATED"])),
         "ARMCD": pa.Column(str, nullable=True, required=False),
     }
-    return pa.DataFrameSchema(columns, name="DM")
+    return pa.DataFrameSchema(columns, name="DM", checks=[
+        pa.Check(_one_version_per_subject, name="conflicting_dm_rows",
+                 error="the subject has DM rows that disagree: every copy is quarantined"),
+        pa.Check(_not_a_repeat, name="repeated_row", error="identical to an earlier row (kept once)"),
+    ])
 
 
-def events_schema(domain: str, known_subjects: Iterable[str] | None = None) -> pa.DataFrameSchema:
+def events_schema(domain: str, known_subjects: Iterable[str] | None = None, cutoff: str | None = None) -> pa.DataFrameSchema:
     """AE (adverse events), DS (disposition), EX (exposure): one row per event or interval."""
-    d = domain
+    d, cutoff = domain, cutoff or data_cutoff()
     columns = _keys(d, known_subjects) | {
         f"{d}SEQ": _seq(d),
-        f"{d}STDTC": _dtc_column(),
+        f"{d}STDTC": _dtc_column(cutoff, required=False),
         f"{d}STDY": pa.Column(float, coerce=True, nullable=True, required=False),
     }
     if d == "AE":
@@ -190,7 +238,7 @@ def events_schema(domain: str, known_subjects: Iterable[str] | None = None) -> p
             "AEDECOD": pa.Column(str, nullable=False),
             "AESER": pa.Column(str, pa.Check.isin(["Y", "N"]), nullable=True, required=False),
             "AESEV": pa.Column(str, pa.Check.isin(["MILD", "MODERATE", "SEVERE"]), nullable=True, required=False),
-            "AEENDTC": _dtc_column(required=False),
+            "AEENDTC": _dtc_column(cutoff, required=False),
         }
     elif d == "DS":
         columns |= {"DSDECOD": pa.Column(str, nullable=False)}
@@ -198,7 +246,7 @@ def events_schema(domain: str, known_subjects: Iterable[str] | None = None) -> p
         columns |= {
             "EXTRT": pa.Column(str, nullable=False),
             "EXDOSE": pa.Column(float, pa.Check.ge(0), coerce=True, nullable=True, required=False),
-            "EXENDTC": _dtc_column(required=False),
+            "EXENDTC": _dtc_column(cutoff, required=False),
             "EXENDY": pa.Column(float, coerce=True, nullable=True, required=False),
         }
     return pa.DataFrameSchema(
@@ -206,24 +254,37 @@ def events_schema(domain: str, known_subjects: Iterable[str] | None = None) -> p
     )
 
 
-def sv_schema(known_subjects: Iterable[str] | None = None) -> pa.DataFrameSchema:
+def sv_schema(known_subjects: Iterable[str] | None = None, cutoff: str | None = None) -> pa.DataFrameSchema:
     columns = _keys("SV", known_subjects) | {
         "VISITNUM": pa.Column(float, pa.Check.ge(0), coerce=True),
-        "SVSTDTC": _dtc_column(),
+        "SVSTDTC": _dtc_column(cutoff or data_cutoff(), required=False),
         "SVSTDY": pa.Column(float, coerce=True, nullable=True, required=False),
     }
     return pa.DataFrameSchema(columns, unique=["USUBJID", "VISITNUM"], report_duplicates="exclude_first", name="SV")
 
 
-def domain_schema(domain: str, known_subjects: Iterable[str] | None = None) -> pa.DataFrameSchema:
-    """The schema for ``domain``; ``known_subjects`` (DM's USUBJIDs) adds the cross-domain rule."""
+def domain_schema(domain: str, known_subjects: Iterable[str] | None = None, cutoff: str | None = None) -> pa.DataFrameSchema:
+    """The schema for ``domain``; ``known_subjects`` (the raw ids of DM's accepted subjects) adds the
+    cross-domain rule; dates after ``cutoff`` (default: the data cut-off setting, else today) fail."""
     if domain == "DM":
-        return dm_schema()
+        return dm_schema(cutoff)
     if domain in FINDINGS_DOMAINS:
-        return findings_schema(domain, known_subjects)
+        return findings_schema(domain, known_subjects, cutoff)
     if domain == "SV":
-        return sv_schema(known_subjects)
-    return events_schema(domain, known_subjects)
+        return sv_schema(known_subjects, cutoff)
+    return events_schema(domain, known_subjects, cutoff)
+
+
+def conform(df: pd.DataFrame, domain: str) -> tuple[pd.DataFrame, list[str]]:
+    """Add the schema's optional columns the delivery lacks, as nulls, so that every consumer sees one
+    shape; returns the frame and the columns added (for "not assessable" notes downstream).
+
+    Only SDTMIG Required variables are required of a delivery; Expected and Permissible ones are
+    used when present."""
+    schema = domain_schema(domain)
+    absent = [c for c, col in schema.columns.items() if c not in df.columns and c != "USUBJID"]
+    dtypes = {c: "float64" if str(schema.columns[c].dtype).startswith("float") else "string" for c in absent}
+    return df.assign(**{c: pd.Series(None, index=df.index, dtype=t) for c, t in dtypes.items()}), absent
 
 
 def required_columns(domain: str) -> list[str]:

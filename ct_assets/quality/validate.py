@@ -42,6 +42,21 @@ def _frame_level_failures(cases: pd.DataFrame) -> list[str]:
     return sorted({f"{_describe(r)} ({r['failure_case']})" for _, r in frame.iterrows()})
 
 
+# Text that pandas would silently read as a missing or infinite number: in a delivery it is a
+# value someone typed, not an empty cell, so it is quarantined rather than taken as missing.
+NON_NUMBERS = {"nan", "-nan", "+nan", "inf", "-inf", "+inf", "infinity", "-infinity", "+infinity", "na", "n/a", "null", "none"}
+
+
+def _text_non_numbers(df: pd.DataFrame, schema: pa.DataFrameSchema) -> pd.DataFrame:
+    """(index, rule) pairs, 'COLUMN: not_numeric', for numeric columns holding text like "NaN" or "inf"."""
+    found = []
+    for name, col in schema.columns.items():
+        if name in df.columns and df[name].dtype == object and col.coerce and str(col.dtype).startswith(("float", "int")):
+            bad = df.index[df[name].map(lambda v: isinstance(v, str) and v.strip().lower() in NON_NUMBERS)]
+            found.append(pd.DataFrame({"index": bad, "rule": f"{name}: not_numeric"}))
+    return pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=["index", "rule"])
+
+
 def split_valid(df: pd.DataFrame, schema: pa.DataFrameSchema) -> Split:
     """Validate ``df`` lazily; rows named in the failure cases are quarantined with their rules.
 
@@ -50,8 +65,12 @@ def split_valid(df: pd.DataFrame, schema: pa.DataFrameSchema) -> Split:
     """
     df = df.reset_index(drop=True)
     empty_q = df.iloc[0:0].assign(**{REASON: pd.Series(dtype=str), RULES: pd.Series(dtype=str)})
+    non_numbers = _text_non_numbers(df, schema)
     try:
-        return Split(schema.validate(df, lazy=True), empty_q)
+        accepted = schema.validate(df, lazy=True)
+        if non_numbers.empty:
+            return Split(accepted, empty_q)
+        cases = pd.DataFrame(columns=["index", "check", "column", "schema_context", "failure_case"])
     except SchemaErrors as err:
         cases = err.failure_cases
 
@@ -63,8 +82,9 @@ def split_valid(df: pd.DataFrame, schema: pa.DataFrameSchema) -> Split:
 
     row_cases = cases[cases["index"].notna()].copy()
     row_cases["index"] = row_cases["index"].astype(int)
-    row_cases["rule"] = row_cases.apply(_describe, axis=1)
-    rules = row_cases.groupby("index")["rule"].agg(lambda s: "; ".join(sorted(set(s))))
+    row_cases["rule"] = row_cases.apply(_describe, axis=1) if len(row_cases) else pd.Series(dtype=str)
+    row_rules = pd.concat([row_cases[["index", "rule"]], non_numbers])
+    rules = row_rules.groupby("index")["rule"].agg(lambda s: "; ".join(sorted(set(s))))
     bad = df.index.isin(rules.index)
     quarantined = df[bad].assign(**{RULES: rules, REASON: rules.map(lambda r: f"failed: {r}")})
     accepted = df[~bad]
@@ -78,15 +98,27 @@ class DomainResult:
     quarantined: pd.DataFrame  # failed rows with their rules, raw ids kept for the site to fix them
     score: float
     rules: dict[str, int]
+    absent_columns: list[str]  # optional SDTM columns the delivery lacks, added as nulls
 
 
-def validate_domain(domain: str, raw: pd.DataFrame, known_subjects=None) -> DomainResult:
-    """One SDTM domain through its schema; ``known_subjects`` are DM's raw ids (None for DM itself)."""
+def accepted_subjects(raw_dm: pd.DataFrame, validated_dm: pd.DataFrame) -> set[str]:
+    """Raw ids of the subjects whose DM row passed validation: a subject quarantined in DM is unknown."""
+    from ct_assets.lib.privacy import SUBJECT_KEY, pseudonymise
+
+    ids = raw_dm["USUBJID"].dropna().astype(str).drop_duplicates()
+    return set(ids[pseudonymise(ids).isin(set(validated_dm[SUBJECT_KEY]))])
+
+
+def validate_domain(domain: str, raw: pd.DataFrame, known_subjects=None, cutoff: str | None = None) -> DomainResult:
+    """One SDTM domain through its schema; ``known_subjects`` are the raw ids of DM's accepted subjects
+    (None for DM itself); dates after ``cutoff`` (default: the data cut-off setting) are quarantined."""
     from ct_assets.lib.privacy import SPLIT_BUCKET, replace_subject_ids, split_bucket
     from ct_assets.quality.schemas import domain_schema
 
-    split = split_valid(raw, domain_schema(domain, known_subjects))
-    accepted = split.accepted
+    from ct_assets.quality.schemas import conform
+
+    split = split_valid(raw, domain_schema(domain, known_subjects, cutoff))
+    accepted, absent = conform(split.accepted, domain)
     if domain == "DM":
         accepted = accepted.assign(**{SPLIT_BUCKET: split_bucket(accepted["USUBJID"])})
-    return DomainResult(replace_subject_ids(accepted), split.quarantined, split.score, split.rule_counts())
+    return DomainResult(replace_subject_ids(accepted), split.quarantined, split.score, split.rule_counts(), absent)

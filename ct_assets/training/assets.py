@@ -6,7 +6,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from ct_assets.lib.registry import point_mlflow
+from ct_assets.lib.faults import external, fails_fast
 from ct_assets import keys, settings
 from ct_assets.lib.metadata import image_md, table_md
 from ct_assets.lib.registry import CHALLENGER, promote
@@ -14,9 +14,6 @@ from ct_assets.training.tracking import evaluate_and_log, log_candidate, registe
 from ct_assets.resources import MlflowSettings, StudySource
 from ct_assets.training import logic as T
 
-
-
-EXTERNAL = dg.RetryPolicy(max_retries=3, delay=300)  # legacy: 3 retries, 5 minutes apart
 
 
 class OutcomeConfig(dg.Config):
@@ -64,8 +61,9 @@ class PromotionConfig(dg.Config):
 )
 def training_set(context: dg.AssetExecutionContext, config: OutcomeConfig, study: StudySource, features: pd.DataFrame,
                  dm: pd.DataFrame, ae: pd.DataFrame, ds: pd.DataFrame) -> dg.Output[pd.DataFrame]:
-    labelled, excluded = T.make_training_set(features, dm, ae, ds, config.outcome(), config.holdout_fraction,
-                                             config.split_seed)
+    with fails_fast():
+        labelled, excluded = T.make_training_set(features, dm, ae, ds, config.outcome(), config.holdout_fraction,
+                                                 config.split_seed)
     counts = labelled.groupby(T.SPLIT)[T.LABEL].agg(["size", "sum"])
     context.log.info(f"{len(labelled)} subjects labelled, {excluded} excluded (event inside the feature window)")
     return dg.Output(
@@ -88,15 +86,16 @@ def training_set(context: dg.AssetExecutionContext, config: OutcomeConfig, study
     group_name="training",
     kinds={"mlflow", "scikitlearn"},
     pool="model_training",
-    retry_policy=EXTERNAL,
     ins={"training_set": dg.AssetIn(keys.TRAINING_SET)},
     required_resource_keys={"mlflow", "lake"},
     description="A classifier of adverse-event risk trained on the train split, tracked as an MLflow run.",
 )
 def candidate_model(context: dg.AssetExecutionContext, config: ModelConfig, training_set: pd.DataFrame) -> dg.Output[dict]:
     source = str(context.resources.lake.path_for(keys.TRAINING_SET.path[-1]))
-    # dagster-mlflow has opened this Dagster run's MLflow run: the candidate is logged there.
-    record = log_candidate(training_set, config.params(), source, config.cv_folds)
+    tracking = context.resources.mlflow
+    with external("MLflow", tracking.uri):
+        tracking.start()  # dagster-mlflow's run for this Dagster run: the candidate is logged there
+        record = log_candidate(training_set, config.params(), source, config.cv_folds)
     run_id, metrics, cv_mean = record["run_id"], record["metrics"], record["metrics"]["cv_auroc_mean"]
     context.log.info(f"candidate model logged to MLflow run {run_id}: cv AUROC {cv_mean:.3f}")
     return dg.Output(record, metadata={"mlflow_run_id": run_id, "model_uri": record["model_uri"],
@@ -108,14 +107,16 @@ def candidate_model(context: dg.AssetExecutionContext, config: ModelConfig, trai
     group_name="training",
     kinds={"mlflow"},
     pool="mlflow_operations",
-    retry_policy=EXTERNAL,
     ins={"candidate": dg.AssetIn(keys.CANDIDATE_MODEL), "training_set": dg.AssetIn(keys.TRAINING_SET)},
     required_resource_keys={"mlflow"},
     description="The candidate on the held-out subjects: discrimination, calibration and subgroups.",
 )
 def model_evaluation(context: dg.AssetExecutionContext, candidate: dict, training_set: pd.DataFrame) -> dg.Output[dict]:
     plot = settings.reports_dir() / f"calibration-{candidate['run_id']}.png"
-    result = evaluate_and_log(candidate["model_uri"], training_set, plot)
+    tracking = context.resources.mlflow
+    with external("MLflow", tracking.uri):
+        tracking.start()
+        result = evaluate_and_log(candidate["model_uri"], training_set, plot)
     metrics, subgroups = result["metrics"], pd.DataFrame(result["subgroups"])
     context.log.info(f"holdout AUROC {metrics['auroc']:.3f} (95% CI {metrics['auroc_ci_low']:.2f}-"
                      f"{metrics['auroc_ci_high']:.2f}), AUPRC {metrics['auprc']:.3f}, Brier {metrics['brier']:.3f}")
@@ -142,11 +143,10 @@ def model_evaluation(context: dg.AssetExecutionContext, candidate: dict, trainin
 )
 def registered_model(context: dg.AssetExecutionContext, config: PromotionConfig, mlflow_settings: MlflowSettings,
                      candidate: dict, evaluation: dict, training_set: pd.DataFrame):
-    client, name = mlflow_settings.client(), mlflow_settings.model_name
-    point_mlflow(mlflow_settings.uri())
-    auroc = evaluation["metrics"]["auroc"]
-    gate = register_challenger(client, name, candidate["model_uri"], auroc, T.holdout_of(training_set), config.min_auroc,
-                               config.tolerance, {"dagster_run_id": context.run_id})
+    name, auroc = mlflow_settings.model_name, evaluation["metrics"]["auroc"]
+    with mlflow_settings.session() as client:
+        gate = register_challenger(client, name, candidate["model_uri"], auroc, T.holdout_of(training_set),
+                                   config.min_auroc, config.tolerance, {"dagster_run_id": context.run_id})
     champion_version, champion_auroc = gate["champion_version"], gate["champion_auroc"]
     yield dg.Output(
         {"name": name, "version": gate["version"], "run_id": candidate["run_id"], "holdout_auroc": auroc,
@@ -167,14 +167,14 @@ def registered_model(context: dg.AssetExecutionContext, config: PromotionConfig,
     group_name="training",
     kinds={"mlflow"},
     pool="mlflow_operations",
-    retry_policy=EXTERNAL,
     ins={"registered": dg.AssetIn(keys.REGISTERED_MODEL)},
     description="The production model: alias 'champion', set only when the champion gate passed. The replaced "
     "champion keeps alias 'previous_champion' so that a rollback is one alias switch.",
 )
 def champion_model(context: dg.AssetExecutionContext, mlflow_settings: MlflowSettings, registered: dict) -> dg.Output[dict]:
-    client, name = mlflow_settings.client(), registered["name"]
-    previous = promote(client, name, registered["version"])
+    name = registered["name"]
+    with mlflow_settings.session() as client:
+        previous = promote(client, name, registered["version"])
     context.log.info(f"{name} version {registered['version']} is champion")
     record = {"name": name, "version": registered["version"], "previous_version": previous.version if previous else None}
     return dg.Output(record, metadata={"champion_version": registered["version"],

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ct_assets.features.logic import CATEGORICAL
+from ct_assets.lib.faults import StudyDataError
 from ct_assets.lib.privacy import SPLIT_BUCKET, SUBJECT_KEY
 from ct_assets.lib.sdtm import study_day
 
@@ -82,12 +83,31 @@ def assign_split(df: pd.DataFrame, holdout_fraction: float = 0.25, seed: int = 0
     return pd.Series(np.where(rank % every == 0, "holdout", "train"), index=order.index).reindex(df.index)
 
 
+def check_modellable(labelled: pd.DataFrame, ae: pd.DataFrame | None, ds: pd.DataFrame | None, outcome: Outcome) -> None:
+    """Raise StudyDataError, in one line, when the study cannot train and evaluate a model: at least
+    2 subjects with and 2 without the outcome in the train split, and 1 of each in the holdout."""
+    counts = labelled.groupby([SPLIT, LABEL]).size() if len(labelled) else pd.Series(dtype=int)
+    need = {("train", 0): 2, ("train", 1): 2, ("holdout", 0): 1, ("holdout", 1): 1}
+    short = [f"{split} {'with' if label else 'without'} the outcome: {int(counts.get((split, label), 0))} (need {n})"
+             for (split, label), n in need.items() if counts.get((split, label), 0) < n]
+    if not short:
+        return
+    lacking = [f"no {name} rows" for name, df in (("AE", ae), ("DS", ds)) if df is None or df.empty]
+    definition = (f"serious AE={outcome.ae_serious}, AESEV in {list(outcome.ae_severities)}, DSDECOD in "
+                  f"{list(outcome.ds_terms)}, after day {outcome.after_day}")
+    raise StudyDataError(f"cannot model this study: {int(labelled[LABEL].sum()) if len(labelled) else 0} of {len(labelled)} "
+                         f"subjects have the outcome ({definition}){'; the study has ' + ', '.join(lacking) if lacking else ''}; "
+                         + "; ".join(short))
+
+
 def make_training_set(features: pd.DataFrame, dm: pd.DataFrame, ae: pd.DataFrame | None, ds: pd.DataFrame | None,
                       outcome: Outcome, holdout_fraction: float = 0.25, seed: int = 0) -> tuple[pd.DataFrame, int]:
-    """Features with the outcome label and the fixed train / holdout split; also the excluded count."""
+    """Features with the outcome label and the fixed train / holdout split; also the excluded count.
+    A study that cannot be modelled raises StudyDataError saying why."""
     labelled, excluded = label_subjects(features, outcome_events(ae, ds, dm, outcome), outcome.after_day)
     labelled[SPLIT_BUCKET] = labelled[SUBJECT_KEY].map(dm.set_index(SUBJECT_KEY)[SPLIT_BUCKET])
     labelled[SPLIT] = assign_split(labelled, holdout_fraction, seed)
+    check_modellable(labelled, ae, ds, outcome)
     return labelled, excluded
 
 
@@ -148,7 +168,7 @@ def build_model(params: ModelParams, numeric: list[str], categorical: list[str])
 def fit(training_set: pd.DataFrame, params: ModelParams):
     train = training_set[training_set[SPLIT] == "train"]
     if train[LABEL].nunique() < 2:
-        raise ValueError("the training split holds one class only: the outcome definition selects too few subjects")
+        raise StudyDataError("the training split holds one class only: the outcome definition selects too few subjects")
     numeric, categorical = feature_columns(training_set)
     model = build_model(params, numeric, categorical)
     model.fit(train[numeric + categorical], train[LABEL])

@@ -50,18 +50,20 @@ def tracking_uri(uri: str) -> str:
 def validate_study(study_dir: str, validated_dir: str, quarantine_dir: str) -> dict[str, Any]:
     """Validate every domain of the study; validated rows (pseudonymised) and quarantined rows
     (with the failed rule) go to one Parquet file per domain. Returns counts per domain."""
-    from ct_assets.quality.validate import validate_domain
+    from ct_assets.quality.validate import accepted_subjects, validate_domain
 
     source = sdtm.study_path(study_dir or None)
     raw = {d: sdtm.read_domain(source, d) for d in sdtm.DOMAINS}
     if raw["DM"] is None:
         raise FileNotFoundError(f"the study at {source} has no DM domain: subjects cannot be known")
-    known = raw["DM"]["USUBJID"].dropna().astype(str).unique()
     counts: dict[str, Any] = {}
+    known = None  # DM comes first: the other domains' subjects must have passed DM validation
     for domain, frame in raw.items():
         if frame is None:
             continue
-        result = validate_domain(domain, frame, None if domain == "DM" else known)
+        result = validate_domain(domain, frame, known)
+        if domain == "DM":
+            known = accepted_subjects(frame, result.validated)
         lake.write_parquet(result.validated, Path(validated_dir) / f"{domain}.parquet")
         lake.write_parquet(result.quarantined, Path(quarantine_dir) / f"{domain}.parquet")
         counts[domain] = {"raw": len(frame), "validated": len(result.validated), "quarantined": len(result.quarantined),
