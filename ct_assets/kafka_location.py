@@ -23,7 +23,9 @@ CHECKS = [
                       description="Share of this run's records quarantined is at most the threshold."),
     dg.AssetCheckSpec("topic_healthy", asset=keys.KAFKA_INGESTION,
                       description="Broker reachable, every topic has partitions, no record left behind the "
-                                  "committed offsets after the run."),
+                                  "committed offsets after the run, and no topic whose offsets started again (recreated "
+                                  "or a broker that lost its log: its records land as a new epoch, and this fails once "
+                                  "so that someone looks)."),
 ]
 
 
@@ -37,7 +39,8 @@ def landing_of(lake: Lake) -> Landing:
 
 
 def reconcile(landing: Landing) -> tuple[bool, dict]:
-    """Batches per partition are contiguous from offset 0 and each batch holds one row per offset."""
+    """Batches per partition (and epoch of its topic) are contiguous from the first landed offset and
+    each batch holds one row per offset."""
     problems, offsets, rows = [], 0, 0
     by_partition: dict[str, list[tuple[int, int, int]]] = {}
     for batch in landing.batches():
@@ -79,6 +82,8 @@ def kafka_ingestion(context: dg.AssetExecutionContext, config: KafkaIngestConfig
         "accepted": stats.accepted,
         "quarantined": stats.quarantined,
         "skipped_already_landed": stats.skipped_replayed,
+        "topic_resets": len(stats.resets),
+        "orphan_stages_removed": stats.stages_removed,
         "batches": stats.batches,
         "records_per_second": round(stats.rate, 1),
         "landed_accepted_total": totals["accepted"],
@@ -90,8 +95,14 @@ def kafka_ingestion(context: dg.AssetExecutionContext, config: KafkaIngestConfig
     yield dg.AssetCheckResult(check_name="offsets_reconcile", passed=ok, metadata=detail)
     yield dg.AssetCheckResult(check_name="sample_validity", passed=share <= config.max_quarantine_share,
                               metadata={"quarantined_share": round(share, 4), "threshold": config.max_quarantine_share})
-    healthy = all(n > 0 for n in after["partitions"].values()) and not after["next_pending"]
-    yield dg.AssetCheckResult(check_name="topic_healthy", passed=healthy, metadata={
+    healthy = all(n > 0 for n in after["partitions"].values()) and not after["next_pending"] and not stats.resets
+    if stats.resets:
+        context.log.error("Kafka topic reset: " + " | ".join(stats.resets))
+    epochs = {t: landing.epoch(t)["epoch"] for t in kafka.topics}
+    yield dg.AssetCheckResult(check_name="topic_healthy", passed=healthy, severity=dg.AssetCheckSeverity.ERROR,
+                              description="; ".join(stats.resets) or None, metadata={
+        "resets": dg.MetadataValue.md("\n".join(f"- {r}" for r in stats.resets) or "none"),
+        "epochs": dg.MetadataValue.json(epochs),
         "partitions": dg.MetadataValue.json(after["partitions"]),
         "committed": dg.MetadataValue.json({k: v for k, v in after["committed"].items()}),
         "pending_after_run": dg.MetadataValue.json(after["next_pending"]),

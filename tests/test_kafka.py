@@ -5,9 +5,12 @@ the sensor, and the landing read exactly like a study folder by the Dagster asse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+import uuid
 
 import dagster as dg
 import pandas as pd
@@ -19,7 +22,7 @@ from ct_assets.kafka_location import kafka_new_records, reconcile
 from ct_assets.lib import sdtm
 from ct_assets.resources import StudySource
 from tests.conftest import ROOT
-from tests.kafka_broker import create_topic, tansu_broker
+from tests.kafka_broker import Tansu, create_topic, delete_topic, tansu_broker
 from tests.studies import pilot_dir
 
 
@@ -36,7 +39,7 @@ def settings(bootstrap: str, topic: str, **kw) -> KafkaSettings:
 
 
 def landed_offsets(landing: Landing) -> pd.DataFrame:
-    cols = ["_TOPIC", "_PARTITION", "_OFFSET"]
+    cols = ["_TOPIC", "_EPOCH", "_PARTITION", "_OFFSET"]
     return pd.concat([landing.read("accepted", cols), landing.read("quarantined", cols)], ignore_index=True)
 
 
@@ -206,3 +209,73 @@ def test_kafka_ingestion_asset_lands_and_its_checks_pass(broker, tmp_path, monke
     assert checks["offsets_reconcile"].passed and checks["offsets_reconcile"].metadata["rows"].value == 2_001
     assert checks["sample_validity"].passed  # 1 in 2,001 is under 5 %
     assert checks["topic_healthy"].passed
+
+
+def test_a_topic_that_starts_again_lands_as_a_new_epoch_and_fails_topic_healthy(tmp_path, monkeypatch):
+    """Generation 1 lands; the broker restarts mid-stream (memory storage: the topic and the group's
+    offsets are gone) and the topic is recreated with generation 2, whose offsets start again at 0,
+    below the landed high-water mark; then the topic is deleted and recreated with generation 3 and
+    the asset runs. Every record of every generation lands exactly once, each under its own epoch;
+    topic_healthy fails on the run that saw the reset, and only on it; orphan stages are removed."""
+    from ct_assets.kafka_location import defs
+
+    records = list(study_records())
+    gen1, gen2, gen3 = records[:3_000], records[3_000:4_500], records[4_500:5_500]
+    topic = "generations"
+    broker = Tansu()
+    broker.start()
+    try:
+        kafka = settings(broker.bootstrap, topic)
+        create_topic(broker.bootstrap, topic, partitions=2)
+        replay(kafka, topic, gen1)
+        landing = Landing(tmp_path / "ct" / "lake" / "raw_kafka")
+        dead = subprocess.Popen(["true"])  # a writer that is gone
+        dead.wait()
+        orphans = [landing.root / topic / "p0" / f".stage-{uuid.uuid4().hex}",  # as a killed writer left them
+                   landing.root / topic / "p1" / f".stage-{dead.pid}@{socket.gethostname()}-{uuid.uuid4().hex}"]
+        for orphan in orphans:
+            orphan.mkdir(parents=True)
+            (orphan / "accepted-VS.parquet").write_bytes(b"half")
+        out: dict = {}
+        consumer = threading.Thread(target=lambda: out.update(stats=ingest(kafka, landing, idle_polls=12, log=lambda _: None)))
+        consumer.start()
+        deadline = time.monotonic() + 60
+        while landing.counts()["accepted"] < len(gen1):
+            assert time.monotonic() < deadline and consumer.is_alive(), "generation 1 did not land"
+            time.sleep(0.1)
+        broker.restart()  # the consumer is still polling
+        create_topic(broker.bootstrap, topic, partitions=2, exist_ok=True)  # Tansu may have auto-created it
+        replay(kafka, topic, gen2)
+        consumer.join(timeout=180)
+        assert not consumer.is_alive()
+        stats = out["stats"]
+        assert stats.stages_removed == 2 and not any(o.exists() for o in orphans)
+        assert len(stats.resets) == 1 and "epoch 1" in stats.resets[0], stats.resets
+        offsets = landed_offsets(landing)
+        assert not offsets.duplicated().any()
+        assert offsets.groupby("_EPOCH").size().to_dict() == {0: len(gen1), 1: len(gen2)}
+        ok, detail = reconcile(landing)
+        assert ok and detail["rows"] == len(gen1) + len(gen2), detail
+
+        delete_topic(broker.bootstrap, topic)  # deleted and recreated: a new topic id
+        create_topic(broker.bootstrap, topic, partitions=2)
+        replay(kafka, topic, gen3)
+        monkeypatch.setenv("CT_HOME", str(tmp_path / "ct"))
+        resources = defs.resources | {"kafka": kafka}
+        config = {"ops": {"kafka_ingestion": {"config": {"idle_polls": 2}}}}
+        with dg.instance_for_test() as instance:
+            runs = [dg.materialize([defs.get_assets_def("kafka_ingestion")], resources=resources, instance=instance,
+                                   run_config=config) for _ in range(2)]
+        first, second = ({c.check_name: c for c in r.get_asset_check_evaluations()} for r in runs)
+        assert not first["topic_healthy"].passed and "landing as epoch 2" in first["topic_healthy"].description
+        assert first["topic_healthy"].metadata["epochs"].value == {topic: 2}
+        assert first["offsets_reconcile"].passed and second["topic_healthy"].passed and second["offsets_reconcile"].passed
+        offsets = landed_offsets(landing)
+        assert not offsets.duplicated().any()
+        assert offsets.groupby("_EPOCH").size().to_dict() == {0: len(gen1), 1: len(gen2), 2: len(gen3)}
+        # Each generation's own records, in order: the values of epoch 2 are those of generation 3.
+        accepted = landing.read("accepted", ["_EPOCH", "_PARTITION", "_OFFSET", "USUBJID", "DOMAIN"])
+        keys = {json.loads(v)["USUBJID"] for _, v in gen3}
+        assert set(accepted.loc[accepted["_EPOCH"] == 2, "USUBJID"]) <= keys
+    finally:
+        broker.stop()

@@ -55,6 +55,8 @@ class KafkaSettings(dg.ConfigurableResource):
             "max_poll_records": self.batch_size, "session_timeout_ms": self.session_timeout_ms,
             "heartbeat_interval_ms": self.heartbeat_interval_ms, "fetch_max_bytes": 64 * 1024 * 1024,
             "max_partition_fetch_bytes": 16 * 1024 * 1024,
+            "metadata_max_age_ms": 5_000,  # a topic recreated under us shows its new id within seconds
+            "allow_auto_create_topics": False,  # a consumer that creates a missing topic hides a deleted one
         } | overrides)
 
     def producer(self, **overrides):
@@ -111,39 +113,88 @@ class IngestStats:
     batches: int = 0
     seconds: float = 0.0
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    resets: list[str] = field(default_factory=list)  # topics whose offsets started again: a new epoch each
+    stages_removed: int = 0
 
     @property
     def rate(self) -> float:
         return self.polled / self.seconds if self.seconds else 0.0
 
 
+def topic_id(consumer, topic: str) -> str | None:
+    """The broker's id of the topic (Kafka 2.8+ and Tansu report one; a recreated topic gets a new
+    one), from the consumer's metadata; None when the broker gives none."""
+    cluster = getattr(getattr(consumer, "_client", None), "cluster", None)
+    value = cluster.topic_id(topic) if cluster is not None and hasattr(cluster, "topic_id") else None
+    return str(value) if value is not None and getattr(value, "int", 1) != 0 else None
+
+
 def ingest(settings: KafkaSettings, landing: Landing, idle_polls: int = 3, poll_timeout_ms: int = 1000,
            max_seconds: float | None = 3600, log: Callable[[str], None] = print, consumer=None) -> IngestStats:
     """Consume until the topics stay empty for ``idle_polls`` polls: land each partition's batch
-    atomically, then commit its offsets. Records already landed (a replay after a crash) are skipped."""
+    atomically, then commit its offsets. Records already landed (a replay after a crash) are skipped
+    once their fingerprints show they are the landed ones; a topic whose offsets started again
+    (another topic id, or other records at landed offsets) begins a new epoch, read from its start."""
     from kafka import OffsetAndMetadata
+    from kafka.errors import KafkaError
 
     own = consumer is None
     consumer = consumer or settings.consumer()
     if own:
         consumer.subscribe(settings.topics)
     stats, started, idle = IngestStats(), time.perf_counter(), 0
+    stats.stages_removed = landing.clean_stages()
+
+    def restart_topic(topic: str, new_id: str | None, reason: str) -> None:
+        epoch = landing.new_epoch(topic, new_id, reason)
+        stats.resets.append(f"{topic}: {reason}; landing as epoch {epoch}")
+        log(f"TOPIC RESET {topic}: {reason}. Its records land as epoch {epoch}, from its first offset.")
+        mine = [tp for tp in consumer.assignment() if tp.topic == topic]
+        if mine:
+            consumer.seek_to_beginning(*mine)
+            try:  # a rebalance must not resume from offsets of the old generation
+                consumer.commit({tp: OffsetAndMetadata(0, "", -1) for tp in mine})
+            except KafkaError as err:  # the group is rejoining (a restarted broker): it starts from the earliest then
+                log(f"could not commit the start of epoch {epoch} of {topic}: {err}")
+
     try:
         while idle < idle_polls and (max_seconds is None or time.perf_counter() - started < max_seconds):
+            for topic in {tp.topic for tp in consumer.assignment()}:
+                *earlier, current = landing.epochs(topic)
+                seen = topic_id(consumer, topic)
+                if seen is None or seen in {e.get("topic_id") for e in earlier}:
+                    continue  # no id, or metadata not yet refreshed since a reset
+                if current.get("topic_id") is None:
+                    landing.note_topic_id(topic, seen)
+                elif seen != current["topic_id"]:
+                    restart_topic(topic, seen, f"the broker reports topic id {seen}, the landed epoch {current['topic_id']}")
             polled = consumer.poll(timeout_ms=poll_timeout_ms, max_records=settings.batch_size)
             if not polled:
                 idle += 1 if consumer.assignment() else 0  # joining the group takes a few polls
                 continue
             idle = 0
-            commits = {}
-            for tp, messages in polled.items():
+            commits, reset = {}, set()
+            for tp, messages in sorted(polled.items()):
+                if tp.topic in reset:
+                    continue  # re-read from the start of the new epoch
+                epoch = landing.epoch(tp.topic)["epoch"]
+                records = [Record(m.topic, m.partition, m.offset, m.value, m.key, m.timestamp, epoch) for m in messages]
+                landed = landing.high_water(tp.topic, tp.partition, epoch)
+                replayed = [r for r in records if r.offset <= landed]
+                if replayed and not landing.same_records(replayed):
+                    # The id is left for the next metadata refresh to tell (this one may still be the old one's).
+                    restart_topic(tp.topic, None,
+                                  f"partition {tp.partition}: records at offsets {replayed[0].offset}.. differ from "
+                                  f"the landed ones (high-water mark {landed}): its offsets started again")
+                    reset.add(tp.topic)
+                    continue
                 stats.polled += len(messages)
-                landed = landing.high_water(tp.topic, tp.partition)
-                fresh = [Record(m.topic, m.partition, m.offset, m.value) for m in messages if m.offset > landed]
-                stats.skipped_replayed += len(messages) - len(fresh)
+                fresh = [r for r in records if r.offset > landed]
+                stats.skipped_replayed += len(replayed)
                 if fresh:
                     accepted, quarantined = parse(fresh)
-                    landing.write_batch(tp.topic, tp.partition, accepted, quarantined, fresh[0].offset, fresh[-1].offset)
+                    landing.write_batch(tp.topic, tp.partition, accepted, quarantined, fresh[0].offset, fresh[-1].offset,
+                                        epoch, fresh)
                     stats.accepted += sum(t.num_rows for t in accepted.values())
                     stats.quarantined += len(quarantined)
                     stats.batches += 1
@@ -151,7 +202,8 @@ def ingest(settings: KafkaSettings, landing: Landing, idle_polls: int = 3, poll_
                         key = reason.split(":")[0]
                         stats.quarantine_reasons[key] = stats.quarantine_reasons.get(key, 0) + 1
                 commits[tp] = OffsetAndMetadata(messages[-1].offset + 1, "", -1)
-            consumer.commit(commits)  # only after the batch is durably in the lake
+            if commits:
+                consumer.commit(commits)  # only after the batch is durably in the lake
             log(f"landed {stats.accepted + stats.quarantined} records ({stats.quarantined} quarantined) "
                 f"in {stats.batches} batches")
     finally:
