@@ -34,7 +34,7 @@ test: install airflow-install
 	$(PY) -m pytest
 
 dev: install
-	mkdir -p $(CT_HOME)/dagster && DAGSTER_HOME=$(CT_HOME)/dagster $(PY) -m ct_assets.pools
+	umask 077 && mkdir -p $(CT_HOME)/dagster && DAGSTER_HOME=$(CT_HOME)/dagster $(PY) -m ct_assets.pools
 	DAGSTER_HOME=$(CT_HOME)/dagster $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 # The legacy Airflow UI on 127.0.0.1:8085 over DAGs emitted from the Dagster definitions.

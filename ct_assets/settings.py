@@ -11,12 +11,14 @@ switches to its cluster counterpart through an environment variable only:
 - ``CT_DATA_CUTOFF``        the data cut-off date: later study dates are quarantined (default: today, UTC)
 - ``CT_STUDY_ENCODING``     text encoding of CSV/XPT study files (default: UTF-8, then cp1252, then latin-1)
 
-Reading the environment here is cheap and side-effect free: nothing connects at import time.
+Reading the environment here is cheap and nothing connects at import time. The first ``ct_home()``
+of a process makes the home owner-only (``restrict``).
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -42,8 +44,36 @@ def data_cutoff() -> str:
     return os.environ.get("CT_DATA_CUTOFF") or dt.datetime.now(dt.UTC).date().isoformat()
 
 
+_RESTRICTED: set[Path] = set()
+
+
 def ct_home() -> Path:
-    return Path(os.environ.get("CT_HOME") or PROJECT_ROOT / ".ct").resolve()
+    """The platform's state folder, owner-only (see ``restrict``)."""
+    home = Path(os.environ.get("CT_HOME") or PROJECT_ROOT / ".ct").resolve()
+    if home not in _RESTRICTED:
+        restrict(home)
+    return home
+
+
+def restrict(home: Path) -> None:
+    """Make ``home`` owner-only: a umask of 077 for this process, so every file and folder the
+    platform creates under it (lake, MLflow store and artifacts, Dagster instance, reports, prediction
+    log; the Spark JVM, launched by this process, inherits the umask) is 0600 or 0700. A home found
+    open to others (made by an older version, or its Dagster instance by a tool with another umask)
+    is closed once, all of it. The raw and quarantine zones hold raw subject ids: no other user may
+    read them."""
+    os.umask(0o077)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = home.stat()
+    if st.st_uid == os.getuid() and st.st_mode & 0o077:
+        for root, dirs, files in os.walk(home):
+            for name in dirs + files:
+                path = os.path.join(root, name)
+                mode = os.lstat(path).st_mode
+                if not stat.S_ISLNK(mode) and mode & 0o077:
+                    os.chmod(path, stat.S_IMODE(mode) & 0o700)
+        os.chmod(home, 0o700)
+    _RESTRICTED.add(home)
 
 
 def lake_root() -> Path:
@@ -82,4 +112,6 @@ def spark_config() -> dict[str, str]:
             "spark.driver.bindAddress": "127.0.0.1",
             "spark.sql.adaptive.enabled": "true",
         }
+    # Hadoop applies its own umask (022 by default) to what Spark writes: owner-only, like all state.
+    conf["spark.hadoop.fs.permissions.umask-mode"] = "077"
     return conf

@@ -96,6 +96,29 @@ def test_no_raw_subject_id_reaches_features_models_mlflow_or_logs(pilot_run):
     assert hits == []
 
 
+def test_state_under_ct_home_is_owner_only(pilot_run):
+    """After a whole run (Spark output, MLflow's database and artifacts, the Dagster instance, the
+    lake with its raw and quarantine zones, reports), nothing under $CT_HOME is readable or
+    traversable by another user: folders 0700, files 0600."""
+    import stat
+
+    home, _, _ = pilot_run
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+    loose, seen = [], 0
+    for root, dirs, files in os.walk(home):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            mode = os.lstat(path).st_mode
+            if stat.S_ISLNK(mode):
+                continue  # a symlink's own mode means nothing; its target is scanned
+            seen += 1
+            if stat.S_IMODE(mode) & 0o077:
+                loose.append((os.path.relpath(path, home), oct(stat.S_IMODE(mode))))
+    assert loose == [], loose[:20]
+    assert seen > 50 and (home / "mlflow.db").is_file() and any((home / "lake" / "raw").iterdir())
+    assert any((home / "lake" / "processed").iterdir()) and any((home / "mlflow-artifacts").iterdir())
+
+
 def test_champion_gate_blocks_a_worse_model_and_rerun_is_reproducible(pilot_run):
     home, first, instance = pilot_run
     with pytest.MonkeyPatch.context() as mp:

@@ -56,3 +56,18 @@ def test_publish_dir_swaps_versions(tmp_path):
         lake.publish_dir(version, link)
         assert pd.read_parquet(link)["v"].tolist() == [value]
     assert len(list(tmp_path.iterdir())) == 2  # the link and the current version only
+
+
+def test_ct_home_is_made_owner_only(tmp_path, monkeypatch):
+    from ct_assets import settings
+
+    home = tmp_path / "loose"
+    (home / "dagster").mkdir(parents=True)  # as a tool with umask 022 left it
+    (home / "dagster" / "runs.db").write_bytes(b"")
+    os.chmod(home, 0o755), os.chmod(home / "dagster", 0o755), os.chmod(home / "dagster" / "runs.db", 0o644)
+    monkeypatch.setenv("CT_HOME", str(home))
+    assert settings.ct_home() == home and stat.S_IMODE(home.stat().st_mode) == 0o700
+    assert stat.S_IMODE((home / "dagster").stat().st_mode) == 0o700
+    assert stat.S_IMODE((home / "dagster" / "runs.db").stat().st_mode) == 0o600
+    written = lake.write_parquet(pd.DataFrame({"USUBJID": ["01-701-1015"]}), home / "lake" / "raw" / "raw_dm.parquet")
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600 and stat.S_IMODE(written.parent.stat().st_mode) == 0o700
