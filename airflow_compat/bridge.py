@@ -1,11 +1,17 @@
-"""The Airflow side of the bridge: dagster-airflow's ``DagsterOperator``, told which assets to run.
+"""The Airflow side of the bridge: an operator that runs some assets of a Dagster job through
+dagster-airflow's ``DagsterHook``.
 
-``DagsterOperator`` launches a whole Dagster job by name. A legacy task stands for a few assets (or
-asset checks) of its DAG's job, so this subclass launches the same job with an asset and check
-selection, tags the Dagster run with the Airflow DAG, task and run ids, and for partitioned jobs
-passes the partition range from the DAG run's ``partition_range`` param. Everything else is the
-library's: the ``dagster_default`` connection (login = the webserver's GraphQL URL), waiting for the
-run, failing the task when the run fails, terminating the run when the task is killed.
+dagster-airflow's ``DagsterOperator`` launches a whole Dagster job by name. A legacy task stands for
+a few assets (or asset checks) of its DAG's job, so this operator launches the same job with an
+asset and check selection, tags the Dagster run with the Airflow DAG, task and run ids, and for
+partitioned jobs passes the partition range from the DAG run's ``partition_range`` param. The rest
+is the library's hook: the ``dagster_default`` connection (login = the webserver's GraphQL URL) and
+terminating the run when the task is killed. The task waits for its run and fails when the run fails.
+
+Parsing a DAG file costs only Airflow: dagster-airflow (2.3 s of imports, Dagster itself) and the
+connection are loaded when a task runs, never when the scheduler parses the file, so parsing needs
+no metadata database, no connection, and takes milliseconds. (``DagsterOperator`` builds its hook,
+and so reads the connection from the database, in its constructor: hence not a subclass of it.)
 
 The emitter copies this file next to the DAGs as ``ct_dagster_bridge.py``: it needs only Airflow
 and dagster-airflow, never the platform's code.
@@ -14,16 +20,12 @@ and dagster-airflow, never the platform's code.
 from __future__ import annotations
 
 import json
+import time
 import warnings
+from functools import cached_property
 
-import requests
 from airflow.exceptions import AirflowException
-from dagster import SupersessionWarning
-from dagster_airflow.hooks.dagster_hook import DagsterHook
-from dagster_airflow.operators.dagster_operator import DagsterOperator
-
-# dagster-airflow marks its operator as superseded by dagster-airlift; it is the bridge we chose.
-warnings.filterwarnings("ignore", category=SupersessionWarning)
+from airflow.models import BaseOperator
 
 LAUNCH = """
 mutation Launch($executionParams: ExecutionParams!) {
@@ -41,61 +43,104 @@ query Keys($assetKey: AssetKeyInput!) {
 }"""
 
 
+RUN_STATUS = """
+query Status($runId: ID!) {
+  runOrError(runId: $runId) { __typename ... on Run { status } ... on Error { message } }
+}"""
+FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
+
+
 def _asset_key(key: str) -> dict:
     return {"path": key.split("/")}
 
 
-class DagsterAssetsHook(DagsterHook):
-    def _post(self, query: str, variables: dict) -> dict:
-        headers = {"Dagster-Cloud-Api-Token": self.user_token or ""}
-        response = requests.post(self.url, json={"query": query, "variables": variables}, headers=headers, timeout=60)
-        response.raise_for_status()
-        body = response.json()
-        if body.get("errors"):
-            raise AirflowException(f"Dagster GraphQL error: {body['errors']}")
-        return body["data"]
+def _post(hook, query: str, variables: dict) -> dict:
+    import requests
 
-    def partition_keys(self, asset_key: str) -> list[str]:
-        node = self._post(PARTITION_KEYS, {"assetKey": _asset_key(asset_key)})["assetNodeOrError"]
-        if node["__typename"] != "AssetNode":
-            raise AirflowException(f"asset {asset_key} not found in Dagster")
-        return node["partitionKeys"]
-
-    def launch_assets(self, *, repository_name: str, location_name: str, job_name: str, asset_keys: list[str],
-                      check_keys: list[tuple[str, str]], tags: dict[str, str], run_config: dict) -> str:
-        selector = {
-            "repositoryName": repository_name, "repositoryLocationName": location_name, "jobName": job_name,
-            "assetSelection": [_asset_key(k) for k in asset_keys],
-            "assetCheckSelection": [{"assetKey": _asset_key(k), "name": n} for k, n in check_keys],
-        }
-        params = {"selector": selector, "runConfigData": json.dumps(run_config or {}),
-                  "executionMetadata": {"tags": [{"key": k, "value": str(v)} for k, v in tags.items()]}}
-        result = self._post(LAUNCH, {"executionParams": params})["launchRun"]
-        if result["__typename"] == "LaunchRunSuccess":
-            return result["run"]["id"]
-        reason = "; ".join(e["message"] for e in result.get("errors", [])) or result.get("message", result["__typename"])
-        raise AirflowException(f"Dagster refused to launch {job_name} {asset_keys}: {reason}")
+    headers = {"Dagster-Cloud-Api-Token": hook.user_token or ""}
+    response = requests.post(hook.url, json={"query": query, "variables": variables}, headers=headers, timeout=60)
+    response.raise_for_status()
+    body = response.json()
+    if body.get("errors"):
+        raise AirflowException(f"Dagster GraphQL error: {body['errors']}")
+    return body["data"]
 
 
-class DagsterAssetsOperator(DagsterOperator):
+def partition_keys(hook, asset_key: str) -> list[str]:
+    node = _post(hook, PARTITION_KEYS, {"assetKey": _asset_key(asset_key)})["assetNodeOrError"]
+    if node["__typename"] != "AssetNode":
+        raise AirflowException(f"asset {asset_key} not found in Dagster")
+    return node["partitionKeys"]
+
+
+def launch_assets(hook, *, repository_name: str, location_name: str, job_name: str, asset_keys: list[str],
+                  check_keys: list[tuple[str, str]], tags: dict[str, str], run_config: dict) -> str:
+    selector = {
+        "repositoryName": repository_name, "repositoryLocationName": location_name, "jobName": job_name,
+        "assetSelection": [_asset_key(k) for k in asset_keys],
+        "assetCheckSelection": [{"assetKey": _asset_key(k), "name": n} for k, n in check_keys],
+    }
+    params = {"selector": selector, "runConfigData": json.dumps(run_config or {}),
+              "executionMetadata": {"tags": [{"key": k, "value": str(v)} for k, v in tags.items()]}}
+    result = _post(hook, LAUNCH, {"executionParams": params})["launchRun"]
+    if result["__typename"] == "LaunchRunSuccess":
+        return result["run"]["id"]
+    reason = "; ".join(e["message"] for e in result.get("errors", [])) or result.get("message", result["__typename"])
+    raise AirflowException(f"Dagster refused to launch {job_name} {asset_keys}: {reason}")
+
+
+def wait_for_run(hook, run_id: str, poll_s: float = 1.0) -> None:
+    """Return when the run succeeds, raise when it fails or is canceled. (The library's
+    ``DagsterHook.wait_for_run`` polls every 5 s and sleeps 5 s more after the run finished: 5-10 s
+    per task, over a minute per legacy DAG run.)"""
+    while True:
+        run = _post(hook, RUN_STATUS, {"runId": run_id})["runOrError"]
+        if run["__typename"] != "Run":
+            raise AirflowException(f"Dagster run {run_id}: {run.get('message', run['__typename'])}")
+        if run["status"] in FINISHED:
+            break
+        time.sleep(poll_s)
+    if run["status"] != "SUCCESS":
+        raise AirflowException(f"Dagster run {run_id} {'failed' if run['status'] == 'FAILURE' else 'was canceled'}")
+
+
+class DagsterAssetsOperator(BaseOperator):
     """Run ``asset_keys`` (and ``check_keys``) of Dagster job ``job_name``; fail when the run fails."""
 
     template_fields = ["run_config"]
+    ui_color = "#663399"  # dagster-airflow's colours
+    ui_fgcolor = "#e0e3fc"
 
-    def __init__(self, *, asset_keys: list[str], check_keys: list[tuple[str, str]] = (), partitioned: bool = False,
-                 **kwargs) -> None:
-        # OSS Dagster has no API token; the library insists on a non-None one.
-        kwargs.setdefault("user_token", "")
+    def __init__(self, *, job_name: str, asset_keys: list[str], check_keys: list[tuple[str, str]] = (),
+                 partitioned: bool = False, repository_name: str = "__repository__",
+                 repostitory_location_name: str = "", run_config: dict | None = None,
+                 dagster_conn_id: str = "dagster_default", **kwargs) -> None:
         super().__init__(**kwargs)
+        self.job_name = job_name
+        self.repository_name = repository_name
+        self.repostitory_location_name = repostitory_location_name  # sic: dagster-airflow's spelling
+        self.run_config = run_config or {}
+        self.dagster_conn_id = dagster_conn_id
         self.asset_keys = list(asset_keys)
         self.check_keys = [tuple(c) for c in check_keys]
         self.partitioned = partitioned
-        self.hook = DagsterAssetsHook(dagster_conn_id=self.dagster_conn_id, user_token=self.user_token)
+        self.run_id = None
+
+    @cached_property
+    def hook(self):
+        """dagster-airflow's hook on the ``dagster_default`` connection, built when the task runs."""
+        from dagster import SupersessionWarning
+
+        # dagster-airflow is marked as superseded by dagster-airlift; it is the bridge we chose.
+        warnings.filterwarnings("ignore", category=SupersessionWarning)
+        from dagster_airflow.hooks.dagster_hook import DagsterHook
+
+        return DagsterHook(dagster_conn_id=self.dagster_conn_id, user_token="")  # OSS Dagster: no API token
 
     def _partition_tags(self, context) -> dict[str, str]:
         wanted = (context["params"].get("partition_range") or "all").strip()
         if wanted == "all":
-            keys = self.hook.partition_keys((self.asset_keys or [c[0] for c in self.check_keys])[0])
+            keys = partition_keys(self.hook, (self.asset_keys or [c[0] for c in self.check_keys])[0])
             if not keys:
                 raise AirflowException("no partitions to backfill: materialize subject_features first")
             first, last = keys[0], keys[-1]
@@ -104,16 +149,23 @@ class DagsterAssetsOperator(DagsterOperator):
             last = last or first
         return {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last}
 
-    def _execute(self, context):
+    def execute(self, context):
         ti = context["task_instance"]
         tags = {"airflow/dag_id": ti.dag_id, "airflow/task_id": ti.task_id, "airflow/run_id": context["run_id"],
                 "airflow/try_number": ti.try_number}
         if self.partitioned:
             tags |= self._partition_tags(context)
-        self.run_id = self.hook.launch_assets(
-            repository_name=self.repository_name, location_name=self.repostitory_location_name, job_name=self.job_name,
-            asset_keys=self.asset_keys, check_keys=self.check_keys, tags=tags, run_config=self.run_config)
+        self.run_id = launch_assets(
+            self.hook, repository_name=self.repository_name, location_name=self.repostitory_location_name,
+            job_name=self.job_name, asset_keys=self.asset_keys, check_keys=self.check_keys, tags=tags,
+            run_config=self.run_config)
         ti.xcom_push(key="run_id", value=self.run_id)
         self.log.info("Dagster run %s: %s", self.run_id, self.hook.url.removesuffix("graphql") + f"runs/{self.run_id}")
-        self.hook.wait_for_run(run_id=self.run_id)
+        wait_for_run(self.hook, self.run_id)
+        self.log.info("Dagster run %s succeeded", self.run_id)
         return self.run_id
+
+    def on_kill(self):
+        if self.run_id:
+            self.log.info("Terminating Dagster run %s", self.run_id)
+            self.hook.terminate_run(run_id=self.run_id)
