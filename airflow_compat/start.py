@@ -5,11 +5,15 @@ Defaults: SQLite metadata database and SequentialExecutor under ``$CT_HOME/airfl
 ``PGPASSWORD`` or ``~/.pgpass``) it uses that database and the LocalExecutor, as the legacy
 deployment did. The admin password is ``CT_AIRFLOW_ADMIN_PASSWORD``, or generated and printed once.
 
-Runs Airflow's own CLI as subprocesses; it imports nothing of Airflow itself.
+The settings are written to ``$AIRFLOW_HOME/airflow.cfg`` as well as passed to the processes, so
+that any ``airflow`` command run with only ``AIRFLOW_HOME`` set sees the same deployment (same
+database and DAGs folder, no example DAGs). Runs Airflow's own CLI as subprocesses; it imports
+nothing of Airflow itself.
 """
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import secrets
@@ -18,32 +22,94 @@ import sys
 from pathlib import Path
 
 CONFIG = Path(__file__).with_name("config")
+# The REST API (/api/v1) answers to basic auth for Airflow users, as legacy ops scripts expect, and
+# to the UI's session. (airflow.api.auth.backend.basic_auth is the deprecated alias of the first.)
+AUTH_BACKENDS = "airflow.providers.fab.auth_manager.api.auth.backend.basic_auth,airflow.api.auth.backend.session"
+
+
+def _bin() -> Path:
+    """The Airflow venv's bin/: the scheduler launches each task as the command ``airflow``, by name."""
+    return Path(sys.executable).parent
+
+
+def settings(dags: Path, home: Path) -> dict[tuple[str, str], str]:
+    """Airflow settings of this deployment, as (section, key) -> value."""
+    db_url = os.environ.get("CT_AIRFLOW_DB_URL", f"sqlite:///{home / 'airflow.db'}")
+    return {
+        ("core", "dags_folder"): str(dags.resolve()),
+        ("core", "load_examples"): "False",
+        ("core", "executor"): "SequentialExecutor" if db_url.startswith("sqlite") else "LocalExecutor",
+        # Airflow's default, kept: a fresh start runs nothing until an operator switches a DAG on
+        # (the legacy had them on: AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False make airflow).
+        ("core", "dags_are_paused_at_creation"): "True",
+        ("database", "sql_alchemy_conn"): db_url,
+        ("webserver", "web_server_host"): os.environ.get("CT_AIRFLOW_HOST", "127.0.0.1"),
+        ("webserver", "web_server_port"): os.environ.get("CT_AIRFLOW_PORT", "8085"),
+        ("webserver", "expose_config"): "False",
+        ("webserver", "workers"): "2",  # each gunicorn worker loads the whole UI; Airflow's default of 4 is for big teams
+        ("api", "auth_backends"): AUTH_BACKENDS,
+    }
+
+
+def _home() -> Path:
+    ct_home = Path(os.environ.get("CT_HOME", Path(__file__).resolve().parents[1] / ".ct"))
+    return Path(os.environ.get("AIRFLOW_HOME", ct_home / "airflow")).resolve()
+
+
+def _var(section: str, key: str) -> str:
+    return f"AIRFLOW__{section.upper()}__{key.upper()}"
 
 
 def airflow_env(dags: Path) -> dict[str, str]:
-    ct_home = Path(os.environ.get("CT_HOME", Path(__file__).resolve().parents[1] / ".ct"))
-    home = Path(os.environ.get("AIRFLOW_HOME", ct_home / "airflow")).resolve()
-    db_url = os.environ.get("CT_AIRFLOW_DB_URL", f"sqlite:///{home / 'airflow.db'}")
+    """The processes' environment: this deployment's settings, where the caller's AIRFLOW__* do not
+    set them (the DAGs folder, database, executor and examples always follow this start command)."""
+    home = _home()
     env = dict(os.environ)
-    env |= {
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(dags.resolve()),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": db_url,
-        "AIRFLOW__CORE__EXECUTOR": "SequentialExecutor" if db_url.startswith("sqlite") else "LocalExecutor",
-        "AIRFLOW__WEBSERVER__WEB_SERVER_HOST": os.environ.get("CT_AIRFLOW_HOST", "127.0.0.1"),
-        "AIRFLOW__WEBSERVER__WEB_SERVER_PORT": os.environ.get("CT_AIRFLOW_PORT", "8085"),
-        "AIRFLOW__WEBSERVER__EXPOSE_CONFIG": "False",
-    }
-    if url := os.environ.get("CT_DAGSTER_URL"):  # overrides connections.yaml without touching it
-        env["AIRFLOW_CONN_DAGSTER_DEFAULT"] = json.dumps({"conn_type": "dagster", "login": url})
+    env["AIRFLOW_HOME"] = str(home)
+    env["PATH"] = os.pathsep.join([str(_bin()), env.get("PATH", os.defpath)])
+    forced = {("core", "dags_folder"), ("core", "load_examples"), ("core", "executor"), ("database", "sql_alchemy_conn")}
+    for (section, key), value in settings(dags, home).items():
+        if (section, key) in forced:
+            env[_var(section, key)] = value
+        else:
+            env.setdefault(_var(section, key), value)
     home.mkdir(parents=True, exist_ok=True)
     return env
 
 
+def write_config(env: dict[str, str], dags: Path) -> Path:
+    """Put the settings in force into airflow.cfg, keeping what Airflow generated there (its keys)."""
+    home = Path(env["AIRFLOW_HOME"])
+    path = home / "airflow.cfg"
+    cfg = configparser.ConfigParser(interpolation=None)
+    cfg.read(path)
+    for section, key in settings(dags, home):
+        if not cfg.has_section(section):
+            cfg.add_section(section)
+        cfg.set(section, key, env[_var(section, key)])
+    tmp = path.with_suffix(".cfg.tmp")
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        cfg.write(f)
+    tmp.replace(path)
+    return path
+
+
+def connections_file(env: dict[str, str]) -> Path:
+    """config/connections.yaml, with ``CT_DAGSTER_URL`` as the Dagster URL when set (the file stays as it is)."""
+    url = os.environ.get("CT_DAGSTER_URL")
+    if not url:
+        return CONFIG / "connections.yaml"
+    import yaml  # Airflow's own dependency
+
+    connections = yaml.safe_load((CONFIG / "connections.yaml").read_text())
+    connections["dagster_default"]["login"] = url
+    path = Path(env["AIRFLOW_HOME"]) / "connections.yaml"
+    path.write_text(yaml.safe_dump(connections))
+    return path
+
+
 def _airflow(env: dict[str, str], *args: str, capture: bool = False) -> str:
-    exe = Path(sys.executable).with_name("airflow")
-    proc = subprocess.run([str(exe), *args], env=env, text=True, capture_output=capture, check=False)
+    proc = subprocess.run([str(_bin() / "airflow"), *args], env=env, text=True, capture_output=capture, check=False)
     if proc.returncode:
         raise SystemExit(f"airflow {' '.join(args[:2])} failed ({proc.returncode}): {(proc.stderr or '')[-2000:]}")
     return proc.stdout or ""
@@ -65,17 +131,25 @@ def start(dags: Path, init_only: bool = False) -> int:
     if not any(dags.glob("*.py")):
         raise SystemExit(f"no DAG files in {dags}: run `python -m airflow_compat emit --out {dags}` first")
     env = airflow_env(dags)
-    _airflow(env, "db", "migrate", capture=True)
+    _airflow(env, "db", "migrate", capture=True)  # also creates airflow.cfg (with its own keys) on first use
+    write_config(env, dags)
     ensure_admin(env)
-    _airflow(env, "connections", "import", str(CONFIG / "connections.yaml"), "--overwrite", capture=True)
+    _airflow(env, "connections", "import", str(connections_file(env)), "--overwrite", capture=True)
     _airflow(env, "pools", "import", str(CONFIG / "pools.yaml"), capture=True)
     _airflow(env, "variables", "import", str(CONFIG / "variables.yaml"), capture=True)
     host, port = env["AIRFLOW__WEBSERVER__WEB_SERVER_HOST"], env["AIRFLOW__WEBSERVER__WEB_SERVER_PORT"]
-    print(f"Airflow home {env['AIRFLOW_HOME']} ({env['AIRFLOW__CORE__EXECUTOR']}); DAGs from {dags}", flush=True)
+    paused = env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"].lower() == "true"
+    print(f"Airflow home {env['AIRFLOW_HOME']} ({env['AIRFLOW__CORE__EXECUTOR']}); DAGs from {dags}\n"
+          + ("New DAGs are paused: switch one on in the UI, or `airflow dags unpause <dag_id>` (a scheduled DAG then "
+             "runs its latest interval at once); a paused DAG's triggered runs wait, queued.\n" if paused else
+             "New DAGs are active (legacy behaviour): the scheduled ones run their latest interval at once.\n")
+          + f"CLI: export AIRFLOW_HOME={env['AIRFLOW_HOME']}; {_bin() / 'airflow'} dags list", flush=True)
     if init_only:
         return 0
-    exe = str(Path(sys.executable).with_name("airflow"))
-    procs = [subprocess.Popen([exe, "scheduler"], env=env), subprocess.Popen([exe, "webserver"], env=env)]
+    # The scheduler and webserver share this machine's disk, so the webserver reads task logs from
+    # files: no log server (Airflow 2.11 binds it to every interface, port 8793, with no setting).
+    procs = [subprocess.Popen([str(_bin() / "airflow"), "scheduler", "--skip-serve-logs"], env=env),
+             subprocess.Popen([str(_bin() / "airflow"), "webserver"], env=env)]
     print(f"Airflow UI: http://{host}:{port}  (Ctrl-C stops it)", flush=True)
     try:
         return max(p.wait() for p in procs)
