@@ -25,11 +25,12 @@ LOCATION_OF = {"feature_backfill": "ct_feature_backfill"}
 GROUP_POOLS = {"ingestion": "kafka_operations", "quality": "data_validation", "processing": "spark_jobs",
                "features": "feature_engineering", "training": "mlflow_operations", "monitoring": "monitoring_tasks"}
 LEGACY_DEFAULTS = {"retries": 3, "retry_delay_minutes": 5, "execution_timeout_hours": 2}
-# Airflow Variables (config/variables.yaml) that set Dagster run config:
-# variable -> (legacy default, [(op, config field)]).
+# Airflow Variables (config/variables.yaml) that set Dagster resources for the tasks whose assets use
+# them: variable -> (Jinja default, resource, field). The study design's landmark day falls back to
+# the legacy Variable feature_window_days.
 VARIABLE_CONFIG = {
-    "data_quality_threshold": (0.95, [("data_quality_report", "min_quality_score")]),
-    "feature_window_days": (30, [("subject_features", "window_days"), ("backfill_features", "window_days")]),
+    "data_quality_threshold": ("0.95", "quality", "min_quality_score"),
+    "landmark_day": ("var.value.get('feature_window_days', 30)", "study_design", "landmark_day"),
 }
 BRIDGE = Path(__file__).with_name("bridge.py")
 
@@ -68,14 +69,14 @@ def _pool(graph, asset_keys: list[dg.AssetKey], check_keys: list[dg.AssetCheckKe
     return GROUP_POOLS.get(graph.get(first).group_name, "default_pool")
 
 
-def _run_config(asset_keys: list[dg.AssetKey]) -> dict:
-    names = {k.to_user_string() for k in asset_keys}
-    ops = {}
-    for variable, (default, targets) in VARIABLE_CONFIG.items():
-        for op, name in targets:
-            if op in names:
-                ops.setdefault(op, {"config": {}})["config"][name] = f"{{{{ var.value.get('{variable}', {default!r}) }}}}"
-    return {"ops": ops} if ops else {}
+def _run_config(graph, asset_keys: list[dg.AssetKey]) -> dict:
+    used = {r for k in asset_keys for r in graph.get(k).assets_def.required_resource_keys}
+    resources = {}
+    for variable, (default, resource, field_name) in VARIABLE_CONFIG.items():
+        if resource in used:
+            resources.setdefault(resource, {"config": {}})["config"][field_name] = (
+                f"{{{{ var.value.get('{variable}', {default}) }}}}")
+    return {"resources": resources} if resources else {}
 
 
 def _transitive_reduction(upstream: dict[str, set[str]]) -> dict[str, set[str]]:
@@ -119,7 +120,7 @@ def dag_spec(dag_id: str) -> DagSpec:
         tasks.append(Task(task_id=task_id, asset_keys=[k.to_user_string() for k in assets],
                           check_keys=[(c.asset_key.to_user_string(), c.name) for c in checks],
                           pool=_pool(graph, assets, checks), upstream=sorted(upstream[task_id]),
-                          run_config=_run_config(assets)))
+                          run_config=_run_config(graph, assets)))
     return DagSpec(dag_id=dag_id, schedule=CRON[dag_id], description=DESCRIPTIONS[dag_id], location=location,
                    partitioned=partitioned, tasks=tasks)
 

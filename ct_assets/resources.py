@@ -13,19 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import mlflow
 import pandas as pd
-from dagster_mlflow.resources import CONFIG_SCHEMA as MLFLOW_CONFIG_SCHEMA
-from dagster_mlflow.resources import MlFlow
-from dagster_pyspark import LazyPySparkResource
-from mlflow.entities.run_status import RunStatus
 from pydantic import Field
 
 from ct_assets.lib.registry import point_mlflow
 from ct_assets import settings
 from ct_assets.lib import lake, sdtm
 from ct_assets.lib.faults import external, probe_mlflow, probe_spark_master
-from ct_assets.training.tracking import ensure_experiment
 
 
 class StudySource(dg.ConfigurableResource):
@@ -88,6 +82,31 @@ class StudySource(dg.ConfigurableResource):
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
+class StudyDesign(dg.ConfigurableResource):
+    """The study design every stage shares, so that features and labels can never disagree.
+
+    ``landmark_day``: features use what is known up to this study day (the feature window is days
+    1..landmark); the outcome counts only events after it, and subjects with an event on or before it
+    are excluded. Set it once (launchpad ``resources.study_design.config.landmark_day``, the Airflow
+    Variable ``landmark_day``, the KFP parameter ``landmark_day``, or $CT_LANDMARK_DAY)."""
+
+    landmark_day: int = Field(default_factory=settings.landmark_day,
+                              description="Features up to this study day, outcome after it (legacy feature window: 30).")
+
+
+class QualityPolicy(dg.ConfigurableResource):
+    """What the study's data must meet: one threshold for every domain and for the study-wide report
+    (a domain may override it in its validation op's config), and the data cut-off date."""
+
+    min_quality_score: float = Field(default_factory=settings.quality_threshold,
+                                     description="Legacy data quality threshold: share of rows accepted, and overall score.")
+    data_cutoff: str | None = Field(default=None, description="Later study dates are quarantined. Default $CT_DATA_CUTOFF, "
+                                                              "else the run date.")
+
+    def cutoff(self) -> str:
+        return self.data_cutoff or settings.data_cutoff()
+
+
 # Where each asset lives, by the prefix of its name: the zones of the lake and the feature store.
 ZONES = {
     "raw_": "lake/raw",
@@ -143,26 +162,31 @@ class LakeIOManager(dg.ConfigurableIOManager):
         return pd.read_parquet(frame_path)
 
 
-class Spark(LazyPySparkResource):
-    """dagster-pyspark's lazy session (nothing starts while the code location loads), which checks
-    that a standalone master answers before Spark waits a minute per attempt on it, and starts a new
-    session when a failed attempt left the previous one stopped."""
+class Spark(dg.ConfigurableResource):
+    """One Spark session per process, started on first use (the code location loads without Spark or
+    pyspark); ``spark_config`` from ``settings.spark_config()``: ``local[*]`` by default, a cluster's
+    master by $CT_SPARK_MASTER. A standalone master must answer before Spark waits a minute per attempt
+    on it, and a session that a failed attempt left stopped is replaced."""
+
+    spark_config: dict[str, str] = Field(default_factory=settings.spark_config)
 
     def master(self) -> str:
         return self.spark_config.get("spark.master", "local[*]")
 
     @property
     def spark_session(self) -> Any:
+        from pyspark.sql import SparkSession
+
         probe_spark_master(self.master())
-        session = super().spark_session
-        if session.sparkContext._jsc is None:  # stopped: a retry must not reuse it
-            self._spark_session = None
-            session = super().spark_session
-        return session
+        builder = SparkSession.builder
+        for key, value in self.spark_config.items():
+            builder = builder.config(key, value)
+        return builder.getOrCreate()  # a stopped session is not reused: getOrCreate starts a new one
 
 
 class MlflowSettings(dg.ConfigurableResource):
-    """Where MLflow lives: a local SQLite store by default, a tracking server by configuration."""
+    """MLflow, the one way every step reaches it: where it lives (a local SQLite store by default, a
+    tracking server by configuration), its client, and the MLflow run of the Dagster run."""
 
     tracking_uri: str | None = Field(default=None, description="Default $MLFLOW_TRACKING_URI or sqlite under $CT_HOME.")
     experiment_name: str = settings.EXPERIMENT_NAME
@@ -171,11 +195,13 @@ class MlflowSettings(dg.ConfigurableResource):
     def uri(self) -> str:
         return self.tracking_uri or settings.mlflow_tracking_uri()
 
-    def client(self) -> mlflow.MlflowClient:
+    def client(self):
+        import mlflow
+
         return mlflow.MlflowClient(tracking_uri=self.uri(), registry_uri=self.uri())
 
     @contextlib.contextmanager
-    def session(self) -> Iterator[mlflow.MlflowClient]:
+    def session(self) -> Iterator[Any]:
         """Inside a step: the tracking server must answer within seconds (its URI named if not), the
         mlflow module points at it, and a transient failure is retried (legacy 3 x 5 min)."""
         with external("MLflow", self.uri()):
@@ -184,49 +210,32 @@ class MlflowSettings(dg.ConfigurableResource):
             yield self.client()
 
     def ensure_experiment(self) -> str:
+        from ct_assets.training.tracking import ensure_experiment
+
         return ensure_experiment(self.uri(), self.experiment_name)
 
+    @contextlib.contextmanager
+    def active_run(self, context: dg.AssetExecutionContext) -> Iterator[Any]:
+        """The MLflow run of this Dagster run, active inside the block: every step of one Dagster run logs
+        into one MLflow run (found again by its ``dagster_run_id`` tag), named after the job and the run."""
+        with self.session():
+            import mlflow
 
-class MlflowRun:
-    """dagster-mlflow's run for this Dagster run, opened by ``start()`` inside a step, where an
-    unreachable server fails in seconds naming its URI and a transient failure can be retried (a
-    resource that fails while it is set up is never retried)."""
-
-    def __init__(self, context: dg.InitResourceContext):
-        self._context = context
-        self.uri = context.resource_config.get("mlflow_tracking_uri") or settings.mlflow_tracking_uri()
-        self.run: MlFlow | None = None
-
-    def start(self) -> MlFlow:
-        if self.run is None:
-            probe_mlflow(self.uri)
-            point_mlflow(self.uri)
-            ensure_experiment(self.uri, self._context.resource_config["experiment_name"])
+            experiment_id = self.ensure_experiment()
+            found = mlflow.search_runs([experiment_id], filter_string=f"tags.dagster_run_id = '{context.run_id}'",
+                                       max_results=1, output_format="list")
             if mlflow.active_run():
                 mlflow.end_run()
-            self.run = MlFlow(self._context)
-        return self.run
-
-
-@dg.resource(config_schema=MLFLOW_CONFIG_SCHEMA, description="dagster-mlflow: one MLflow run per Dagster run.")
-def mlflow_run(context: dg.InitResourceContext):
-    """dagster-mlflow's tracking resource, made safe for many runs in one process.
-
-    dagster-mlflow resumes the MLflow run tagged with this Dagster run id, so every step of a
-    Dagster run logs into one MLflow run. Here we also create the experiment where the artifacts
-    belong and end the MLflow run when the resource is torn down, so a later Dagster run in the
-    same process never inherits it.
-    """
-    handle = MlflowRun(context)
-    failed = False
-    try:
-        yield handle
-    except BaseException:
-        failed = True
-        raise
-    finally:
-        if handle.run is not None:
-            mlflow.end_run(status=RunStatus.to_string(RunStatus.FAILED if failed else RunStatus.FINISHED))
+            job = "materialize" if context.job_name.startswith("__") else context.job_name
+            run = (mlflow.start_run(run_id=found[0].info.run_id) if found else
+                   mlflow.start_run(experiment_id=experiment_id, run_name=f"{job}-{context.run_id[:8]}",
+                                    tags={"dagster_run_id": context.run_id, "dagster_job": context.job_name}))
+            status = "FAILED"
+            try:
+                yield run
+                status = "FINISHED"
+            finally:
+                mlflow.end_run(status=status)
 
 
 def build_resources() -> dict[str, Any]:
@@ -236,10 +245,11 @@ def build_resources() -> dict[str, Any]:
     return {
         "alerts": AlertWebhook(),
         "study": StudySource(),
+        "study_design": StudyDesign(),
+        "quality": QualityPolicy(),
         "lake": lake_resource,
         "io_manager": LakeIOManager(lake=lake_resource),
-        "pyspark": Spark(spark_config=settings.spark_config()),
+        "pyspark": Spark(),
+        # The tracking URI is resolved when a step uses it, so $CT_HOME set later still counts.
         "mlflow_settings": MlflowSettings(),
-        # The tracking URI is resolved when the resource starts, so $CT_HOME set later still counts.
-        "mlflow": mlflow_run.configured({"experiment_name": settings.EXPERIMENT_NAME}),
     }

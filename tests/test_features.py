@@ -24,7 +24,7 @@ VISITS = pd.DataFrame({
 
 
 def test_baseline_last_change_slope_and_window():
-    f = subject_features(VISITS, DM, None, window_days=30).set_index(SUBJECT_KEY)
+    f = subject_features(VISITS, DM, None, landmark_day=30).set_index(SUBJECT_KEY)
     assert list(f.index) == ["S-a", "S-b"]  # S-c never started treatment (screen failure)
     a = f.loc["S-a"]
     assert a["VS_SYSBP__baseline"] == 120.0  # last value on or before day 1
@@ -42,7 +42,7 @@ def test_exposure_days_are_clipped_to_the_window():
     ex = pd.DataFrame({SUBJECT_KEY: ["S-a", "S-a", "S-b"], "EXSTDY": [1.0, 20.0, np.nan], "EXENDY": [10.0, 60.0, np.nan],
                        "EXSTDTC": ["2020-01-10", "2020-01-29", "2020-02-03"], "EXENDTC": [None, None, "2020-02-05"],
                        "EXDOSE": [50.0, 100.0, 10.0]})
-    f = subject_features(None, DM, ex, window_days=30).set_index(SUBJECT_KEY)
+    f = subject_features(None, DM, ex, landmark_day=30).set_index(SUBJECT_KEY)
     assert f.loc["S-a", "EXPOSURE_DAYS_WINDOW"] == 10 + 11  # days 1-10 and 20-30
     assert f.loc["S-a", "DOSE_DAYS_WINDOW"] == 10 * 50 + 11 * 100
     assert f.loc["S-b", "EXPOSURE_DAYS_WINDOW"] == 3  # days 3-5, derived from the dates
@@ -93,3 +93,45 @@ def test_observed_vs_expected_is_relative_to_the_models_own_calibration():
     assert observed_vs_expected(y, inflated)["pvalue"] < 0.01
     assert observed_vs_expected(y, inflated, baseline_ratio=0.75)["pvalue"] > 0.01
     assert observed_vs_expected(y & (rng.random(2000) < 0.5), p)["pvalue"] < 0.01  # half the events: drift
+
+
+def _study(seed: int):
+    """Twelve subjects with visits from day -10 to 120, exposure intervals across every day range, and
+    adverse events at random days."""
+    rng = np.random.default_rng(seed)
+    subjects = [f"S-{i:02d}" for i in range(12)]
+    dm = pd.DataFrame({SUBJECT_KEY: subjects, "RFSTDTC": "2020-01-10", "AGE": rng.normal(70, 5, 12), "SEX": "F",
+                       "ARMCD": "A", SPLIT_BUCKET: range(12)})
+    days = np.arange(-10, 121, 7)
+    visits = pd.DataFrame([(s, i + 1, float(d), 0, 2) for s in subjects for i, d in enumerate(days)],
+                          columns=[SUBJECT_KEY, "VISITNUM", "STUDY_DAY", "N_ABNORMAL", "N_RESULTS"])
+    visits["VS_SYSBP"] = rng.normal(130, 10, len(visits))
+    visits["LB_ALT"] = rng.normal(25, 5, len(visits))
+    ex = pd.DataFrame({SUBJECT_KEY: subjects, "EXSTDY": 1.0, "EXENDY": rng.integers(5, 100, 12).astype(float),
+                       "EXDOSE": 50.0, "EXSTDTC": None, "EXENDTC": None})
+    ae = pd.DataFrame({SUBJECT_KEY: subjects, "AESER": "Y", "AESEV": "SEVERE", "AESTDY": rng.integers(2, 110, 12).astype(float),
+                       "AESTDTC": None})
+    return dm, visits, ex, ae
+
+
+@pytest.mark.parametrize("landmark", [7, 14, 30, 45, 60, 90])
+def test_no_feature_uses_data_after_the_landmark(landmark):
+    """Leakage guard: rewrite everything after the landmark (values, extra visits, longer exposure)
+    and the features must not move; the label must only count events after the landmark."""
+    dm, visits, ex, ae = _study(landmark)
+    features = subject_features(visits, dm, ex, landmark_day=landmark)
+    later = visits["STUDY_DAY"] > landmark
+    tampered = visits.copy()
+    tampered.loc[later, ["VS_SYSBP", "LB_ALT"]] = 9999.0
+    tampered.loc[later, "N_ABNORMAL"] = 50
+    extra = tampered[later].assign(STUDY_DAY=lambda d: d["STUDY_DAY"] + 1, VISITNUM=lambda d: d["VISITNUM"] + 0.5)
+    longer = ex.assign(EXENDY=ex["EXENDY"].where(ex["EXENDY"] <= landmark, 400.0), EXDOSE=ex["EXDOSE"])
+    again = subject_features(pd.concat([tampered, extra], ignore_index=True), dm, longer, landmark_day=landmark)
+    pd.testing.assert_frame_equal(features, again)
+
+    events = T.outcome_events(ae, None, dm, T.Outcome(after_day=landmark))
+    labelled, excluded = T.label_subjects(features, events, after_day=landmark)
+    day = ae.set_index(SUBJECT_KEY)["AESTDY"]
+    assert excluded == int((day <= landmark).sum())
+    assert set(labelled[SUBJECT_KEY]) == set(day[day > landmark].index)  # every kept subject had a later event
+    assert labelled[T.LABEL].eq(1).all()

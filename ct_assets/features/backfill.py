@@ -1,6 +1,6 @@
 """Feature backfill: the offline store by enrollment cohort (month of first dose), as partitions.
 
-After a correction (a fixed lab file, a changed window), backfill a range of cohorts from the UI
+After a correction of the data (a fixed lab file, a re-sent batch), backfill a range of cohorts from the UI
 or the CLI. One stage per legacy task, each partitioned by cohort, a range being one run:
 
     backfill_inputs        extract_historical_data   the cohorts' subjects, visits and exposure, staged
@@ -22,12 +22,12 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from ct_assets import keys
-from ct_assets.features.assets import FeatureConfig
+from ct_assets.features.assets import require_landmark
 from ct_assets.features.logic import subject_features as build_features
 from ct_assets.lib.lake import locked, read_json, write_json, write_parquet
 from ct_assets.lib.metadata import table_md
 from ct_assets.lib.privacy import SUBJECT_KEY
-from ct_assets.resources import Lake
+from ct_assets.resources import Lake, StudyDesign
 
 COHORTS = dg.DynamicPartitionsDefinition(name="enrollment_cohorts")
 
@@ -110,13 +110,14 @@ def inputs_valid(lake: Lake) -> dg.AssetCheckResult:
 
 @dg.asset(key=keys.BACKFILL_FEATURES, kinds={"pandas"}, deps=[keys.BACKFILL_INPUTS], pool="feature_engineering", **COMMON,
           description="engineer_features: the staged cohorts' features, with the same function as subject_features.")
-def backfill_features(context: dg.AssetExecutionContext, config: FeatureConfig, lake: Lake) -> dg.MaterializeResult:
+def backfill_features(context: dg.AssetExecutionContext, study_design: StudyDesign, lake: Lake) -> dg.MaterializeResult:
     _check_stage(lake, sorted(context.partition_keys))
+    require_landmark(context.instance, study_design)  # the store's other cohorts use the same landmark
     dm = _staged(lake, "dm")
-    fresh = build_features(_staged(lake, "visits"), dm, _staged(lake, "ex"), config.window_days)
+    fresh = build_features(_staged(lake, "visits"), dm, _staged(lake, "ex"), study_design.landmark_day)
     write_parquet(fresh, _stage(lake) / "features.parquet")
     return dg.MaterializeResult(metadata={"subjects": len(fresh), "features": len(fresh.columns) - 1,
-                                          "window_days": config.window_days})
+                                          "landmark_day": study_design.landmark_day})
 
 
 @dg.asset_check(asset=keys.BACKFILL_FEATURES, blocking=True, description="validate_features: one row per staged subject, "

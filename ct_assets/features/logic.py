@@ -2,7 +2,7 @@
 
 Study day 1 is the first day of treatment (DM.RFSTDTC). For every test column of the processed
 visits we take the baseline (last value on or before day 1), the last value in the window
-(day 2 to ``window_days``), the change from baseline and the slope over all values up to the end
+(day 2 to ``landmark_day``), the change from baseline and the slope over all values up to the end
 of the window. Nothing here knows a test code or visit number: the tests are whatever columns
 processing produced.
 """
@@ -43,9 +43,9 @@ def _suffix(df: pd.DataFrame, stat: str) -> pd.DataFrame:
     return df.add_suffix(f"__{stat}")
 
 
-def findings_features(visits: pd.DataFrame, window_days: int) -> pd.DataFrame:
+def findings_features(visits: pd.DataFrame, landmark_day: int) -> pd.DataFrame:
     tests = test_columns(visits)
-    v = visits[visits["STUDY_DAY"].notna() & (visits["STUDY_DAY"] <= window_days)]
+    v = visits[visits["STUDY_DAY"].notna() & (visits["STUDY_DAY"] <= landmark_day)]
     v = v.sort_values([SUBJECT_KEY, "STUDY_DAY", "VISITNUM"])
     pre = v[v["STUDY_DAY"] <= 1]
     window = v[v["STUDY_DAY"] > 1]
@@ -63,7 +63,7 @@ def findings_features(visits: pd.DataFrame, window_days: int) -> pd.DataFrame:
     )
 
 
-def exposure_features(ex: pd.DataFrame | None, dm: pd.DataFrame, window_days: int) -> pd.DataFrame:
+def exposure_features(ex: pd.DataFrame | None, dm: pd.DataFrame, landmark_day: int) -> pd.DataFrame:
     """Days exposed and dose-days within the window, from EX intervals (open end = one day)."""
     cols = ["EXPOSURE_DAYS_WINDOW", "DOSE_DAYS_WINDOW"]
     if ex is None or ex.empty:
@@ -75,14 +75,14 @@ def exposure_features(ex: pd.DataFrame | None, dm: pd.DataFrame, window_days: in
     if "EXENDTC" in ex:
         end = end.fillna(study_day(ex["EXENDTC"], ref))
     end = end.fillna(start)
-    days = (np.minimum(end, window_days) - np.maximum(start, 1) + 1).clip(lower=0).fillna(0)
+    days = (np.minimum(end, landmark_day) - np.maximum(start, 1) + 1).clip(lower=0).fillna(0)
     dose = ex["EXDOSE"].fillna(0) if "EXDOSE" in ex else 0.0
     out = pd.DataFrame({SUBJECT_KEY: ex[SUBJECT_KEY], cols[0]: days, cols[1]: days * dose})
     return out.groupby(SUBJECT_KEY)[cols].sum().astype(float)
 
 
 def subject_features(
-    visits: pd.DataFrame | None, dm: pd.DataFrame, ex: pd.DataFrame | None, window_days: int = 30
+    visits: pd.DataFrame | None, dm: pd.DataFrame, ex: pd.DataFrame | None, landmark_day: int = 30
 ) -> pd.DataFrame:
     """One row per subject who started treatment (RFSTDTC present; screen failures have none)."""
     on_study = dm[dm["RFSTDTC"].notna()].set_index(SUBJECT_KEY)
@@ -93,9 +93,9 @@ def subject_features(
     demo["AGE"] = on_study["AGE"].astype(float)
     for col in CATEGORICAL:
         demo[col] = on_study[col].fillna("UNKNOWN").astype(str) if col in on_study else "UNKNOWN"
-    parts = [demo, exposure_features(ex, dm, window_days)]
+    parts = [demo, exposure_features(ex, dm, landmark_day)]
     if visits is not None and len(visits):
-        parts.append(findings_features(visits, window_days))
+        parts.append(findings_features(visits, landmark_day))
     features = pd.concat(parts, axis=1, join="outer").loc[on_study.index]
     numeric = [c for c in features.columns if c not in CATEGORICAL]
     features[numeric] = features[numeric].astype(float)

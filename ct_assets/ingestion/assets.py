@@ -6,7 +6,6 @@ import pandas as pd
 
 from ct_assets import keys
 from ct_assets.lib.sdtm import DOMAINS, SOURCE_COLS, StudyFileError
-from ct_assets.quality.schemas import all_columns
 from ct_assets.resources import StudySource
 
 DOMAIN_TITLES = {
@@ -37,6 +36,8 @@ def raw_domain_asset(domain: str) -> dg.AssetsDefinition:
             if domain == "DM":
                 raise dg.Failure(description=f"DM: the study at {study.path()} has no DM domain (dm.parquet, dm.csv "
                                              "or dm.xpt): subjects cannot be known", allow_retries=False)
+            from ct_assets.quality.schemas import all_columns
+
             context.log.warning(f"study has no {domain} domain: downstream assets run on what it has")
             df = pd.DataFrame({c: pd.Series(dtype=object) for c in all_columns(domain) + SOURCE_COLS})
         return dg.Output(

@@ -9,7 +9,6 @@ from ct_assets.lib.lake import new_version_dir, publish_dir
 from ct_assets.lib.sdtm import FINDINGS_DOMAINS
 from ct_assets.lib.faults import external
 from ct_assets.resources import Lake, Spark
-from spark import visits as job
 
 VISIT_COLUMNS = {"SUBJECT_KEY": "string", "VISITNUM": "float64", "STUDY_DAY": "float64",
                  "N_ABNORMAL": "int32", "N_RESULTS": "int32"}
@@ -29,6 +28,8 @@ def processed_visits(context: dg.AssetExecutionContext, pyspark: Spark, lake: La
     present = {d: p for d, p in sources.items() if not pd.read_parquet(p, columns=["SUBJECT_KEY"]).empty}
     version = new_version_dir(out)
     if present:
+        from spark import visits as job  # pyspark loads with the step, not with the code location
+
         with external("Spark", pyspark.master()):
             spark = pyspark.spark_session
             spark.sparkContext.setLogLevel("WARN")

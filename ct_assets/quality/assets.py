@@ -15,15 +15,13 @@ from pydantic import Field
 from ct_assets import keys
 from ct_assets.lib.sdtm import DOMAINS
 from ct_assets.quality.validate import accepted_subjects, validate_domain
+from ct_assets.resources import QualityPolicy
 
 
 class QualityConfig(dg.Config):
-    min_quality_score: float = Field(
-        default=0.95, description="Share of rows that must pass validation (legacy data quality threshold)."
+    min_quality_score: float | None = Field(
+        default=None, description="This domain's threshold, when it differs from the quality policy's (resource 'quality')."
     )
-    data_cutoff: str | None = Field(
-        default=None, description="Data cut-off date (YYYY-MM-DD): later dates are quarantined. Default $CT_DATA_CUTOFF, "
-                                  "else the run date.")
 
 
 def _rules_markdown(rule_counts: dict[str, int]) -> str:
@@ -39,9 +37,10 @@ def validation_asset(domain: str) -> dg.AssetsDefinition:
     if domain != "DM":  # a row's subject must have passed DM validation, not merely be in raw DM
         ins |= {"raw_dm": dg.AssetIn(keys.raw("DM")), "validated_dm": dg.AssetIn(keys.validated("DM"))}
 
-    def validate(context: dg.AssetExecutionContext, config: QualityConfig, raw: pd.DataFrame,
+    def validate(context: dg.AssetExecutionContext, config: QualityConfig, quality: QualityPolicy, raw: pd.DataFrame,
                  known: set[str] | None) -> Iterator:
-        split = validate_domain(domain, raw, known, config.data_cutoff)
+        threshold = quality.min_quality_score if config.min_quality_score is None else config.min_quality_score
+        split = validate_domain(domain, raw, known, quality.cutoff())
         validated, rules = split.validated, split.rules
         yield dg.Output(
             validated,
@@ -68,8 +67,8 @@ def validation_asset(domain: str) -> dg.AssetsDefinition:
         yield dg.AssetCheckResult(
             check_name="quality_score",
             asset_key=validated_key,
-            passed=split.score >= config.min_quality_score,
-            metadata={"score": round(split.score, 4), "threshold": config.min_quality_score,
+            passed=split.score >= threshold,
+            metadata={"score": round(split.score, 4), "threshold": threshold,
                       "rules": dg.MetadataValue.md(_rules_markdown(rules))},
         )
         if rules:
@@ -100,15 +99,16 @@ def validation_asset(domain: str) -> dg.AssetsDefinition:
 
     if domain == "DM":
         @multi_asset
-        def _validate_dm(context: dg.AssetExecutionContext, config: QualityConfig, raw: pd.DataFrame) -> Iterator:
-            yield from validate(context, config, raw, None)
+        def _validate_dm(context: dg.AssetExecutionContext, config: QualityConfig, quality: QualityPolicy,
+                         raw: pd.DataFrame) -> Iterator:
+            yield from validate(context, config, quality, raw, None)
 
         return _validate_dm
 
     @multi_asset
-    def _validate(context: dg.AssetExecutionContext, config: QualityConfig, raw: pd.DataFrame,
+    def _validate(context: dg.AssetExecutionContext, config: QualityConfig, quality: QualityPolicy, raw: pd.DataFrame,
                   raw_dm: pd.DataFrame, validated_dm: pd.DataFrame) -> Iterator:
-        yield from validate(context, config, raw, accepted_subjects(raw_dm, validated_dm))
+        yield from validate(context, config, quality, raw, accepted_subjects(raw_dm, validated_dm))
 
     return _validate
 

@@ -10,9 +10,8 @@ from ct_assets.alerts import AlertWebhook
 from ct_assets.lib.metadata import table_md
 from ct_assets.lib.sdtm import DOMAINS, FINDINGS_DOMAINS, SOURCE_COLS, domain_files
 from ct_assets.quality import report as R
-from ct_assets.quality.schemas import domain_schema
 from ct_assets.quality.validate import split_valid
-from ct_assets.resources import Lake, StudySource
+from ct_assets.resources import Lake, QualityPolicy, StudySource
 
 
 class FreshnessConfig(dg.Config):
@@ -21,10 +20,6 @@ class FreshnessConfig(dg.Config):
 
 class AnomalyConfig(dg.Config):
     anomaly_z: float = Field(default=6.0, description="Robust z-score above which a result is anomalous.")
-
-
-class DataQualityConfig(dg.Config):
-    min_quality_score: float = Field(default=0.95, description="Legacy data quality threshold.")
 
 
 def _read(lake: Lake, name: str) -> pd.DataFrame:
@@ -112,7 +107,7 @@ def data_anomalies(config: AnomalyConfig, lake: Lake) -> dg.Output[pd.DataFrame]
     description="Validity, completeness, consistency and anomalies of the study in one score against the data "
                 "quality threshold; alerts below it.",
 )
-def data_quality_report(context: dg.AssetExecutionContext, config: DataQualityConfig, lake: Lake, alerts: AlertWebhook,
+def data_quality_report(context: dg.AssetExecutionContext, quality: QualityPolicy, lake: Lake, alerts: AlertWebhook,
                         completeness: pd.DataFrame, consistency: dict, freshness: dict, anomalies: pd.DataFrame):
     counts = pd.DataFrame([{"domain": d, "validated": len(_read(lake, f"validated_{d.lower()}")),
                             "quarantined": len(_read(lake, f"quarantine_{d.lower()}"))} for d in DOMAINS])
@@ -132,15 +127,15 @@ def data_quality_report(context: dg.AssetExecutionContext, config: DataQualityCo
         "non_anomalous": 1.0 - anomaly_share,
     }
     score = R.quality_score(components)
-    if score < config.min_quality_score:
-        alerts.send(f":warning: data quality score {score:.3f} below {config.min_quality_score}", context.log)
+    if score < quality.min_quality_score:
+        alerts.send(f":warning: data quality score {score:.3f} below {quality.min_quality_score}", context.log)
     report = {"score": score, "components": components, "age_days": freshness["age_days"], "anomaly_share": anomaly_share,
               "per_domain": per_domain.to_dict(orient="records")}
     yield dg.Output(report, metadata={"score": round(score, 4), "age_days": round(freshness["age_days"], 2),
                                       **_rounded(components), "per_domain": table_md(per_domain),
                                       "not_assessable": "; ".join(consistency.get("not_assessable", [])) or "none"})
-    yield dg.AssetCheckResult(check_name="score_above_threshold", passed=score >= config.min_quality_score,
-                              metadata={"score": round(score, 4), "threshold": config.min_quality_score})
+    yield dg.AssetCheckResult(check_name="score_above_threshold", passed=score >= quality.min_quality_score,
+                              metadata={"score": round(score, 4), "threshold": quality.min_quality_score})
 
 
 @dg.asset(
@@ -150,6 +145,8 @@ def data_quality_report(context: dg.AssetExecutionContext, config: DataQualityCo
                 "how many a rule or data fix would now release. The data_cleaning sensor re-runs validation for those domains.",
 )
 def quarantine_recheck(lake: Lake) -> dg.Output[dict]:
+    from ct_assets.quality.schemas import domain_schema
+
     # Today's subjects: those whose DM row, as delivered now, passes today's rules.
     known = set(split_valid(_read(lake, "raw_dm"), domain_schema("DM")).accepted["USUBJID"].astype(str))
     rows = []

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 
 from ct_assets.lib.privacy import SUBJECT_KEY
-from ct_assets.quality.schemas import all_columns
 
 
 def _dates(s: pd.Series) -> pd.Series:
@@ -19,6 +18,8 @@ def _dates(s: pd.Series) -> pd.Series:
 
 def completeness(validated: pd.DataFrame, domain: str) -> float:
     """Share of non-null values in the SDTM columns the domain carries."""
+    from ct_assets.quality.schemas import all_columns
+
     cols = [c for c in all_columns(domain) if c in validated.columns and c != "USUBJID"]
     if validated.empty or not cols:
         return 1.0

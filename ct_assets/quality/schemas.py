@@ -16,7 +16,6 @@ import pandera.pandas as pa
 
 from ct_assets.lib.sdtm import FINDINGS_DOMAINS
 from ct_assets.settings import data_cutoff
-from spark.visits import UNIT_CONVERSIONS
 
 TESTCD_RE = r"^[A-Z][A-Z0-9_]{0,7}$"  # SDTM --TESTCD: max 8 chars, starts with a letter
 # ISO 8601 as SDTM uses it: partial dates allowed, hours 00-23, minutes and seconds 00-59.
@@ -162,6 +161,8 @@ def _findings_unit_check(domain: str) -> pa.Check:
     testcd, res, unit = f"{domain}TESTCD", f"{domain}STRESN", f"{domain}STRESU"
 
     def one_unit(df: pd.DataFrame) -> pd.Series:
+        from spark.visits import UNIT_CONVERSIONS  # the conversions processing applies (imports pyspark: on use)
+
         if unit not in df.columns or res not in df.columns:
             return pd.Series(True, index=df.index)
         has = df[res].notna() & df[unit].notna()

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
-import pandera.pandas as pa
-from pandera.errors import SchemaErrors
+
+if TYPE_CHECKING:  # pandera loads on use: the code location must not pay for it
+    import pandera.pandas as pa
 
 REASON = "_QUARANTINE_REASON"
 RULES = "_QUARANTINE_RULES"
@@ -63,6 +66,8 @@ def split_valid(df: pd.DataFrame, schema: pa.DataFrameSchema) -> Split:
     Failures that name no row (a required column missing, say) quarantine the whole domain with
     that reason, rather than dropping it or failing the run without a trace.
     """
+    from pandera.errors import SchemaErrors
+
     df = df.reset_index(drop=True)
     empty_q = df.iloc[0:0].assign(**{REASON: pd.Series(dtype=str), RULES: pd.Series(dtype=str)})
     non_numbers = _text_non_numbers(df, schema)

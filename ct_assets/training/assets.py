@@ -6,12 +6,13 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from ct_assets.lib.faults import external, fails_fast
+from ct_assets.lib.faults import fails_fast
 from ct_assets import keys, settings
 from ct_assets.lib.metadata import image_md, table_md
 from ct_assets.lib.registry import CHALLENGER, promote
 from ct_assets.training.tracking import evaluate_and_log, log_candidate, register_challenger
-from ct_assets.resources import MlflowSettings, StudySource
+from ct_assets.features.assets import require_landmark
+from ct_assets.resources import Lake, MlflowSettings, StudyDesign, StudySource
 from ct_assets.training import logic as T
 
 
@@ -22,12 +23,12 @@ class OutcomeConfig(dg.Config):
     ae_serious: bool = Field(default=True, description="Count serious AEs (AESER = 'Y').")
     ae_severities: list[str] = Field(default=["SEVERE"], description="AESEV values that count.")
     ds_terms: list[str] = Field(default=["ADVERSE EVENT"], description="DS.DSDECOD values that count (discontinuation).")
-    after_day: int = Field(default=30, description="Only events after this study day count; earlier ones exclude the subject.")
     holdout_fraction: float = Field(default=0.25, description="Share of subjects held out for evaluation.")
     split_seed: int = 0
 
-    def outcome(self) -> T.Outcome:
-        return T.Outcome(self.ae_serious, tuple(self.ae_severities), tuple(self.ds_terms), self.after_day)
+    def outcome(self, design: StudyDesign) -> T.Outcome:
+        """The outcome after the study design's landmark day (shared with the features)."""
+        return T.Outcome(self.ae_serious, tuple(self.ae_severities), tuple(self.ds_terms), design.landmark_day)
 
 
 class ModelConfig(dg.Config):
@@ -59,11 +60,12 @@ class PromotionConfig(dg.Config):
          "ae": dg.AssetIn(keys.validated("AE")), "ds": dg.AssetIn(keys.validated("DS"))},
     description="Subject features with the outcome label and a fixed train / holdout split.",
 )
-def training_set(context: dg.AssetExecutionContext, config: OutcomeConfig, study: StudySource, features: pd.DataFrame,
-                 dm: pd.DataFrame, ae: pd.DataFrame, ds: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+def training_set(context: dg.AssetExecutionContext, config: OutcomeConfig, study_design: StudyDesign, study: StudySource,
+                 features: pd.DataFrame, dm: pd.DataFrame, ae: pd.DataFrame, ds: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+    require_landmark(context.instance, study_design)
     with fails_fast():
-        labelled, excluded = T.make_training_set(features, dm, ae, ds, config.outcome(), config.holdout_fraction,
-                                                 config.split_seed)
+        labelled, excluded = T.make_training_set(features, dm, ae, ds, config.outcome(study_design),
+                                                 config.holdout_fraction, config.split_seed)
     counts = labelled.groupby(T.SPLIT)[T.LABEL].agg(["size", "sum"])
     context.log.info(f"{len(labelled)} subjects labelled, {excluded} excluded (event inside the feature window)")
     return dg.Output(
@@ -75,7 +77,8 @@ def training_set(context: dg.AssetExecutionContext, config: OutcomeConfig, study
             "excluded_prior_event": excluded,
             "train_subjects": int(counts.loc["train", "size"]) if "train" in counts.index else 0,
             "holdout_subjects": int(counts.loc["holdout", "size"]) if "holdout" in counts.index else 0,
-            "outcome": dg.MetadataValue.json(config.model_dump()),
+            "outcome": dg.MetadataValue.json(config.model_dump() | {"after_day": study_design.landmark_day}),
+            "landmark_day": study_design.landmark_day,
             "study_fingerprint": study.fingerprint(),
         },
     )
@@ -87,14 +90,12 @@ def training_set(context: dg.AssetExecutionContext, config: OutcomeConfig, study
     kinds={"mlflow", "scikitlearn"},
     pool="model_training",
     ins={"training_set": dg.AssetIn(keys.TRAINING_SET)},
-    required_resource_keys={"mlflow", "lake"},
     description="A classifier of adverse-event risk trained on the train split, tracked as an MLflow run.",
 )
-def candidate_model(context: dg.AssetExecutionContext, config: ModelConfig, training_set: pd.DataFrame) -> dg.Output[dict]:
-    source = str(context.resources.lake.path_for(keys.TRAINING_SET.path[-1]))
-    tracking = context.resources.mlflow
-    with external("MLflow", tracking.uri):
-        tracking.start()  # dagster-mlflow's run for this Dagster run: the candidate is logged there
+def candidate_model(context: dg.AssetExecutionContext, config: ModelConfig, mlflow_settings: MlflowSettings, lake: Lake,
+                    training_set: pd.DataFrame) -> dg.Output[dict]:
+    source = str(lake.path_for(keys.TRAINING_SET.path[-1]))
+    with mlflow_settings.active_run(context), fails_fast():
         record = log_candidate(training_set, config.params(), source, config.cv_folds)
     run_id, metrics, cv_mean = record["run_id"], record["metrics"], record["metrics"]["cv_auroc_mean"]
     context.log.info(f"candidate model logged to MLflow run {run_id}: cv AUROC {cv_mean:.3f}")
@@ -108,14 +109,12 @@ def candidate_model(context: dg.AssetExecutionContext, config: ModelConfig, trai
     kinds={"mlflow"},
     pool="mlflow_operations",
     ins={"candidate": dg.AssetIn(keys.CANDIDATE_MODEL), "training_set": dg.AssetIn(keys.TRAINING_SET)},
-    required_resource_keys={"mlflow"},
     description="The candidate on the held-out subjects: discrimination, calibration and subgroups.",
 )
-def model_evaluation(context: dg.AssetExecutionContext, candidate: dict, training_set: pd.DataFrame) -> dg.Output[dict]:
+def model_evaluation(context: dg.AssetExecutionContext, mlflow_settings: MlflowSettings, candidate: dict,
+                     training_set: pd.DataFrame) -> dg.Output[dict]:
     plot = settings.reports_dir() / f"calibration-{candidate['run_id']}.png"
-    tracking = context.resources.mlflow
-    with external("MLflow", tracking.uri):
-        tracking.start()
+    with mlflow_settings.active_run(context):
         result = evaluate_and_log(candidate["model_uri"], training_set, plot)
     metrics, subgroups = result["metrics"], pd.DataFrame(result["subgroups"])
     context.log.info(f"holdout AUROC {metrics['auroc']:.3f} (95% CI {metrics['auroc_ci_low']:.2f}-"

@@ -9,13 +9,14 @@ No ``from __future__ import annotations`` here: KFP reads the real annotation ob
 """
 
 import functools
-import os
 
 from kfp import dsl
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
+from ct_assets import settings
+
 # Built from kfp/Dockerfile and pushed by the cluster operator; override with CT_KFP_IMAGE at compile time.
-IMAGE = os.environ.get("CT_KFP_IMAGE", "ghcr.io/clinical-trials-mlops/ct-kfp:0.1.0")
+IMAGE = settings.kfp_image()
 
 component = functools.partial(dsl.component, base_image=IMAGE, install_kfp_package=False)
 
@@ -37,12 +38,12 @@ def data_validation(study_dir: str, validated: Output[Dataset], quarantine: Outp
 
 
 @component
-def feature_engineering(validated: Input[Dataset], window_days: int, holdout_fraction: float,
+def feature_engineering(validated: Input[Dataset], landmark_day: int, holdout_fraction: float,
                         features: Output[Dataset], training_set: Output[Dataset], metrics: Output[Metrics]):
-    """Spark visits job, subject features of the first ``window_days`` and the labelled training set."""
+    """Spark visits job, subject features of the first ``landmark_day`` and the labelled training set."""
     from ct_kfp import steps
 
-    report = steps.engineer_features(validated.path, features.path, training_set.path, window_days,
+    report = steps.engineer_features(validated.path, features.path, training_set.path, landmark_day,
                                      holdout_fraction=holdout_fraction)
     for name, value in report.items():
         metrics.log_metric(name, value)

@@ -30,7 +30,7 @@ def build(retries: int = 3) -> dict:
     """The four pipelines. ``retries`` (legacy: 3, five minutes apart) applies to the tasks that talk
     to MLflow; local runs build them with 0 so that a failure shows at once."""
 
-    def _prepare(study_dir: str, window_days: int, holdout_fraction: float) -> dsl.PipelineTask:
+    def _prepare(study_dir: str, landmark_day: int, holdout_fraction: float) -> dsl.PipelineTask:
         validation = _task(c.data_validation, study_dir=study_dir)
         validation.set_display_name("validate_clinical_data")
         # Subject ids are pseudonymised here: the key comes from a Kubernetes Secret, never from the image.
@@ -38,7 +38,7 @@ def build(retries: int = 3) -> dict:
         features = _task(
             c.feature_engineering,
             validated=validation.outputs["validated"],
-            window_days=window_days,
+            landmark_day=landmark_day,
             holdout_fraction=holdout_fraction,
         )
         features.set_display_name("extract_features")
@@ -82,12 +82,12 @@ def build(retries: int = 3) -> dict:
         mlflow_tracking_uri: str = "",
         model_name: str = MODEL_NAME,
         params: dict = DEFAULT_PARAMS,
-        window_days: int = 30,
+        landmark_day: int = 30,
         holdout_fraction: float = 0.25,
         min_auroc: float = 0.6,
         tolerance: float = 0.0,
     ) -> bool:
-        features = _prepare(study_dir, window_days, holdout_fraction)
+        features = _prepare(study_dir, landmark_day, holdout_fraction)
         training_set = features.outputs["training_set"]
         train, evaluation = _train_and_evaluate(training_set, params, mlflow_tracking_uri, "kfp-training")
         register = _register(train, evaluation, training_set, mlflow_tracking_uri, model_name, min_auroc, tolerance)
@@ -100,12 +100,12 @@ def build(retries: int = 3) -> dict:
         model_name: str = MODEL_NAME,
         search_space: list = SEARCH_SPACE,
         default_params: dict = DEFAULT_PARAMS,
-        window_days: int = 30,
+        landmark_day: int = 30,
         holdout_fraction: float = 0.25,
         min_auroc: float = 0.6,
         tolerance: float = 0.0,
     ) -> dict:
-        features = _prepare(study_dir, window_days, holdout_fraction)
+        features = _prepare(study_dir, landmark_day, holdout_fraction)
         training_set = features.outputs["training_set"]
         start = _task(c.hpo_start, mlflow_tracking_uri=mlflow_tracking_uri, experiment=EXPERIMENT, search_space=search_space)
         parent = start.outputs["Output"]
@@ -146,10 +146,10 @@ def build(retries: int = 3) -> dict:
         traffic_share: float = 0.1,
         endpoint: str = "adverse-event-predictor",
         tolerance: float = 0.0,
-        window_days: int = 30,
+        landmark_day: int = 30,
         holdout_fraction: float = 0.25,
     ) -> str:
-        features = _prepare(study_dir, window_days, holdout_fraction)
+        features = _prepare(study_dir, landmark_day, holdout_fraction)
         deploy = _task(
             c.deploy_model,
             model_name=model_name,
@@ -177,10 +177,10 @@ def build(retries: int = 3) -> dict:
         model_name: str = MODEL_NAME,
         alpha: float = 0.05,
         n_resamples: int = 2000,
-        window_days: int = 30,
+        landmark_day: int = 30,
         holdout_fraction: float = 0.25,
     ) -> str:
-        features = _prepare(study_dir, window_days, holdout_fraction)
+        features = _prepare(study_dir, landmark_day, holdout_fraction)
         test = _task(
             c.ab_test,
             training_set=features.outputs["training_set"],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +58,7 @@ def submit(name: str, arguments: dict[str, Any] | None = None, host: str | None 
     Authentication follows ``kfp.Client``: in-cluster service account, or ``KF_PIPELINES_SA_TOKEN_PATH``."""
     import kfp
 
-    host = host or os.environ.get("KFP_HOST")
+    host = host or settings.kfp_host()
     if not host:
         raise ValueError("no KFP host: pass --host or set KFP_HOST (or run locally with `python -m ct_kfp run`)")
     client = kfp.Client(host=host, namespace=namespace)

@@ -105,15 +105,17 @@ def process_visits(validated_dir: str) -> pd.DataFrame:
         spark.stop()
 
 
-def engineer_features(validated_dir: str, features_path: str, training_set_path: str, window_days: int = 30,
+def engineer_features(validated_dir: str, features_path: str, training_set_path: str, landmark_day: int = 30,
                       outcome: dict | None = None, holdout_fraction: float = 0.25) -> dict[str, Any]:
-    """Processed visits -> subject features -> labelled training set with the fixed holdout split."""
+    """Processed visits -> subject features up to the landmark day -> training set labelled by events
+    after it, with the fixed holdout split (one landmark for both, as in the Dagster assets)."""
     from ct_assets.features.logic import subject_features
 
     dm = _domain(validated_dir, "DM")
     visits = process_visits(validated_dir)
-    features = subject_features(visits, dm, _domain(validated_dir, "EX"), window_days)
-    outcome_def = T.Outcome(**{k: tuple(v) if isinstance(v, list) else v for k, v in (outcome or {}).items()})
+    features = subject_features(visits, dm, _domain(validated_dir, "EX"), landmark_day)
+    outcome_def = T.Outcome(**{k: tuple(v) if isinstance(v, list) else v for k, v in (outcome or {}).items()
+                               if k != "after_day"}, after_day=landmark_day)
     labelled, excluded = T.make_training_set(features, dm, _domain(validated_dir, "AE"), _domain(validated_dir, "DS"),
                                              outcome_def, holdout_fraction)
     lake.write_parquet(features, Path(features_path))
