@@ -1,13 +1,21 @@
-"""The legacy Airflow view: the five emitted DAGs load in a real Airflow 2.11, agree with the
-Dagster jobs, and their tasks run the Dagster assets through a real Dagster webserver."""
+"""The legacy Airflow view: the five emitted DAGs load in a real Airflow 2.11 (with no connection and
+no metadata database at parse time), agree with the Dagster jobs, and, in an Airflow started as
+`make airflow` starts it (scheduler and webserver processes, SQLite and PostgreSQL), their tasks run
+through the scheduler and launch the Dagster assets on a real `dagster dev`."""
 
+import base64
 import json
 import os
+import re
+import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -31,18 +39,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _airflow_env(home: Path, dags: Path, graphql: str) -> dict[str, str]:
-    assert AIRFLOW_PY.exists(), f"no Airflow venv at {AIRFLOW_PY}: run `make airflow-install`"
-    return dict(os.environ, AIRFLOW_HOME=str(home), CT_AIRFLOW_ADMIN_PASSWORD="test-only-not-a-secret",
-                AIRFLOW__CORE__DAGS_FOLDER=str(dags), AIRFLOW__CORE__LOAD_EXAMPLES="False",
-                AIRFLOW_CONN_DAGSTER_DEFAULT=json.dumps({"conn_type": "dagster", "login": graphql}))
-
-
-def _airflow(env, *args, timeout=600) -> subprocess.CompletedProcess:
-    return subprocess.run([str(AIRFLOW_PY.with_name("airflow")), *args], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout)
-
-
 @pytest.fixture(scope="module")
 def dags(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dags")
@@ -52,9 +48,13 @@ def dags(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def dagbag(dags, tmp_path_factory) -> dict:
+    """What Airflow makes of the DAG files, parsed as the scheduler does: no connection defined and a
+    metadata database that cannot be opened (any database access at parse time is an import error)."""
     home = tmp_path_factory.mktemp("airflow_bag")
     out = home / "dagbag.json"
-    env = _airflow_env(home, dags, "http://127.0.0.1:9/graphql")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env |= {"AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/no/such/dir/airflow.db"}
     proc = subprocess.run([str(AIRFLOW_PY), "-m", "airflow_compat", "dagbag", str(dags), "--out", str(out)],
                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -75,6 +75,17 @@ def test_dagbag_loads_exactly_the_five_legacy_dags(dagbag):
             assert task["pool"] in LEGACY_POOLS
     spark = dagbag["dags"]["clinical_data_pipeline"]["tasks"]["spark_data_processing"]
     assert spark["pool"] == "spark_jobs" and spark["upstream"] == ["validate_clinical_data"]
+
+
+def test_dag_files_parse_without_connection_database_or_dagster(dagbag):
+    """The dagbag fixture has no connection and no usable metadata database: the files still load,
+    without importing Dagster, in milliseconds each (the first file of a process also pays for
+    Airflow's own lazy imports)."""
+    assert dagbag["import_errors"] == {} and len(dagbag["dags"]) == 5
+    assert not dagbag["dagster_imported"]
+    times = sorted(dagbag["parse_s"].values())
+    print("DagBag parse time per file (s):", dagbag["parse_s"])
+    assert len(times) == 5 and times[-2] < 0.2 and times[-1] < 3, dagbag["parse_s"]
 
 
 def _ancestors(tasks: dict, task_id: str) -> set[str]:
@@ -150,7 +161,10 @@ def test_configuration_files_carry_the_legacy_settings_and_no_secret():
     assert all("127.0.0.1" in json.dumps(c) or c.get("host") == "local[*]" for c in connections.values())
 
 
-# --- end to end: a real Dagster webserver, a real Airflow ------------------------------------------------------
+# --- end to end: a real Dagster webserver, Airflow started as `make airflow` starts it ---------------------------
+
+ADMIN_PASSWORD = "test-only-not-a-secret"
+MINIMAL_PATH = "/usr/local/bin:/usr/bin:/bin"  # no venv on it: the start command must not need one
 
 
 def _graphql(url: str, query: str) -> dict:
@@ -185,56 +199,276 @@ def dagster_web(tmp_path_factory):
                 pass
             assert time.monotonic() < deadline, "Dagster webserver did not load the workspace"
             time.sleep(1)
-        yield url, home
+        yield url, home, proc
     finally:
         stop_group(proc)
         log.close()
 
 
+class Airflow:
+    """An Airflow deployment started by ``python -m airflow_compat start`` (the command `make airflow`
+    runs) in its own process group: scheduler and webserver as separate processes."""
+
+    def __init__(self, proc: subprocess.Popen, home: Path, port: int, log: Path):
+        self.proc, self.home, self.port, self.log = proc, home, port, log
+        self.base = f"http://127.0.0.1:{port}"
+        # The README's environment for the CLI: AIRFLOW_HOME, nothing else.
+        self.cli_env = {"PATH": MINIMAL_PATH, "HOME": os.environ.get("HOME", "/root"), "AIRFLOW_HOME": str(home)}
+
+    def cli(self, *args, timeout=300) -> subprocess.CompletedProcess:
+        return subprocess.run([str(AIRFLOW_PY.with_name("airflow")), *args], env=self.cli_env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=timeout)
+
+    def api(self, method: str, path: str, body: dict | None = None, password: str = ADMIN_PASSWORD):
+        """The REST API with basic auth, as legacy ops scripts call it; returns (status, json)."""
+        token = base64.b64encode(f"admin:{password}".encode()).decode()
+        req = urllib.request.Request(f"{self.base}/api/v1/{path}", method=method,
+                                     data=None if body is None else json.dumps(body).encode(),
+                                     headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status, json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as e:
+            return e.code, None
+
+    def tail(self) -> str:
+        return self.log.read_text()[-4000:]
+
+
+def start_airflow(dags: Path, graphql: str, home: Path, **extra_env) -> Airflow:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")} | {
+        "PATH": MINIMAL_PATH, "CT_HOME": str(home), "CT_AIRFLOW_PORT": str(port),
+        "CT_AIRFLOW_ADMIN_PASSWORD": ADMIN_PASSWORD, "CT_DAGSTER_URL": graphql, **extra_env}
+    log = home / "airflow.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(AIRFLOW_PY), "-m", "airflow_compat", "start", "--dags", str(dags)], env=env,
+                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    airflow = Airflow(proc, home / "airflow", port, log)
+    deadline = time.monotonic() + 300
+    try:
+        while True:  # up when the webserver answers, the scheduler heartbeats and the five DAGs are in the database
+            assert proc.poll() is None, airflow.tail()
+            assert time.monotonic() < deadline, "Airflow did not come up: " + airflow.tail()
+            try:
+                with urllib.request.urlopen(f"{airflow.base}/health", timeout=10) as resp:
+                    health = json.loads(resp.read())
+                if health["scheduler"]["status"] == "healthy" and airflow.api("GET", "dags")[1]["total_entries"] == 5:
+                    return airflow
+            except (OSError, KeyError, TypeError, ValueError):
+                pass
+            time.sleep(2)
+    except BaseException:
+        stop_airflow(airflow)
+        raise
+
+
 @pytest.fixture(scope="module")
-def airflow_home(dags, dagster_web, tmp_path_factory):
-    """A fresh Airflow (SQLite) prepared by the documented start command: DB, admin, config imported."""
-    url, _ = dagster_web
-    home = tmp_path_factory.mktemp("airflow")
-    env = _airflow_env(home, dags, url)
-    proc = subprocess.run([str(AIRFLOW_PY), "-m", "airflow_compat", "start", "--dags", str(dags), "--init-only"],
-                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "test-only-not-a-secret" not in proc.stdout  # a given password is never printed
-    return env
+def airflow(dags, dagster_web, tmp_path_factory):
+    """Airflow on SQLite with the SequentialExecutor, the default of `make airflow`."""
+    url, _, _ = dagster_web
+    started = time.monotonic()
+    af = start_airflow(dags, url, tmp_path_factory.mktemp("ct_airflow"))
+    print(f"Airflow up in {time.monotonic() - started:.1f} s")
+    try:
+        yield af
+    finally:
+        stop_airflow(af)
 
 
-def test_start_imports_pools_variables_and_connections(airflow_home):
-    pools = {p["pool"]: int(p["slots"]) for p in json.loads(_airflow(airflow_home, "pools", "list", "-o", "json").stdout)}
+def _descendants(*roots: int) -> set[int]:
+    """``roots`` and all their descendants (Airflow puts each task process in a process group of its own)."""
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parent[int(stat.parent.name)] = int(fields[1])
+        except (OSError, IndexError, ValueError):
+            pass
+    found, todo = set(), list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo += [child for child, ppid in parent.items() if ppid == pid]
+    return found
+
+
+def _listeners(*roots: int) -> set[tuple[str, int, str]]:
+    """(address, port, process) of every listening TCP socket of ``roots`` and their descendants (`ss -ltnp`)."""
+    pids = _descendants(*roots)
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    found = set()
+    for line in out.splitlines():
+        address, _, port = line.split()[3].rpartition(":")
+        for name, pid in re.findall(r'\("([^"]+)",pid=(\d+)', line):
+            if int(pid) in pids:
+                found.add((address.strip("[]"), int(port), name))
+    return found
+
+
+def stop_airflow(af: Airflow) -> None:
+    """Stop the start command's process group, then any task process left in a group of its own."""
+    leftovers = _descendants(af.proc.pid) - {af.proc.pid}
+    stop_group(af.proc)
+    for pid in leftovers:
+        try:
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _drain(af: Airflow, dag_id: str, run_id: str, timeout: float = 300) -> None:
+    """After a pause: wait until no task of the run is queued or running."""
+    deadline = time.monotonic() + timeout
+    while True:
+        tis = af.api("GET", f"dags/{dag_id}/dagRuns/{run_id}/taskInstances")[1]["task_instances"]
+        if not [t for t in tis if t["state"] in ("queued", "running")]:
+            return
+        assert time.monotonic() < deadline, tis
+        time.sleep(2)
+
+
+def _wait_for_runs(af: Airflow, dag_id: str, manual: set[str], roots: tuple[int, ...], timeout: float = 1200) -> tuple:
+    """Wait until the DAG's first scheduled run (switching it on creates one) and its manual runs
+    ``manual`` have succeeded; listeners seen meanwhile. (A later 4-hour tick may add a run: ignored.)"""
+    deadline, listeners = time.monotonic() + timeout, set()
+    while True:
+        assert af.proc.poll() is None, af.tail()
+        listeners |= _listeners(*roots)
+        runs = af.api("GET", f"dags/{dag_id}/dagRuns?order_by=execution_date")[1]["dag_runs"]
+        mine = [r for r in runs if r["run_type"] == "scheduled"][:1] + [r for r in runs if r["dag_run_id"] in manual]
+        assert not [r for r in mine if r["state"] == "failed"], (runs, af.tail())
+        if len(mine) == 1 + len(manual) and all(r["state"] == "success" for r in mine):
+            return mine, listeners
+        assert time.monotonic() < deadline, (runs, af.tail())
+        time.sleep(5)
+
+
+def test_airflow_configuration_seen_by_operators(airflow):
+    """`make airflow` imported the legacy pools, variables and connections; the CLI in the README's
+    environment (AIRFLOW_HOME only) sees the same deployment and only the five DAGs, paused at creation;
+    the REST API answers to basic auth for admin, and to nothing else."""
+    pools = {p["pool"]: int(p["slots"]) for p in json.loads(airflow.cli("pools", "list", "-o", "json").stdout)}
     assert {k: pools[k] for k in LEGACY_POOLS} == LEGACY_POOLS
-    assert _airflow(airflow_home, "variables", "get", "data_quality_threshold").stdout.strip() == "0.95"
-    conns = json.loads(_airflow(airflow_home, "connections", "list", "-o", "json").stdout)
+    assert airflow.cli("variables", "get", "data_quality_threshold").stdout.strip() == "0.95"
+    conns = json.loads(airflow.cli("connections", "list", "-o", "json").stdout)
     assert {"kafka_clinical", "mlflow_tracking", "model_serving", "dagster_default"} <= {c["conn_id"] for c in conns}
+    listed = json.loads(airflow.cli("dags", "list", "-o", "json").stdout.splitlines()[-1])  # after parsing logs
+    assert sorted(d["dag_id"] for d in listed) == sorted(LEGACY_TASKS)
+    status, body = airflow.api("GET", "dags")
+    assert status == 200 and sorted(d["dag_id"] for d in body["dags"]) == sorted(LEGACY_TASKS)
+    assert all(d["is_paused"] for d in body["dags"])
+    assert airflow.api("GET", "dags", password="wrong")[0] in (401, 403)
+    assert ADMIN_PASSWORD not in airflow.log.read_text()  # a given password is never printed
+    assert "New DAGs are paused" in airflow.log.read_text()
 
 
-def test_a_dag_run_in_airflow_materializes_its_assets_in_dagster(airflow_home, dagster_web):
-    _, home = dagster_web
-    proc = _airflow(airflow_home, "dags", "test", "data_quality_monitoring", "2026-11-23T00:00:00+00:00", timeout=900)
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+def test_a_dag_switched_on_and_triggered_runs_through_the_scheduler(airflow, dagster_web):
+    """Switched on (what the UI toggle does, here through the REST API) the scheduler runs the DAG's
+    latest interval; `airflow dags trigger` adds a run. Every task runs as an `airflow tasks run`
+    process launched by the scheduler, and each launches its assets in Dagster."""
+    _, home, dagster_proc = dagster_web
+    dag_id = "data_quality_monitoring"
+    started = time.monotonic()
+    status, _ = airflow.api("PATCH", f"dags/{dag_id}?update_mask=is_paused", {"is_paused": False})
+    assert status == 200
+    trigger = airflow.cli("dags", "trigger", dag_id, "--run-id", "cli_trigger")
+    assert trigger.returncode == 0, trigger.stderr[-2000:]
+    runs, listeners = _wait_for_runs(airflow, dag_id, {"cli_trigger"}, (airflow.proc.pid, dagster_proc.pid))
+    print(f"2 runs of {dag_id} through the scheduler in {time.monotonic() - started:.1f} s")
+    assert [r["run_type"] for r in runs] == ["scheduled", "manual"]
+    # Switched off again from the CLI: no run at the next 4-hour tick.
+    assert airflow.cli("dags", "pause", dag_id).returncode == 0
+    assert airflow.api("GET", f"dags/{dag_id}")[1]["is_paused"] is True
+    for run in airflow.api("GET", f"dags/{dag_id}/dagRuns")[1]["dag_runs"]:
+        _drain(airflow, dag_id, run["dag_run_id"])
+    # Nothing the scheduler, the webserver, the task processes or Dagster opened listens beyond loopback.
+    assert {ip for ip, _, _ in listeners} == {"127.0.0.1"}, listeners
+    assert airflow.port in {port for _, port, _ in listeners}
+
+    tasks = sorted(t for t, _ in LEGACY_TASKS[dag_id])
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
-        runs = instance.get_runs(dg.RunsFilter(tags={"airflow/dag_id": "data_quality_monitoring"}))
-        assert sorted(r.tags["airflow/task_id"] for r in runs) == sorted(t for t, _ in LEGACY_TASKS["data_quality_monitoring"])
-        assert all(r.status == dg.DagsterRunStatus.SUCCESS and r.job_name == "data_quality_monitoring" for r in runs)
+        dagster_runs = instance.get_runs(dg.RunsFilter(tags={"airflow/dag_id": dag_id}))
+        for run in runs:
+            mine = [r for r in dagster_runs if r.tags["airflow/run_id"] == run["dag_run_id"]]
+            assert sorted(r.tags["airflow/task_id"] for r in mine) == tasks, run["dag_run_id"]
+            assert all(r.status == dg.DagsterRunStatus.SUCCESS and r.job_name == dag_id for r in mine)
         report = instance.get_latest_materialization_event(keys.DATA_QUALITY_REPORT).asset_materialization
         assert report.metadata["score"].value >= 0.95
-        job = definitions_for("ct_assets").resolve_job_def("data_quality_monitoring")
+        job = definitions_for("ct_assets").resolve_job_def(dag_id)
         for key in job.asset_layer.selected_asset_keys:
             assert instance.get_latest_materialization_event(key) is not None, key
         # The Variable reached the Dagster run config.
-        run = next(r for r in runs if r.tags["airflow/task_id"] == "generate_quality_report")
-        assert run.run_config["ops"]["data_quality_report"]["config"]["min_quality_score"] == 0.95
+        run = next(r for r in dagster_runs if r.tags["airflow/task_id"] == "generate_quality_report")
+        assert run.run_config["resources"]["quality"]["config"]["min_quality_score"] == 0.95
+    # The task instance names its Dagster run (XCom run_id; the log has its URL).
+    status, body = airflow.api("GET", f"dags/{dag_id}/dagRuns/cli_trigger/taskInstances/generate_quality_report/"
+                                      "xcomEntries/run_id")
+    assert status == 200, body
+    assert body["value"] == next(r.run_id for r in dagster_runs if r.tags["airflow/run_id"] == "cli_trigger"
+                                 and r.tags["airflow/task_id"] == "generate_quality_report")
 
 
-def test_a_failing_dagster_run_fails_the_airflow_task(airflow_home, dagster_web):
-    _, home = dagster_web
+def _psql(sql: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                          capture_output=True, text=True)
+
+
+def test_legacy_setting_postgres_and_local_executor(dags, dagster_web, tmp_path_factory):
+    """The legacy deployment's variant (CT_AIRFLOW_DB_URL: PostgreSQL, LocalExecutor) starts the same
+    way; a run triggered through the REST API runs once the DAG is switched on from the CLI, its first
+    task through the scheduler and Dagster. (Whole DAG runs are the SQLite test's; this one stops there.)"""
+    if shutil.which("psql") is None or _psql("select 1").returncode != 0:
+        pytest.skip("no PostgreSQL server on 127.0.0.1:5432")
+    url, home, dagster_proc = dagster_web
+    db = f"ct_airflow_{uuid.uuid4().hex[:8]}"
+    assert _psql(f"create database {db}").returncode == 0
+    af = None
+    try:
+        started = time.monotonic()
+        af = start_airflow(dags, url, tmp_path_factory.mktemp("ct_airflow_pg"),
+                           CT_AIRFLOW_DB_URL=f"postgresql+psycopg2://postgres@127.0.0.1:5432/{db}")
+        print(f"Airflow (PostgreSQL, LocalExecutor) up in {time.monotonic() - started:.1f} s")
+        assert "(LocalExecutor)" in af.log.read_text()
+        # Triggered through the REST API while paused (it waits, queued), then switched on from the CLI.
+        # Its logical date is before the scheduled run's that switching on adds, so it runs first.
+        status, _ = af.api("POST", "dags/data_quality_monitoring/dagRuns",
+                           {"dag_run_id": "rest_trigger", "logical_date": "2026-01-01T00:00:00Z"})
+        assert status == 200
+        unpause = af.cli("dags", "unpause", "data_quality_monitoring")
+        assert unpause.returncode == 0, unpause.stderr[-2000:]
+        deadline, listeners = time.monotonic() + 600, set()
+        path = "dags/data_quality_monitoring/dagRuns/rest_trigger/taskInstances/check_data_completeness"
+        while True:
+            assert af.proc.poll() is None, af.tail()
+            listeners |= _listeners(af.proc.pid, dagster_proc.pid)
+            state = af.api("GET", path)[1]["state"]
+            assert state not in ("failed", "up_for_retry", "upstream_failed"), af.tail()
+            if state == "success":
+                break
+            assert time.monotonic() < deadline, af.tail()
+            time.sleep(3)
+        print(f"first task through the LocalExecutor {time.monotonic() - started:.1f} s after start")
+        # Paused from the CLI, the run stops after the tasks already started.
+        assert af.cli("dags", "pause", "data_quality_monitoring").returncode == 0
+        _drain(af, "data_quality_monitoring", "rest_trigger")
+        assert {ip for ip, _, _ in listeners} == {"127.0.0.1"}, listeners
+        with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+            mine = instance.get_runs(dg.RunsFilter(tags={"airflow/run_id": "rest_trigger",
+                                                         "airflow/task_id": "check_data_completeness"}))
+            assert [r.status for r in mine] == [dg.DagsterRunStatus.SUCCESS]
+    finally:
+        if af:
+            stop_airflow(af)
+        _psql(f"drop database if exists {db} with (force)")
+
+
+def test_a_failing_dagster_run_fails_the_airflow_task(airflow, dagster_web):
+    _, home, _ = dagster_web
     (home / "lake/validated/validated_sv.parquet").unlink()  # the consistency check's input is gone
-    proc = _airflow(airflow_home, "tasks", "test", "data_quality_monitoring", "check_data_consistency",
-                    "2026-11-23T06:00:00+00:00", timeout=600)
+    proc = airflow.cli("tasks", "test", "data_quality_monitoring", "check_data_consistency",
+                       "2026-11-23T06:00:00+00:00", timeout=600)
     assert proc.returncode != 0
     assert "failed" in (proc.stdout + proc.stderr)
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
