@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     run_id = str(uuid.uuid4())
     log_path = settings.ct_home() / "logs" / f"demo-{run_id}.log"
     out = sys.stdout
-    print(f"Materializing every asset on {os.environ.get('CT_STUDY_DIR') or 'the bundled CDISC pilot study'} "
+    print(f"Materializing every asset on {settings.study_dir() or 'the bundled CDISC pilot study'} "
           f"(full log: {log_path})", flush=True)
 
     started = time.perf_counter()

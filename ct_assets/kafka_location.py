@@ -10,10 +10,11 @@ or ``study.source: kafka``), exactly as they read a study folder.
 import dagster as dg
 from pydantic import Field
 
-from ct_assets import keys
-from ct_assets.ingestion.kafka import KafkaSettings, ingest, probe
-from ct_assets.ingestion.kafka_landing import Landing
-from ct_assets.resources import Lake, build_resources
+from ct_assets import keys, settings
+from ct_assets.ingestion.kafka import ingest, probe
+from ct_assets.lib.faults import external
+from ct_assets.lib.landing import Landing
+from ct_assets.resources import KafkaSettings, Lake, build_resources
 
 CHECKS = [
     dg.AssetCheckSpec("offsets_reconcile", asset=keys.KAFKA_INGESTION,
@@ -35,7 +36,7 @@ class KafkaIngestConfig(dg.Config):
 
 
 def landing_of(lake: Lake) -> Landing:
-    return Landing(lake.base() / "lake" / "raw_kafka")
+    return Landing(settings.kafka_landing_dir(lake.base()))
 
 
 def reconcile(landing: Landing) -> tuple[bool, dict]:
@@ -64,14 +65,14 @@ def reconcile(landing: Landing) -> tuple[bool, dict]:
     group_name="ingestion",
     kinds={"kafka", "parquet"},
     pool="kafka_operations",
-    retry_policy=dg.RetryPolicy(max_retries=3, delay=300),  # legacy: 3 retries, 5 minutes apart
     check_specs=CHECKS,
     description="Clinical records from Kafka, landed at least once and written exactly once into the raw zone; "
     "malformed records quarantined with their reason and offset.",
 )
 def kafka_ingestion(context: dg.AssetExecutionContext, config: KafkaIngestConfig, kafka: KafkaSettings, lake: Lake):
     landing = landing_of(lake)
-    stats = ingest(kafka, landing, idle_polls=config.idle_polls, log=context.log.info)
+    with external("Kafka", ",".join(kafka.client_config()["bootstrap_servers"])):  # a broker away: legacy 3 x 5 min
+        stats = ingest(kafka, landing, idle_polls=config.idle_polls, log=context.log.info)
     totals = landing.counts()
     share = stats.quarantined / (stats.accepted + stats.quarantined) if stats.accepted + stats.quarantined else 0.0
     ok, detail = reconcile(landing)
@@ -131,6 +132,6 @@ defs = dg.Definitions(
     assets=[kafka_ingestion],
     jobs=[kafka_ingestion_job],
     sensors=[kafka_new_records],
-    resources=build_resources() | {"kafka": KafkaSettings()},
+    resources=build_resources(),
     executor=dg.in_process_executor,
 )

@@ -7,7 +7,8 @@ from the Dagster launchpad or run config. Nothing connects at import time.
 from __future__ import annotations
 
 import contextlib
-import os
+import json
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from ct_assets.lib.registry import point_mlflow
+from ct_assets.lib.registry import ensure_experiment, point_mlflow
 from ct_assets import settings
 from ct_assets.lib import lake, sdtm
 from ct_assets.lib.faults import external, probe_mlflow, probe_spark_master
@@ -41,15 +42,15 @@ class StudySource(dg.ConfigurableResource):
     )
 
     def kind(self) -> str:
-        kind = self.source or os.environ.get("CT_STUDY_SOURCE", "folder")
+        kind = self.source or settings.study_source()
         if kind not in ("folder", "kafka"):
             raise ValueError(f"study source must be 'folder' or 'kafka', got {kind!r}")
         return kind
 
     def landing(self):
-        from ct_assets.ingestion.kafka_landing import Landing
+        from ct_assets.lib.landing import Landing
 
-        return Landing(settings.lake_root() / "raw_kafka")
+        return Landing(settings.kafka_landing_dir())
 
     def path(self) -> Path:
         return self.landing().root if self.kind() == "kafka" else sdtm.study_path(self.study_dir)
@@ -105,6 +106,80 @@ class QualityPolicy(dg.ConfigurableResource):
 
     def cutoff(self) -> str:
         return self.data_cutoff or settings.data_cutoff()
+
+
+class KafkaSettings(dg.ConfigurableResource):
+    """Where the clinical data topics live. Security settings pass straight to kafka-python."""
+
+    bootstrap_servers: str | None = Field(default=None, description="Comma-separated host:port list "
+                                                                    "(default $CT_KAFKA_BOOTSTRAP, else 127.0.0.1:9092).")
+    topics: list[str] = Field(default=["clinical_data"], description="Topics to ingest (legacy: clinical_data).")
+    group_id: str = Field(default="ct-ingestion", description="Consumer group whose committed offsets track progress.")
+    security_protocol: str = Field(default="PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.")
+    sasl_mechanism: str | None = Field(default=None, description="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, ...")
+    sasl_plain_username: str | None = None
+    sasl_plain_password: str | None = Field(default=None, description="Given as EnvVar('CT_KAFKA_PASSWORD') when that is set.")
+    ssl_cafile: str | None = None
+    batch_size: int = Field(default=20_000, description="Most records per poll and per landed batch.")
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 3_000
+
+    def client_config(self) -> dict:
+        servers = self.bootstrap_servers or settings.kafka_servers()
+        conf = {"bootstrap_servers": servers.split(","), "security_protocol": self.security_protocol}
+        optional = {"sasl_mechanism": self.sasl_mechanism, "sasl_plain_username": self.sasl_plain_username,
+                    "sasl_plain_password": self.sasl_plain_password, "ssl_cafile": self.ssl_cafile}
+        return conf | {k: v for k, v in optional.items() if v is not None}
+
+    def consumer(self, **overrides):
+        from kafka import KafkaConsumer
+
+        return KafkaConsumer(**self.client_config() | {
+            "group_id": self.group_id, "enable_auto_commit": False, "auto_offset_reset": "earliest",
+            "max_poll_records": self.batch_size, "session_timeout_ms": self.session_timeout_ms,
+            "heartbeat_interval_ms": self.heartbeat_interval_ms, "fetch_max_bytes": 64 * 1024 * 1024,
+            "max_partition_fetch_bytes": 16 * 1024 * 1024,
+            "metadata_max_age_ms": 5_000,  # a topic recreated under us shows its new id within seconds
+            "allow_auto_create_topics": False,  # a consumer that creates a missing topic hides a deleted one
+        } | overrides)
+
+    def producer(self, **overrides):
+        from kafka import KafkaProducer
+
+        return KafkaProducer(**self.client_config() | {"acks": "all", "linger_ms": 20, "batch_size": 256 * 1024,
+                                                        "max_request_size": 8 * 1024 * 1024} | overrides)
+
+
+class AlertWebhook(dg.ConfigurableResource):
+    """Alerts to a Slack-compatible incoming webhook (Slack, Mattermost, Rocket.Chat, Teams' Slack mode).
+
+    The URL is a secret: it is read from the environment variable named by ``url_env`` (default
+    ``CT_ALERT_WEBHOOK_URL``) when an alert is sent, never stored in configuration. Unset: nothing is
+    sent, and the alert only goes to the Dagster log."""
+
+    url_env: str = Field(default="CT_ALERT_WEBHOOK_URL", description="Environment variable holding the webhook URL.")
+    timeout_seconds: float = 10.0
+
+    def configured(self) -> bool:
+        return settings.secret(self.url_env) is not None
+
+    def send(self, text: str, log=None) -> bool:
+        """Post ``text``; True when delivered. Delivery problems are logged, never raised: an alert
+        must not fail the run that raises it."""
+        url = settings.secret(self.url_env)
+        if log is not None:
+            log.warning(f"ALERT: {text}")
+        if not url:
+            return False
+        body = json.dumps({"text": text}).encode()
+        req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_seconds) as resp:
+                return 200 <= resp.status < 300
+        except OSError as err:
+            if log is not None:
+                log.error(f"alert not delivered: {err}")
+            return False
 
 
 # Where each asset lives, by the prefix of its name: the zones of the lake and the feature store.
@@ -210,8 +285,6 @@ class MlflowSettings(dg.ConfigurableResource):
             yield self.client()
 
     def ensure_experiment(self) -> str:
-        from ct_assets.training.tracking import ensure_experiment
-
         return ensure_experiment(self.uri(), self.experiment_name)
 
     @contextlib.contextmanager
@@ -239,11 +312,14 @@ class MlflowSettings(dg.ConfigurableResource):
 
 
 def build_resources() -> dict[str, Any]:
-    from ct_assets.alerts import AlertWebhook
-
+    """Every external system of every code location, local by default; settings.py (the environment)
+    decides where each one is. Secrets reach resources as dg.EnvVar, so the UI shows the variable, not
+    the value."""
     lake_resource = Lake()
+    kafka_password = dg.EnvVar("CT_KAFKA_PASSWORD") if settings.secret("CT_KAFKA_PASSWORD") else None
     return {
         "alerts": AlertWebhook(),
+        "kafka": KafkaSettings(sasl_plain_password=kafka_password),
         "study": StudySource(),
         "study_design": StudyDesign(),
         "quality": QualityPolicy(),

@@ -127,6 +127,16 @@ def lake_root() -> Path:
     return ct_home() / "lake"
 
 
+def kafka_landing_dir(home: Path | None = None) -> Path:
+    """Where kafka_ingestion lands its batches: the raw zone's Kafka part under ``home`` ($CT_HOME)."""
+    return (home or ct_home()) / "lake" / "raw_kafka"
+
+
+def predictions_log() -> Path:
+    """The model server's prediction log, which the A/B report reads."""
+    return ct_home() / "serving" / "predictions.jsonl"
+
+
 def reports_dir() -> Path:
     return ct_home() / "reports"
 
@@ -162,3 +172,58 @@ def spark_config() -> dict[str, str]:
     # Hadoop applies its own umask (022 by default) to what Spark writes: owner-only, like all state.
     conf["spark.hadoop.fs.permissions.umask-mode"] = "077"
     return conf
+
+
+# --- Operating the stack (`ct start`, `ct health-check`, `ct summary`) -------------------------------------------------
+SERVICE_PORTS = {"dagster": 3000, "airflow": 8085, "mlflow": 5000, "serving": 8000}
+
+
+def profile() -> str:
+    """``local`` (default: SQLite stores, `dagster dev`) or ``production`` ($CT_PROFILE): Dagster, MLflow and
+    Airflow on PostgreSQL, the Dagster daemon, webserver and code servers as separate processes."""
+    value = os.environ.get("CT_PROFILE", "local")
+    if value not in ("local", "production"):
+        raise ValueError(f"CT_PROFILE must be 'local' or 'production', got {value!r}")
+    return value
+
+
+def service_port(component: str) -> int:
+    """Port of a component's UI or API: $CT_DAGSTER_PORT (3000), $CT_AIRFLOW_PORT (8085, the legacy one),
+    $CT_MLFLOW_PORT (5000), $CT_SERVING_PORT (8000)."""
+    return int(os.environ.get(f"CT_{component.upper()}_PORT") or SERVICE_PORTS[component])
+
+
+def postgres_url() -> str | None:
+    """The PostgreSQL server of the production profile, without a database ($CT_POSTGRES_URL, default
+    ``postgresql://postgres@127.0.0.1:5432`` in that profile, None otherwise). Give a password through
+    PGPASSWORD or ~/.pgpass, never in a file of the repository."""
+    url = os.environ.get("CT_POSTGRES_URL")
+    if url or profile() != "production":
+        return url or None
+    return "postgresql://postgres@127.0.0.1:5432"
+
+
+def postgres_database(component: str) -> str:
+    """Database of a component on that server: ``$CT_POSTGRES_DB_PREFIX`` (``ct``) + ``_`` + component."""
+    return f"{os.environ.get('CT_POSTGRES_DB_PREFIX', 'ct')}_{component}"
+
+
+def mlflow_artifacts_destination() -> str:
+    """Where the production MLflow server stores artifacts: $CT_MLFLOW_ARTIFACTS_DESTINATION (an
+    ``s3://bucket/path`` with MLFLOW_S3_ENDPOINT_URL for an S3-compatible store), else a local folder."""
+    return os.environ.get("CT_MLFLOW_ARTIFACTS_DESTINATION") or (ct_home() / "mlflow-artifacts").as_uri()
+
+
+def airflow_python() -> Path:
+    """The Airflow 2.11 venv's interpreter ($CT_AIRFLOW_PYTHON, default .venv-airflow/bin/python)."""
+    return Path(os.environ.get("CT_AIRFLOW_PYTHON") or PROJECT_ROOT / ".venv-airflow/bin/python")
+
+
+def kafka_bootstrap() -> str | None:
+    """The Kafka bootstrap servers when configured ($CT_KAFKA_BOOTSTRAP), else None."""
+    return os.environ.get("CT_KAFKA_BOOTSTRAP") or None
+
+
+def run_dir() -> Path:
+    """Pid files, state and logs of the services `ct start` runs."""
+    return ct_home() / "run"

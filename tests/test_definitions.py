@@ -59,7 +59,7 @@ def test_every_workspace_location_loads():
 
     locations = yaml.safe_load((ROOT / "workspace.yaml").read_text())["load_from"]
     modules = [entry["python_module"]["module_name"] for entry in locations]
-    assert modules == ["ct_assets", "ct_assets.backfill_location", "ct_assets.kfp_location", "ct_assets.kafka_location"]
+    assert modules == ["ct_assets", "ct_assets.backfill_location", "ct_kfp.location", "ct_assets.kafka_location"]
     for module in modules:
         dg.Definitions.validate_loadable(importlib.import_module(module).defs)
 

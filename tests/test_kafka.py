@@ -16,8 +16,9 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from ct_assets.ingestion.kafka import KafkaSettings, ingest, probe, replay, study_records
-from ct_assets.ingestion.kafka_landing import Landing, Record, parse
+from ct_assets.ingestion.kafka import ingest, probe, replay, study_records
+from ct_assets.resources import KafkaSettings
+from ct_assets.lib.landing import Landing, Record, parse
 from ct_assets.kafka_location import kafka_new_records, reconcile
 from ct_assets.lib import sdtm
 from ct_assets.resources import StudySource
@@ -103,14 +104,17 @@ def test_landing_feeds_the_dagster_assets_like_a_folder(broker, tmp_path, monkey
     ingest(settings(broker, topic), Landing(tmp_path / "ct" / "lake" / "raw_kafka"), log=lambda _: None)
     assets = [raw_domain_asset("DM"), raw_domain_asset("VS"), validation_asset("DM"), validation_asset("VS")]
     resources = build_resources() | {"study": StudySource(source="kafka")}
-    result = dg.materialize(assets, resources=resources)
-    assert result.success
-    counts = {m.asset_key.to_user_string(): m.metadata["dagster/row_count"].value
-              for m in result.get_asset_materialization_events() for m in [m.materialization]}
+    # An instance of its own: the results are read from it, and no earlier test's instance is in play.
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(assets, resources=resources, instance=instance)
+        assert result.success
+        counts = {m.asset_key.to_user_string(): m.metadata["dagster/row_count"].value
+                  for m in result.get_asset_materialization_events() for m in [m.materialization]}
+        checks = result.get_asset_check_evaluations()
     folder = {d: len(sdtm.read_domain(source, d)) for d in ("DM", "VS")}
     assert counts["raw_dm"] == folder["DM"] and counts["raw_vs"] == folder["VS"]
     assert counts["validated_vs"] + counts["quarantine_vs"] == counts["raw_vs"]
-    assert all(c.passed for c in result.get_asset_check_evaluations() if c.check_name == "rows_reconcile")
+    assert all(c.passed for c in checks if c.check_name == "rows_reconcile")
 
 
 def test_consumer_killed_mid_stream_loses_and_duplicates_nothing(broker, tmp_path):
@@ -119,8 +123,8 @@ def test_consumer_killed_mid_stream_loses_and_duplicates_nothing(broker, tmp_pat
     records = list(study_records())[:40_000]
     replay(settings(broker, topic), topic, records)
     root = tmp_path / "raw_kafka"
-    code = ("import sys; from pathlib import Path; from ct_assets.ingestion.kafka import KafkaSettings, ingest;"
-            "from ct_assets.ingestion.kafka_landing import Landing;"
+    code = ("import sys; from pathlib import Path; from ct_assets.ingestion.kafka import ingest; from ct_assets.resources import KafkaSettings;"
+            "from ct_assets.lib.landing import Landing;"
             f"s = KafkaSettings(bootstrap_servers={broker!r}, topics=[{topic!r}], group_id='g-{topic}', batch_size=500,"
             " session_timeout_ms=6000, heartbeat_interval_ms=1000);"
             f"ingest(s, Landing(Path({str(root)!r})), log=lambda m: print(m, flush=True))")

@@ -193,7 +193,7 @@ def test_deployment_pipeline_promotes_the_first_canary(deployed, kfp_home):
 @pytest.fixture(scope="module")
 def searched(deployed, kfp_home):
     """The HPO pipeline through the Dagster asset and its KFP resource (kfp.local)."""
-    from ct_assets.kfp_location import defs
+    from ct_kfp.location import defs
 
     with dg.DagsterInstance.get() as instance:
         result = dg.materialize([defs.get_assets_def("hpo_search")], resources=defs.resources, instance=instance)

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from ct_assets import keys
-from ct_assets.alerts import AlertWebhook, alert_on_run_failure
+from ct_assets.alerts import alert_on_run_failure
+from ct_assets.resources import AlertWebhook
 from ct_assets.backfill_location import defs as backfill_defs
 from ct_assets.definitions import defs
 from ct_assets.ingestion.assets import raw_assets

@@ -25,7 +25,8 @@ from ct_assets.lib.registry import CHALLENGER, CHAMPION, point_mlflow, promote, 
 from ct_assets.lib.privacy import SPLIT_BUCKET, SUBJECT_KEY
 from ct_assets.serving.server import serving_token
 from ct_assets.training import logic as T
-from ct_assets.training.tracking import ensure_experiment, log_candidate, register_challenger
+from ct_assets.lib.registry import ensure_experiment
+from ct_assets.training.tracking import log_candidate, register_challenger
 from tests.conftest import ROOT, private_home
 from tests.kafka_broker import free_port
 from tests.procs import stop_group

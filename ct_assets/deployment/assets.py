@@ -188,7 +188,7 @@ def arm_report(predictions: pd.DataFrame, labels: pd.DataFrame, versions: dict[s
 )
 def ab_test_report(context: dg.AssetExecutionContext, config: AbTestConfig, deployment: dict,
                    training_set: pd.DataFrame) -> dg.Output[dict]:
-    path = settings.ct_home() / "serving" / "predictions.jsonl"
+    path = settings.predictions_log()
     predictions = pd.read_json(path, lines=True) if path.exists() and path.stat().st_size else pd.DataFrame()
     versions = {CHAMPION: deployment["champion_version"], CHALLENGER: deployment["challenger_version"]}
     report = arm_report(predictions, training_set[[SUBJECT_KEY, T.LABEL]], versions, config.alpha, config.min_per_arm,

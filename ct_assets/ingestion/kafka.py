@@ -1,5 +1,5 @@
 """Kafka with kafka-python: the connection settings, the study replay producer, the batch consumer
-that lands records in the raw zone (see ``kafka_landing``), and the topic probe of the sensor and
+that lands records in the raw zone (see ``ct_assets.lib.landing``), and the topic probe of the sensor and
 the topic monitor.
 
     python -m ct_assets.ingestion.kafka replay --bootstrap 127.0.0.1:9092 [--rate 500] [--study-dir DIR]
@@ -9,61 +9,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import dagster as dg
-from pydantic import Field
 
-from ct_assets.ingestion.kafka_landing import Landing, Record, parse
+from ct_assets.lib.landing import Landing, Record, parse
+from ct_assets import settings as ct_settings
 from ct_assets.lib import sdtm
+from ct_assets.resources import KafkaSettings
 
 LEGACY_TOPICS = ["clinical_data", "lab_results", "patient-vitals", "adverse-events"]
-
-
-class KafkaSettings(dg.ConfigurableResource):
-    """Where the clinical data topics live. Security settings pass straight to kafka-python."""
-
-    bootstrap_servers: str | None = Field(default=None, description="Comma-separated host:port list "
-                                                                    "(default $CT_KAFKA_BOOTSTRAP, else 127.0.0.1:9092).")
-    topics: list[str] = Field(default=["clinical_data"], description="Topics to ingest (legacy: clinical_data).")
-    group_id: str = Field(default="ct-ingestion", description="Consumer group whose committed offsets track progress.")
-    security_protocol: str = Field(default="PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.")
-    sasl_mechanism: str | None = Field(default=None, description="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, ...")
-    sasl_plain_username: str | None = None
-    sasl_plain_password: str | None = Field(default=None, description="Give it as EnvVar('CT_KAFKA_PASSWORD').")
-    ssl_cafile: str | None = None
-    batch_size: int = Field(default=20_000, description="Most records per poll and per landed batch.")
-    session_timeout_ms: int = 10_000
-    heartbeat_interval_ms: int = 3_000
-
-    def client_config(self) -> dict:
-        servers = self.bootstrap_servers or os.environ.get("CT_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
-        conf = {"bootstrap_servers": servers.split(","), "security_protocol": self.security_protocol}
-        optional = {"sasl_mechanism": self.sasl_mechanism, "sasl_plain_username": self.sasl_plain_username,
-                    "sasl_plain_password": self.sasl_plain_password, "ssl_cafile": self.ssl_cafile}
-        return conf | {k: v for k, v in optional.items() if v is not None}
-
-    def consumer(self, **overrides):
-        from kafka import KafkaConsumer
-
-        return KafkaConsumer(**self.client_config() | {
-            "group_id": self.group_id, "enable_auto_commit": False, "auto_offset_reset": "earliest",
-            "max_poll_records": self.batch_size, "session_timeout_ms": self.session_timeout_ms,
-            "heartbeat_interval_ms": self.heartbeat_interval_ms, "fetch_max_bytes": 64 * 1024 * 1024,
-            "max_partition_fetch_bytes": 16 * 1024 * 1024,
-            "metadata_max_age_ms": 5_000,  # a topic recreated under us shows its new id within seconds
-            "allow_auto_create_topics": False,  # a consumer that creates a missing topic hides a deleted one
-        } | overrides)
-
-    def producer(self, **overrides):
-        from kafka import KafkaProducer
-
-        return KafkaProducer(**self.client_config() | {"acks": "all", "linger_ms": 20, "batch_size": 256 * 1024,
-                                                        "max_request_size": 8 * 1024 * 1024} | overrides)
 
 
 # --- producer ------------------------------------------------------------------------------------
@@ -255,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("replay", help="replay an SDTM study into a topic, one JSON record per row")
-    p.add_argument("--bootstrap", default=os.environ.get("CT_KAFKA_BOOTSTRAP", "127.0.0.1:9092"))
+    p.add_argument("--bootstrap", default=ct_settings.kafka_servers(), help="default $CT_KAFKA_BOOTSTRAP or 127.0.0.1:9092")
     p.add_argument("--topic", default="clinical_data")
     p.add_argument("--study-dir", help="SDTM folder (default $CT_STUDY_DIR or the bundled pilot)")
     p.add_argument("--rate", type=float, help="records per second at most (default: as fast as possible)")

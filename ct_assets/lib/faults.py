@@ -39,6 +39,8 @@ def is_transient(err: BaseException) -> bool:
             return False
         if isinstance(err, (ConnectionError, TimeoutError, socket.timeout)):
             return True
+        if getattr(err, "retriable", False) or type(err).__name__ in ("NoBrokersAvailable", "Py4JNetworkError"):
+            return True  # kafka-python marks its retriable errors; py4j loses the JVM's connection
         status = getattr(getattr(err, "response", None), "status_code", None)
         if isinstance(status, int) and 500 <= status < 600:
             return True

@@ -31,9 +31,9 @@ def is_pseudonym(value: object) -> bool:
 def local_secret(env_var: str, filename: str) -> str:
     """A secret from ``env_var``, else from ``$CT_HOME/secrets/<filename>``, generated there once
     (32 random bytes as hex, folder 0700, file 0600) when absent. Never committed."""
-    env = os.environ.get(env_var)
-    if env:
-        return env
+    given = settings.secret(env_var)
+    if given:
+        return given
     path = settings.ct_home() / "secrets" / filename
     if not path.exists():
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

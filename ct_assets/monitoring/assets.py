@@ -10,7 +10,7 @@ import pandas as pd
 from pydantic import Field
 
 from ct_assets import keys, settings
-from ct_assets.alerts import AlertWebhook
+from ct_assets.resources import AlertWebhook
 from ct_assets.features.logic import CATEGORICAL
 from ct_assets.lib.metadata import image_md, pyplot, save_figure, table_md
 from ct_assets.lib.privacy import SUBJECT_KEY

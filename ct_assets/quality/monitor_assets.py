@@ -6,7 +6,7 @@ import pandas as pd
 from pydantic import Field
 
 from ct_assets import keys
-from ct_assets.alerts import AlertWebhook
+from ct_assets.resources import AlertWebhook
 from ct_assets.lib.metadata import table_md
 from ct_assets.lib.sdtm import DOMAINS, FINDINGS_DOMAINS, SOURCE_COLS, domain_files
 from ct_assets.quality import report as R

@@ -280,7 +280,7 @@ def create_app(model_name: str = settings.MODEL_NAME, tracking_uri: str | None =
         raise ValueError("challenger_share must be between 0 and 1")
     expected = (token or serving_token()).encode()
     models = Models(model_name, tracking_uri or settings.mlflow_tracking_uri())
-    log = PredictionLog(log_path or settings.ct_home() / "serving" / "predictions.jsonl")
+    log = PredictionLog(log_path or settings.predictions_log())
     registry = CollectorRegistry()
     requests = Counter("ct_predict_requests", "Prediction requests", ["status"], registry=registry)
     predictions = Counter("ct_predictions", "Predictions served", ["alias", "version"], registry=registry)

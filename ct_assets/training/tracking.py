@@ -12,22 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ct_assets import settings
 from ct_assets.lib.registry import CHALLENGER, CHAMPION, alias_version, score
 from ct_assets.training import logic as T
-
-
-def ensure_experiment(tracking_uri: str, name: str) -> str:
-    """Create the experiment with its artifacts under $CT_HOME (MLflow would pick ./mlruns)."""
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    root = settings.mlflow_artifact_root() if tracking_uri.startswith("sqlite") else None
-    location = f"{root}/{name}" if root else None
-    return client.create_experiment(name, artifact_location=location)
 
 
 def pip_requirements() -> list[str]:

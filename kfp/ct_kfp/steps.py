@@ -153,7 +153,7 @@ def train(training_set_path: str, params: dict, model_dir: str, uri: str, experi
     model folder as the KFP artifact too, so that later steps need not reach MLflow to load it."""
     import mlflow
 
-    from ct_assets.training.tracking import ensure_experiment
+    from ct_assets.lib.registry import ensure_experiment
     from ct_assets.training.tracking import log_candidate
 
     training_set = pd.read_parquet(training_set_path)
@@ -235,7 +235,7 @@ def _client(uri: str):
 
 
 def hpo_start(uri: str, experiment: str, search_space: list[dict]) -> str:
-    from ct_assets.training.tracking import ensure_experiment
+    from ct_assets.lib.registry import ensure_experiment
 
     client = _client(uri)
     run = client.create_run(ensure_experiment(tracking_uri(uri), experiment), run_name="hpo-search",

@@ -1,20 +1,26 @@
-"""Kubeflow Pipelines from Dagster: hyperparameter search and cluster training as assets.
+"""The Kubeflow Pipelines of ``ct_kfp`` as a Dagster code location: hyperparameter search and cluster
+training as assets.
 
-The ``kfp`` resource runs a pipeline of ``ct_kfp`` here through ``kfp.local`` by default, or
-submits it with ``kfp.Client`` to the KFP host it is given (or ``$KFP_HOST``) and waits; either
-way the run id and its URL land in the asset's metadata.
+Kept apart from the main location so that materializing the main graph does not also run the
+hyperparameter search; both share one Dagster instance, so ``hpo_search`` and ``cluster_training``
+appear in the lineage downstream of ``training_set``. It lives in ``ct_kfp`` (which depends on
+``ct_assets``, never the reverse). The ``kfp`` resource runs a pipeline here through ``kfp.local`` by
+default, or submits it with ``kfp.Client`` to the KFP host it is given (or ``$KFP_HOST``) and waits;
+either way the run id and its URL land in the asset's metadata.
+
+    dagster asset materialize -m ct_kfp.location --select hpo_search
+    KFP_HOST=https://kfp.example.org dagster asset materialize -m ct_kfp.location --select hpo_search
 """
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
-from ct_assets import keys
-from ct_assets.resources import MlflowSettings, StudySource
+from ct_assets import keys, settings
+from ct_assets.resources import MlflowSettings, StudySource, build_resources
 
 
 class KfpPipelines(dg.ConfigurableResource):
@@ -26,7 +32,7 @@ class KfpPipelines(dg.ConfigurableResource):
     timeout_s: int = Field(default=7200, description="How long to wait for a cluster run (legacy task timeout: 2 h).")
 
     def target(self) -> str | None:
-        return self.host or os.environ.get("KFP_HOST") or None
+        return self.host or settings.kfp_host()
 
     def run(self, context: dg.AssetExecutionContext, name: str, arguments: dict[str, Any]):
         from ct_kfp.runner import run_local, submit
@@ -50,9 +56,9 @@ def _arguments(kfp: KfpPipelines, study: StudySource, mlflow_settings: MlflowSet
     if kfp.target() is None:
         # The configured folder only: empty means the bundled study, which the components find themselves
         # (kfp.local rewrites 'python3' inside every argument, which would break a site-packages path).
-        chosen = study.study_dir or os.environ.get("CT_STUDY_DIR", "")
+        chosen = study.study_dir or settings.study_dir() or ""
         return {"study_dir": chosen, "mlflow_tracking_uri": mlflow_settings.uri()}
-    uri = mlflow_settings.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    uri = mlflow_settings.uri()
     return {"study_dir": study.study_dir or "", "mlflow_tracking_uri": uri if uri.startswith("http") else ""}
 
 
@@ -114,3 +120,16 @@ def cluster_training(context: dg.AssetExecutionContext, kfp: KfpPipelines, study
     result = kfp.run(context, "training", _arguments(kfp, study, mlflow_settings))
     record = {"kfp_run_id": result.run_id, "kfp_run_url": result.url, "gate_passed": result.output}
     return dg.Output(record, metadata=_run_md(result) | ({"gate_passed": bool(result.output)} if result.output is not None else {}))
+
+
+kfp_training = dg.define_asset_job(
+    "kfp_training", selection=[hpo_search, cluster_training],
+    description="Hyperparameter search and cluster training on Kubeflow Pipelines (kfp.local unless KFP_HOST is set).",
+)
+
+defs = dg.Definitions(
+    assets=[hpo_search, cluster_training],
+    jobs=[kfp_training],
+    resources=build_resources() | {"kfp": KfpPipelines()},
+    executor=dg.in_process_executor,
+)
