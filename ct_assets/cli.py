@@ -1,0 +1,201 @@
+"""`ct`: operate the platform like a service.
+
+    ct start [--only dagster,airflow,mlflow,serving]    background services, pid files and logs in $CT_HOME/run
+    ct health-check [--json]                            each component's real health; exit 1 when one fails
+    ct summary [--json]                                 runs, schedules, models, drift, quality, Airflow DAGs
+    ct open | ct visualize | ct stop | ct restart
+
+The legacy manager's flags still work and combine: `ct -s -h -o` (start, health-check, open),
+`--summary`, `--visualize`. $CT_PROFILE=production switches to PostgreSQL and separate Dagster
+processes (see ct_assets/ops/stack.py).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from ct_assets import settings
+from ct_assets.ops import health
+
+ALL = list(health.COMPONENTS)
+
+
+def _components(only: str | None) -> list[str]:
+    if not only:
+        return ALL
+    chosen = [c.strip() for c in only.split(",") if c.strip()]
+    unknown = sorted(set(chosen) - set(ALL))
+    if unknown:
+        raise click.BadParameter(f"unknown component(s) {', '.join(unknown)}; choose from {', '.join(ALL)}",
+                                 param_hint="--only")
+    return [c for c in ALL if c in chosen]
+
+
+def _running_components() -> list[str]:
+    from ct_assets.ops import procs
+
+    return sorted({s.component for s in procs.running()}, key=ALL.index)
+
+
+ONLY = click.option("--only", default=None, metavar="LIST", help=f"comma-separated subset of: {','.join(ALL)}")
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["--help"]})
+@click.option("-s", "--start", "do_start", is_flag=True, help="legacy flag: ct start")
+@click.option("-h", "--health-check", "do_health", is_flag=True, help="legacy flag: ct health-check")
+@click.option("--summary", "do_summary", is_flag=True, help="legacy flag: ct summary")
+@click.option("-o", "--open", "do_open", is_flag=True, help="legacy flag: ct open")
+@click.option("--visualize", "do_visualize", is_flag=True, help="legacy flag: ct visualize")
+@click.option("--level", default=None, hidden=True, help="accepted and ignored (the legacy --level 5)")
+@click.option("--only", "root_only", default=None, metavar="LIST", help="with the legacy flags: the components to "
+              "start and check")
+@click.pass_context
+def main(ctx: click.Context, do_start, do_health, do_summary, do_open, do_visualize, level, root_only) -> None:
+    """Operate the clinical-trials platform: start, check, summarise, open and draw its services."""
+    from ct_assets.ops.stack import apply_env
+
+    settings.ct_home()
+    apply_env()
+    if ctx.invoked_subcommand:
+        return
+    steps = [(do_start, start), (do_health, health_check), (do_summary, summary), (do_open, open_),
+             (do_visualize, visualize)]
+    if not any(flag for flag, _ in steps):
+        click.echo(ctx.get_help())
+        return
+    code = 0
+    for flag, command in steps:
+        if flag:
+            try:
+                ctx.invoke(command, only=root_only) if command in (start, health_check) else ctx.invoke(command)
+            except SystemExit as exit_:
+                code = code or (exit_.code or 0)
+    ctx.exit(code)
+
+
+@main.command()
+@ONLY
+@click.option("--timeout", default=300.0, show_default=True, help="seconds to wait for each component to be healthy")
+def start(only: str | None = None, timeout: float = 300.0) -> None:
+    """Start the local stack in the background and wait until each component is healthy; print the URLs.
+
+    Idempotent: what already runs is reported, not started twice."""
+    from ct_assets.ops.stack import Starter, already_running
+
+    components = _components(only)
+    running = already_running(components)
+    for component, names in running.items():
+        click.echo(f"{component}: already running ({', '.join(names)})")
+    missing = [c for c in components if c not in running]
+    click.echo(f"profile {settings.profile()}; " + (f"starting {', '.join(missing)} (logs in {settings.run_dir()})"
+                                                    if missing else "everything asked for already runs"))
+    starter = Starter(components, timeout, say=click.echo)
+    ok = starter.run()
+    for component in components:
+        if component in starter.results:
+            click.echo(f"  {component:<8} up    {starter.results[component]}")
+        else:
+            click.echo(f"  {component:<8} FAILED {starter.failures.get(component, '')}")
+    sys.exit(0 if ok else 1)
+
+
+@main.command()
+@ONLY
+def stop(only: str | None = None) -> None:
+    """Stop what `ct start` started (by pid, whole process groups)."""
+    from ct_assets.ops.stack import stop as stop_stack
+
+    stopped = stop_stack(_components(only) if only else None)
+    click.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@main.command()
+@ONLY
+@click.option("--timeout", default=300.0, show_default=True)
+@click.pass_context
+def restart(ctx: click.Context, only: str | None = None, timeout: float = 300.0) -> None:
+    """Stop, then start again."""
+    ctx.invoke(stop, only=only)
+    ctx.invoke(start, only=only, timeout=timeout)
+
+
+@main.command("health-check")
+@ONLY
+@click.option("--json", "as_json", is_flag=True, help="one JSON document: the checks and the verdict")
+def health_check(only: str | None = None, as_json: bool = False) -> None:
+    """Each component's real health as a table; exit 0 when all pass, 1 when one fails.
+
+    Checks the components `ct start` started (or those of --only; all when nothing was started)."""
+    components = _components(only) if only else (_components_started() or ALL)
+    checks = health.check(components)
+    ok = all(c.ok for c in checks)
+    if as_json:
+        click.echo(json.dumps({"healthy": ok, "checks": [c.as_dict() for c in checks]}, indent=1))
+    else:
+        click.echo(health.table(checks))
+        failing = sorted({c.component for c in checks if not c.ok})
+        click.echo("healthy" if ok else f"UNHEALTHY: {', '.join(failing)}")
+    sys.exit(0 if ok else 1)
+
+
+def _components_started() -> list[str]:
+    from ct_assets.ops import procs
+
+    return sorted({s.component for s in procs.recorded()}, key=ALL.index)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def summary(as_json: bool = False) -> None:
+    """The platform's state in one screen: jobs, schedules and sensors, models, drift, quality, Airflow DAGs."""
+    from ct_assets.ops.summary import render
+    from ct_assets.ops.summary import summary as read
+
+    state = read(_running_components())
+    click.echo(json.dumps(state, indent=1, default=str) if as_json else render(state))
+
+
+@main.command("open")
+@click.option("--no-browser", is_flag=True, help="print the URLs only")
+def open_(no_browser: bool = False) -> None:
+    """The URLs of every running UI (opened in a browser where one exists)."""
+    import webbrowser
+
+    from ct_assets.ops import procs
+
+    urls = [(s.component, s.url) for s in procs.running() if s.url]
+    if not urls:
+        click.echo("nothing is running: ct start")
+        return
+    try:
+        browser = None if no_browser else webbrowser.get()
+    except webbrowser.Error:
+        browser = None
+    for component, url in urls:
+        click.echo(f"{component:<8} {url}")
+        if browser:
+            browser.open(url)
+
+
+@main.command()
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="SVG to write (default $CT_HOME/reports/platform.svg); the Mermaid text goes next to it (.mmd)")
+def visualize(out: str | None = None) -> None:
+    """The asset graph and the running services as a picture (SVG, and Mermaid text)."""
+    from pathlib import Path
+
+    from ct_assets.ops import procs
+    from ct_assets.ops.visualize import write
+
+    services = {}
+    for s in procs.recorded():
+        services[s.name] = procs.alive(s.pid, s.start_ticks)
+    path, mmd = write(Path(out) if out else settings.reports_dir() / "platform.svg", services)
+    click.echo(f"{path}\n{mmd}")
+
+
+if __name__ == "__main__":
+    main()

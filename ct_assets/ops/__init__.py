@@ -1,0 +1,1 @@
+"""Operating the platform as a service: the `ct` command's start, stop, health, summary and pictures."""
