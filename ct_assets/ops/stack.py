@@ -215,15 +215,17 @@ class Starter:
                 "CT_AIRFLOW_PORT": str(settings.service_port("airflow")),
                 "CT_DAGSTER_URL": f"{health.url_of('dagster')}/graphql"}
             argv = [str(settings.airflow_python()), "-m", "airflow_compat", "start", "--dags", str(dags)]
-            # Database, admin user, pools, connections, variables: in the foreground, so that a generated
-            # admin password is printed here once and never lands in a log file.
-            init = subprocess.run([*argv, "--init-only"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
-            if init.returncode:
-                raise RuntimeError(f"airflow init failed: {(init.stderr or init.stdout)[-1500:]}")
-            lines = init.stdout.splitlines()
-            for i, line in enumerate(lines):
-                if line.startswith("Airflow user 'admin' created"):
-                    self.say("\n".join(lines[i:i + 2]))
+            if "CT_AIRFLOW_ADMIN_PASSWORD" not in env:  # a given password is never printed: nothing to relay
+                # Database, admin user, pools, connections, variables: in the foreground, so that a generated
+                # admin password is printed here once and never lands in a log file.
+                init = subprocess.run([*argv, "--init-only"], env=env, cwd=ROOT, capture_output=True, text=True,
+                                      timeout=600)
+                if init.returncode:
+                    raise RuntimeError(f"airflow init failed: {(init.stderr or init.stdout)[-1500:]}")
+                lines = init.stdout.splitlines()
+                for i, line in enumerate(lines):
+                    if line.startswith("Airflow user 'admin' created"):
+                        self.say("\n".join(lines[i:i + 2]))
             self._launch("airflow", "airflow", argv, env=env, url=url)
         self._wait("airflow", url, ["airflow"])
 
