@@ -197,5 +197,44 @@ def visualize(out: str | None = None) -> None:
     click.echo(f"{path}\n{mmd}")
 
 
+
+@main.group()
+def audit() -> None:
+    """The audit trail: verify its hash chain, trace a model version from sources to serving."""
+
+
+@audit.command("verify")
+def audit_verify() -> None:
+    """Recompute the hash chain of $CT_HOME/audit/audit.jsonl; exit 1 naming every broken line."""
+    from ct_assets import review
+
+    raise SystemExit(review.main(["verify"]))
+
+
+@audit.command("trace")
+@click.argument("model")
+@click.argument("version")
+@click.option("--out", default=None, help="report path (default $CT_HOME/reports/trace-<model>-<version>.md)")
+def audit_trace(model: str, version: str, out: str | None = None) -> None:
+    """A version's chain from the source files to serving, written as a Markdown report."""
+    from ct_assets import review
+
+    raise SystemExit(review.main(["trace", model, version] + (["--out", out] if out else [])))
+
+
+@main.command()
+@click.argument("model")
+@click.argument("version")
+@click.option("--reason", required=True, help="why it is approved (recorded)")
+@click.option("--approver", default=None, help="who approves (default: the OS user)")
+def approve(model: str, version: str, reason: str, approver: str | None = None) -> None:
+    """Approve MODEL VERSION for deployment: a signed, time-stamped record bound to the version's provenance
+    (required before promotion in the production profile)."""
+    from ct_assets import review
+
+    raise SystemExit(review.main(["approve", model, version, "--reason", reason]
+                                 + (["--approver", approver] if approver else [])))
+
+
 if __name__ == "__main__":
     main()

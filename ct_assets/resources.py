@@ -71,6 +71,13 @@ class StudySource(dg.ConfigurableResource):
             return [f for b in landing.batches() for f in landing.files(b, "accepted", domain)]
         return [p for d in ([domain] if domain else sdtm.DOMAINS) for p in sdtm.domain_files(self.path(), d)]
 
+    def source_files(self) -> list[Path]:
+        """Every file the study's domains were read from (for Kafka: the landed batches)."""
+        return self._paths(None)
+
+    def source_files_of(self, domain: str) -> list[Path]:
+        return self._paths(domain)
+
     def files(self, domain: str) -> list[str]:
         return [str(p.relative_to(self.path())) for p in self._paths(domain)]
 
@@ -206,6 +213,13 @@ class Lake(dg.ConfigurableResource):
 
     def base(self) -> Path:
         return Path(self.root).resolve() if self.root else settings.ct_home()
+
+    def quarantined_rows(self) -> dict[str, int]:
+        """Rows in each domain's quarantine, from the Parquet footers."""
+        import pyarrow.parquet as pq
+
+        paths = {d: self.path_for(f"quarantine_{d.lower()}") for d in sdtm.DOMAINS}
+        return {d: pq.ParquetFile(p).metadata.num_rows for d, p in paths.items() if p.exists()}
 
     def path_for(self, asset_name: str, suffix: str = ".parquet") -> Path:
         zone = next((z for prefix, z in ZONES.items() if asset_name.startswith(prefix)), "lake/training")

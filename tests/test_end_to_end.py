@@ -1,5 +1,6 @@
 """The whole graph on real studies, with a real Dagster instance, Spark session and MLflow store."""
 
+import json
 import os
 import subprocess
 import sys
@@ -72,6 +73,26 @@ def test_model_registered_with_metrics_and_champion(pilot_run):
     assert run.data.metrics["holdout_auroc"] > 0.6  # the gate's minimum, met on this study
     assert run.data.tags["dagster_run_id"] == pilot_run[1].run_id
     assert run.inputs.dataset_inputs[0].dataset.name == "training_set"
+    # Provenance on the version, the same values as in the Dagster metadata.
+    from ct_assets.lib import audit, provenance
+
+    tags = champion.tags
+    sources = json.loads(tags["ct.sources"])
+    assert sources["dm.parquet"] == provenance.sha256_file(pilot_dir() / "dm.parquet") and "lbch.parquet" in sources
+    assert tags["ct.ruleset_version"] == provenance.ruleset_version()
+    training = pd.read_parquet(home / "lake/training/training_set.parquet")
+    assert tags["ct.training_set_sha256"] == provenance.frame_digest(training)
+    assert {"ct.git_commit", "ct.libraries", "ct.asset_code_versions", "ct.holdout_sha256"} <= set(tags)
+    registered = pilot_run[2].get_latest_materialization_event(keys.REGISTERED_MODEL).asset_materialization.metadata
+    assert registered["ct.provenance"].value == tags["ct.provenance"]
+    # The lifecycle is in the audit log, each step with the Dagster run as actor, and the chain holds.
+    log = home / "audit" / "audit.jsonl"
+    actions = {(e["action"], e["object"]) for e in audit.entries(log)}
+    assert {("model_registered", f"{MODEL}/1"), ("champion_gate", f"{MODEL}/1"), ("alias_set", f"{MODEL}@challenger"),
+            ("alias_set", f"{MODEL}@champion"), ("approval", f"{MODEL}/1"), ("data_delivery", "DM")} <= actions
+    assert all(e["actor"].startswith(f"dagster:{pilot_run[1].run_id}") for e in audit.entries(log)
+               if e["action"] in ("model_registered", "alias_set"))
+    assert audit.verify(log) == []
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
     assert "evaluation/subgroups.json" in artifacts
     assert any(p.endswith(".png") for p in artifacts)
@@ -80,6 +101,23 @@ def test_model_registered_with_metrics_and_champion(pilot_run):
     features = pd.read_parquet(home / "feature_store/subject_features.parquet")
     proba = model.predict(features.drop(columns=["SUBJECT_KEY"]).head(3))
     assert proba.shape == (3, 2)
+
+
+def test_trace_report_files_the_chain_from_sources_to_serving(pilot_run):
+    home, _, _ = pilot_run
+    env = os.environ | {"CT_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    ct = os.path.join(os.path.dirname(sys.executable), "ct")
+    out = subprocess.run([ct, "audit", "trace", MODEL, "1"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = (home / "reports" / f"trace-{MODEL}-1.md").read_text()
+    from ct_assets.lib import provenance
+
+    assert provenance.sha256_file(pilot_dir() / "dm.parquet") in report  # the source file's digest
+    assert "Aliases now: champion, challenger" in report and "### Subgroups" in report and "![calibration](" in report
+    assert "| approval |" in report and "| alias_set |" in report
+    verify = subprocess.run([ct, "audit", "verify"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert verify.returncode == 0 and "chain intact" in verify.stdout
 
 
 def test_no_raw_subject_id_reaches_features_models_mlflow_or_logs(pilot_run):
@@ -233,10 +271,17 @@ def test_rollback_restores_the_previous_champion(pilot_run):
     newer = client.create_model_version(MODEL, source=good.source, run_id=good.run_id)
     registry.promote(client, MODEL, newer.version)  # a new champion goes live ...
     assert client.get_model_version_by_alias(MODEL, "previous_champion").version == good.version
-    result = rollback_champion.execute_in_process(instance=instance, resources=defs.resources)  # ... and is rolled back
+    result = rollback_champion.execute_in_process(  # ... and is rolled back, with a reason
+        instance=instance, resources=defs.resources,
+        run_config={"ops": {"swap_champion": {"config": {"reason": "test: the new champion misbehaves"}}}})
     assert result.success
     assert client.get_model_version_by_alias(MODEL, "champion").version == good.version
     assert client.get_model_version_by_alias(MODEL, "previous_champion").version == newer.version
+    from ct_assets.lib import audit
+
+    last = audit.entries(home / "audit" / "audit.jsonl")[-1]
+    assert last["action"] == "alias_set" and last["reason"] == "rollback: test: the new champion misbehaves"
+    assert last["actor"].startswith(f"dagster:{result.run_id}")
 
 
 def test_data_quality_monitoring_job(pilot_run):

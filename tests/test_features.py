@@ -6,7 +6,7 @@ import pytest
 
 from ct_assets.features.logic import subject_features
 from ct_assets.lib.privacy import SPLIT_BUCKET, SUBJECT_KEY
-from ct_assets.training import logic as T
+from ct_assets.training import logic as training_logic
 
 DM = pd.DataFrame({
     SUBJECT_KEY: ["S-a", "S-b", "S-c"], "RFSTDTC": ["2020-01-10", "2020-02-01", None],
@@ -54,32 +54,32 @@ def test_landmark_labels_exclude_events_inside_the_window():
                        "AESEV": ["SEVERE", "MILD", "MILD", "SEVERE"], "AESTDY": [45.0, 10.0, 50.0, np.nan],
                        "AESTDTC": [None, None, None, "2020-03"]})
     dm = pd.DataFrame({SUBJECT_KEY: ["S-a", "S-b", "S-c", "S-d"], "RFSTDTC": ["2020-01-01"] * 4})
-    events = T.outcome_events(ae, None, dm, T.Outcome())
-    labelled, excluded = T.label_subjects(features, events, after_day=30)
+    events = training_logic.outcome_events(ae, None, dm, training_logic.Outcome())
+    labelled, excluded = training_logic.label_subjects(features, events, after_day=30)
     assert excluded == 1  # S-b: serious AE on day 10, inside the window
-    assert dict(zip(labelled[SUBJECT_KEY], labelled[T.LABEL])) == {"S-a": 1, "S-c": 0, "S-d": 1}
+    assert dict(zip(labelled[SUBJECT_KEY], labelled[training_logic.LABEL])) == {"S-a": 1, "S-c": 0, "S-d": 1}
 
 
 def test_split_is_deterministic_stratified_and_independent_of_key_names():
     n = 200
-    df = pd.DataFrame({SUBJECT_KEY: [f"S-{i:03d}" for i in range(n)], T.LABEL: [i % 4 == 0 for i in range(n)],
+    df = pd.DataFrame({SUBJECT_KEY: [f"S-{i:03d}" for i in range(n)], training_logic.LABEL: [i % 4 == 0 for i in range(n)],
                        SPLIT_BUCKET: np.arange(n) * 7 % 1000})
-    split = T.assign_split(df, 0.25)
-    assert (split == T.assign_split(df.sample(frac=1, random_state=1), 0.25).reindex(df.index)).all()
+    split = training_logic.assign_split(df, 0.25)
+    assert (split == training_logic.assign_split(df.sample(frac=1, random_state=1), 0.25).reindex(df.index)).all()
     hold = df[split == "holdout"]
-    assert hold[T.LABEL].sum() == 50 // 4 and (~hold[T.LABEL]).sum() == 150 // 4  # a quarter of each class
+    assert hold[training_logic.LABEL].sum() == 50 // 4 and (~hold[training_logic.LABEL]).sum() == 150 // 4  # a quarter of each class
     renamed = df.assign(**{SUBJECT_KEY: [f"S-z{i}" for i in range(n)]})
-    assert (T.assign_split(renamed, 0.25) == split).all()  # pseudonyms (key) do not move subjects
+    assert (training_logic.assign_split(renamed, 0.25) == split).all()  # pseudonyms (key) do not move subjects
     # Colliding buckets are broken by the subject's data, still independent of the pseudonym.
     clash = df.assign(**{SPLIT_BUCKET: np.arange(n) // 2, "AGE": np.arange(n, dtype=float)})
     clash_renamed = clash.assign(**{SUBJECT_KEY: clash[SUBJECT_KEY].iloc[::-1].to_numpy()})
-    assert (T.assign_split(clash, 0.25) == T.assign_split(clash_renamed, 0.25)).all()
+    assert (training_logic.assign_split(clash, 0.25) == training_logic.assign_split(clash_renamed, 0.25)).all()
 
 
 def test_fit_refuses_a_single_class():
-    df = pd.DataFrame({SUBJECT_KEY: ["a", "b"], "AGE": [1.0, 2.0], T.LABEL: [0, 0], T.SPLIT: ["train", "train"]})
+    df = pd.DataFrame({SUBJECT_KEY: ["a", "b"], "AGE": [1.0, 2.0], training_logic.LABEL: [0, 0], training_logic.SPLIT: ["train", "train"]})
     with pytest.raises(ValueError, match="one class"):
-        T.fit(df, T.ModelParams())
+        training_logic.fit(df, training_logic.ModelParams())
 
 
 def test_observed_vs_expected_is_relative_to_the_models_own_calibration():
@@ -129,9 +129,9 @@ def test_no_feature_uses_data_after_the_landmark(landmark):
     again = subject_features(pd.concat([tampered, extra], ignore_index=True), dm, longer, landmark_day=landmark)
     pd.testing.assert_frame_equal(features, again)
 
-    events = T.outcome_events(ae, None, dm, T.Outcome(after_day=landmark))
-    labelled, excluded = T.label_subjects(features, events, after_day=landmark)
+    events = training_logic.outcome_events(ae, None, dm, training_logic.Outcome(after_day=landmark))
+    labelled, excluded = training_logic.label_subjects(features, events, after_day=landmark)
     day = ae.set_index(SUBJECT_KEY)["AESTDY"]
     assert excluded == int((day <= landmark).sum())
     assert set(labelled[SUBJECT_KEY]) == set(day[day > landmark].index)  # every kept subject had a later event
-    assert labelled[T.LABEL].eq(1).all()
+    assert labelled[training_logic.LABEL].eq(1).all()

@@ -15,7 +15,7 @@ from kfp.dsl import Artifact, Dataset, Metrics
 
 from ct_assets.lib.registry import CHALLENGER, CHAMPION, alias_version
 from ct_assets.settings import MODEL_NAME
-from ct_assets.training import logic as T
+from ct_assets.training import logic as training_logic
 from ct_kfp import components as c
 from ct_kfp import steps
 from ct_kfp.compile import check, compile_all
@@ -109,16 +109,23 @@ def test_selection_does_not_depend_on_the_order_trials_arrive_in():
         steps.in_search_order(trials[:-1], space)
 
 
-def test_paired_auroc_difference_matches_sklearn():
+def test_auroc_tests_agree_with_sklearn_and_find_a_real_difference():
     from sklearn.metrics import roc_auc_score
+
+    from ct_assets.lib.stats import auroc_of, independent_auroc_test, paired_auroc_test
 
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 200)
     a, b = rng.random(200) + 0.3 * y, np.round(rng.random(200), 1)  # ties in b
     expected = roc_auc_score(y, a) - roc_auc_score(y, b)
-    assert steps._auroc_difference(y, a, b) == pytest.approx(expected)
-    batch = steps._auroc_difference(y, np.stack([a, b]), np.stack([b, a]))
+    assert auroc_of(y, a) - auroc_of(y, b) == pytest.approx(expected)
+    batch = auroc_of(y, np.stack([a, b])) - auroc_of(y, np.stack([b, a]))
     assert batch == pytest.approx([expected, -expected])
+    diff, p_value = paired_auroc_test(y, a, b, n_resamples=500)
+    assert diff == pytest.approx(expected) and p_value < 0.01  # a informs, b is noise
+    assert paired_auroc_test(y, b, np.round(rng.random(200), 1), n_resamples=500)[1] > 0.01  # noise vs noise
+    diff, p_value = independent_auroc_test(y[:100], a[:100], y[100:], b[100:], n_resamples=300)
+    assert diff == pytest.approx(roc_auc_score(y[:100], a[:100]) - roc_auc_score(y[100:], b[100:])) and p_value < 0.05
 
 
 def test_canary_routing_is_sticky_and_near_the_share():
@@ -163,7 +170,7 @@ def test_training_pipeline_registers_a_challenger(trained, kfp_home):
     assert run.data.metrics["holdout_auroc"] == pytest.approx(float(version.tags["holdout_auroc"]), abs=1e-4)
     training_set = pd.read_parquet(Path(trained.run_dir) / "feature-engineering" / "training_set")
     assert "USUBJID" not in training_set and training_set["SUBJECT_KEY"].str.startswith("S-").all()
-    assert set(training_set[T.SPLIT]) == {"train", "holdout"}
+    assert set(training_set[training_logic.SPLIT]) == {"train", "holdout"}
     # KFP's view of the evaluation: metrics, ROC curve and report artifacts, equal to MLflow's.
     out = json.loads((Path(trained.run_dir) / "evaluate-model" / "executor_output.json").read_text())["artifacts"]
     kfp_metrics = out["metrics"]["artifacts"][0]["metadata"]
@@ -188,6 +195,13 @@ def test_deployment_pipeline_promotes_the_first_canary(deployed, kfp_home):
     manifest = yaml.safe_load((Path(run.run_dir) / "deploy-model" / "deployment" / "inferenceservice.yaml").read_text())
     assert manifest["kind"] == "InferenceService"
     assert manifest["spec"]["predictor"]["canaryTrafficPercent"] == 20
+    # Every alias the KFP steps moved is in the audit log, with the step as actor.
+    from ct_assets.lib import audit
+
+    moves = {(e["object"], e["actor"]) for e in audit.entries(kfp_home / "audit" / "audit.jsonl") if e["action"] == "alias_set"}
+    assert (f"{MODEL_NAME}@challenger", "kfp:register_model") in moves
+    assert (f"{MODEL_NAME}@champion", "kfp:deployment_pipeline") in moves
+    assert audit.verify(kfp_home / "audit" / "audit.jsonl") == []
 
 
 @pytest.fixture(scope="module")

@@ -96,14 +96,14 @@ def test_data_fix_releases_quarantined_rows_through_the_cleaning_sensor(ct_home,
 
 
 def test_report_measures_on_small_frames():
-    from ct_assets.quality import report as R
+    from ct_assets.quality import report as quality_report
 
     visits = pd.DataFrame({"SUBJECT_KEY": ["a"] * 4 + ["b"] * 2, "VISITNUM": [1, 2, 2.1, 3, 1, 2],
                            "SVSTDTC": ["2020-01-01", "2020-01-10", "2020-01-05", "2020-01-20", "2020-02-01", "2020-01-01"]})
-    assert R.visit_order(visits, "SVSTDTC") == pytest.approx(2 / 3)  # b goes back in time; unscheduled 2.1 ignored
+    assert quality_report.visit_order(visits, "SVSTDTC") == pytest.approx(2 / 3)  # b goes back in time; unscheduled 2.1 ignored
     dm = pd.DataFrame({"SUBJECT_KEY": ["a"], "RFSTDTC": ["2020-01-10"], "RFPENDTC": ["2020-03-01"]})
     vs = pd.DataFrame({"SUBJECT_KEY": ["a"] * 3, "VSDTC": ["2020-01-05", "2020-03-10", "2021-06-01"]})
-    assert R.dates_within_period(vs, "VS", R.study_period(dm, margin_days=30)) == pytest.approx(2 / 3)
+    assert quality_report.dates_within_period(vs, "VS", quality_report.study_period(dm, margin_days=30)) == pytest.approx(2 / 3)
     lb = pd.DataFrame({"LBTESTCD": ["ALT"] * 20, "LBSTRESN": [20.0 + i % 5 for i in range(19)] + [900.0]})
-    out = R.anomalies(lb, "LB", z_limit=6)
+    out = quality_report.anomalies(lb, "LB", z_limit=6)
     assert out.loc[0, "test"] == "LB_ALT" and out.loc[0, "anomalies"] == 1

@@ -24,7 +24,7 @@ import pytest
 from ct_assets.lib.registry import CHALLENGER, CHAMPION, point_mlflow, promote, rollback
 from ct_assets.lib.privacy import SPLIT_BUCKET, SUBJECT_KEY
 from ct_assets.serving.server import serving_token
-from ct_assets.training import logic as T
+from ct_assets.training import logic as training_logic
 from ct_assets.lib.registry import ensure_experiment
 from ct_assets.training.tracking import log_candidate, register_challenger
 from tests.conftest import ROOT, private_home
@@ -54,10 +54,10 @@ def _training_set(n: int = 240, seed: int = 3) -> pd.DataFrame:
     df["SEX"] = rng.choice(["F", "M"], n)
     df["ARMCD"] = rng.choice(["Pbo", "Xan_Hi"], n)
     df.loc[rng.random(n) < 0.2, "ALT_last"] = np.nan  # sparse labs: null is a valid value
-    df[T.LABEL] = (rng.random(n) < 1 / (1 + np.exp(-1.5 * x[:, 0]))).astype(int)
+    df[training_logic.LABEL] = (rng.random(n) < 1 / (1 + np.exp(-1.5 * x[:, 0]))).astype(int)
     df[SUBJECT_KEY] = [f"S-{i:020x}" for i in range(n)]
     df[SPLIT_BUCKET] = rng.integers(0, 2**16, n)
-    df[T.SPLIT] = np.where(np.arange(n) % 4 == 0, "holdout", "train")
+    df[training_logic.SPLIT] = np.where(np.arange(n) % 4 == 0, "holdout", "train")
     return df
 
 
@@ -71,8 +71,8 @@ def registry(tmp_path_factory):
         ts = _training_set()
         for C in (0.05, 1.0):
             with mlflow.start_run(experiment_id=ensure_experiment(uri, NAME)):
-                record = log_candidate(ts, T.ModelParams(C=C), source="synthetic")
-            register_challenger(client, NAME, record["model_uri"], 0.7, T.holdout_of(ts), 0.0, 1.0, {})
+                record = log_candidate(ts, training_logic.ModelParams(C=C), source="synthetic")
+            register_challenger(client, NAME, record["model_uri"], 0.7, training_logic.holdout_of(ts), 0.0, 1.0, {})
         promote(client, NAME, 1)
         client.set_registered_model_alias(NAME, CHALLENGER, 2)
         yield home, client, ts
@@ -196,7 +196,7 @@ def test_alias_switch_and_rollback_are_served_without_restart(server, registry):
         assert time.monotonic() < deadline, "alias switch not picked up"
         time.sleep(0.2)
     assert _post(server, _instance(ts.iloc[2]))[1]["version"] == 2
-    rollback(client, NAME)
+    rollback(client, NAME, "test: the new champion misbehaves")
     while _get(server, "/models", "default")["champion"] != 1:
         assert time.monotonic() < deadline, "rollback not picked up"
         time.sleep(0.2)

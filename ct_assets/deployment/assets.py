@@ -18,11 +18,13 @@ import yaml
 from pydantic import Field
 
 from ct_assets import keys, settings
+from ct_assets.lib import audit
+from ct_assets.lib.audit import dagster_actor
 from ct_assets.lib.metadata import table_md
 from ct_assets.lib.privacy import SUBJECT_KEY
 from ct_assets.lib.registry import CHALLENGER, CHAMPION, alias_version, inference_service
 from ct_assets.resources import MlflowSettings
-from ct_assets.training import logic as T
+from ct_assets.training import logic as training_logic
 
 
 class DeploymentConfig(dg.Config):
@@ -117,6 +119,9 @@ def model_deployment(context: dg.AssetExecutionContext, config: DeploymentConfig
     else:
         raise dg.Failure(f"unknown deployment target {config.target!r}: 'local' or 'kserve'")
     metadata |= {k: v for k, v in record.items() if isinstance(v, int | float | str) and k != "manifest"}
+    audit.record("deployment", f"{config.target}:{config.service_name if config.target == 'kserve' else config.endpoint}",
+                 dagster_actor(context), "the registry's champion and challenger deployed",
+                 after={k: v for k, v in record.items() if isinstance(v, int | float | str | None)})
     return dg.Output(record, metadata=metadata)
 
 
@@ -126,12 +131,13 @@ class AbTestConfig(dg.Config):
     n_resamples: int = 2000
 
 
-def arm_report(predictions: pd.DataFrame, labels: pd.DataFrame, versions: dict[str, int | None], alpha: float,
-               min_per_arm: int, n_resamples: int, seed: int = 0) -> dict:
+def served_arms_test(predictions: pd.DataFrame, labels: pd.DataFrame, versions: dict[str, int | None], alpha: float,
+                     min_per_arm: int, n_resamples: int, seed: int = 0) -> dict:
     """Per arm of the current deployment (``versions``: alias -> version): labelled subjects, AUROC,
     Brier, mean risk; a permutation test of the AUROC difference between the arms (subjects
-    reassigned between arms); a decision."""
-    from scipy.stats import permutation_test
+    reassigned between arms: each arm scored other subjects); a decision. (Champion and challenger on
+    the same holdout subjects are compared by the KFP ab_test_pipeline, paired.)"""
+    from ct_assets.lib.stats import independent_auroc_test
 
     if not predictions.empty:
         current = pd.Series(False, index=predictions.index)
@@ -145,9 +151,9 @@ def arm_report(predictions: pd.DataFrame, labels: pd.DataFrame, versions: dict[s
     joined = latest.merge(labels, left_on="subject_key", right_on=SUBJECT_KEY, how="inner")
     rows = []
     for (alias, version), g in joined.groupby(["alias", "version"]):
-        m = T.binary_metrics(g[T.LABEL], g["risk"].to_numpy())
+        m = training_logic.binary_metrics(g[training_logic.LABEL], g["risk"].to_numpy())
         rows.append({"alias": alias, "version": int(version), "subjects": len(g), "auroc": m["auroc"],
-                     "brier": m["brier"], "mean_risk": float(g["risk"].mean()), "event_rate": float(g[T.LABEL].mean())})
+                     "brier": m["brier"], "mean_risk": float(g["risk"].mean()), "event_rate": float(g[training_logic.LABEL].mean())})
     arms = pd.DataFrame(rows)
     by_alias = {r["alias"]: r for r in rows}
     if set(by_alias) != {CHAMPION, CHALLENGER}:
@@ -156,20 +162,10 @@ def arm_report(predictions: pd.DataFrame, labels: pd.DataFrame, versions: dict[s
     if small:
         return {"arms": arms, "decision": "insufficient data",
                 "reason": f"fewer than {min_per_arm} labelled subjects with both outcomes in: {', '.join(small)}"}
-    y, p = joined[T.LABEL].to_numpy(), joined["risk"].to_numpy()
-    idx = {a: np.flatnonzero(joined["alias"].to_numpy() == a) for a in (CHALLENGER, CHAMPION)}
-
-    def diff(a, b, axis=-1):
-        from sklearn.metrics import roc_auc_score
-
-        a, b = a.astype(int), b.astype(int)
-        if len(np.unique(y[a])) < 2 or len(np.unique(y[b])) < 2:
-            return 0.0
-        return roc_auc_score(y[a], p[a]) - roc_auc_score(y[b], p[b])
-
-    test = permutation_test((idx[CHALLENGER], idx[CHAMPION]), diff, permutation_type="independent", vectorized=False,
-                            n_resamples=n_resamples, alternative="two-sided", random_state=seed)
-    observed, p_value = float(test.statistic), float(test.pvalue)
+    arm = {a: joined[joined["alias"] == a] for a in (CHALLENGER, CHAMPION)}
+    observed, p_value = independent_auroc_test(arm[CHALLENGER][training_logic.LABEL].to_numpy(), arm[CHALLENGER]["risk"].to_numpy(),
+                                               arm[CHAMPION][training_logic.LABEL].to_numpy(), arm[CHAMPION]["risk"].to_numpy(),
+                                               n_resamples, seed)
     if p_value < alpha:
         decision = "promote challenger" if observed > 0 else "keep champion"
     else:
@@ -191,7 +187,7 @@ def ab_test_report(context: dg.AssetExecutionContext, config: AbTestConfig, depl
     path = settings.predictions_log()
     predictions = pd.read_json(path, lines=True) if path.exists() and path.stat().st_size else pd.DataFrame()
     versions = {CHAMPION: deployment["champion_version"], CHALLENGER: deployment["challenger_version"]}
-    report = arm_report(predictions, training_set[[SUBJECT_KEY, T.LABEL]], versions, config.alpha, config.min_per_arm,
+    report = served_arms_test(predictions, training_set[[SUBJECT_KEY, training_logic.LABEL]], versions, config.alpha, config.min_per_arm,
                         config.n_resamples)
     context.log.info(f"A/B decision: {report['decision']} ({report['reason']})")
     arms = report.pop("arms")

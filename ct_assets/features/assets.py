@@ -7,6 +7,7 @@ import pandas as pd
 from ct_assets import keys
 from ct_assets.features.logic import subject_features as build_features
 from ct_assets.lib.faults import fails_fast
+from ct_assets.lib.provenance import STAGE_LOGIC, module_code_version
 from ct_assets.resources import StudyDesign
 
 
@@ -31,6 +32,7 @@ def require_landmark(instance: dg.DagsterInstance, design: StudyDesign) -> None:
     group_name="features",
     kinds={"pandas", "parquet"},
     pool="feature_engineering",
+    code_version=module_code_version(*STAGE_LOGIC["features"]),
     ins={
         "visits": dg.AssetIn(keys.PROCESSED_VISITS),
         "dm": dg.AssetIn(keys.validated("DM")),

@@ -40,6 +40,14 @@ def raw_domain_asset(domain: str) -> dg.AssetsDefinition:
 
             context.log.warning(f"study has no {domain} domain: downstream assets run on what it has")
             df = pd.DataFrame({c: pd.Series(dtype=object) for c in all_columns(domain) + SOURCE_COLS})
+        if present:
+            from ct_assets.lib import audit
+            from ct_assets.lib.audit import dagster_actor
+            from ct_assets.lib.provenance import source_digests
+
+            digests = source_digests(study.source_files_of(domain))
+            audit.record("data_delivery", domain, dagster_actor(context), f"{len(df)} rows ingested",
+                         after={"files": digests, "rows": len(df)})
         return dg.Output(
             df,
             metadata={

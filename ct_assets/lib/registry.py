@@ -30,23 +30,72 @@ def score(model_uri: str, frame: pd.DataFrame) -> np.ndarray:
     return model.predict_proba(frame.reindex(columns=list(model.feature_names_in_)))[:, 1]
 
 
-def promote(client, name: str, version: int | str) -> Any | None:
-    """Make ``version`` champion; the replaced champion keeps alias previous_champion."""
+def set_alias(client, name: str, alias: str, version: int | str, actor: str | None, reason: str) -> None:
+    """Point ``alias`` at ``version``, and record the move (from which version, by whom, why) in the audit log."""
+    from ct_assets.lib import audit
+
+    before = alias_version(client, name, alias)
+    client.set_registered_model_alias(name, alias, version)
+    audit.record("alias_set", f"{name}@{alias}", actor, reason, before=int(before.version) if before else None,
+                 after=int(version))
+
+
+MEANING = "approved for deployment"
+
+
+class ApprovalRequired(PermissionError):
+    """A promotion in the production profile without a recorded approval of that exact version."""
+
+
+def approve(client, name: str, version: int | str, approver: str, reason: str) -> dict[str, Any]:
+    """Record a signed approval (approver, time, meaning) bound to the version and its provenance digest."""
+    from ct_assets.lib import audit
+
+    if not reason.strip():
+        raise ValueError("an approval needs a reason")
+    provenance = client.get_model_version(name, str(version)).tags.get("ct.provenance", "")
+    return audit.record("approval", f"{name}/{version}", approver, reason, after={"meaning": MEANING, "provenance": provenance})
+
+
+def require_approval(client, name: str, version: int | str, actor: str | None) -> dict[str, Any]:
+    """The approval of this version with its current provenance. In the production profile one must
+    have been given (``ct approve``); the embedded profile approves automatically, recorded as such."""
+    from ct_assets import settings
+    from ct_assets.lib import audit
+
+    provenance = client.get_model_version(name, str(version)).tags.get("ct.provenance", "")
+    for entry in reversed(audit.find("approval", f"{name}/{version}")):
+        if (entry.get("after") or {}).get("provenance") == provenance:
+            return entry
+    if settings.profile() == "production":
+        raise ApprovalRequired(f"{name} version {version} has no approval for its provenance {provenance[:12] or '(none)'}: "
+                               f"ct approve {name} {version} --reason '...'")
+    return audit.record("approval", f"{name}/{version}", "auto (embedded profile)", "embedded profile: no approver",
+                        after={"meaning": MEANING, "provenance": provenance})
+
+
+def promote(client, name: str, version: int | str, actor: str | None = None, reason: str = "champion gate passed") -> Any | None:
+    """Make ``version`` champion (it must be approved: ``require_approval``); the replaced champion keeps
+    alias previous_champion. Every alias move is in the audit log with its actor."""
+    require_approval(client, name, version, actor)
     previous = alias_version(client, name, CHAMPION)
     if previous is not None and str(previous.version) != str(version):
-        client.set_registered_model_alias(name, PREVIOUS_CHAMPION, previous.version)
-    client.set_registered_model_alias(name, CHAMPION, version)
+        set_alias(client, name, PREVIOUS_CHAMPION, previous.version, actor, f"replaced by version {version}")
+    set_alias(client, name, CHAMPION, version, actor, reason)
     return previous
 
 
-def rollback(client, name: str) -> tuple[int, int]:
-    """Swap champion and previous_champion: one alias switch back to the last good model."""
+def rollback(client, name: str, reason: str, actor: str | None = None) -> tuple[int, int]:
+    """Swap champion and previous_champion: one alias switch back to the last good model. A rollback
+    must say why."""
+    if not reason or not reason.strip():
+        raise ValueError("a rollback needs a reason")
     current = alias_version(client, name, CHAMPION)
     previous = alias_version(client, name, PREVIOUS_CHAMPION)
     if current is None or previous is None:
         raise RuntimeError(f"{name}: no previous champion recorded, nothing to roll back to")
-    client.set_registered_model_alias(name, CHAMPION, previous.version)
-    client.set_registered_model_alias(name, PREVIOUS_CHAMPION, current.version)
+    set_alias(client, name, CHAMPION, previous.version, actor, f"rollback: {reason}")
+    set_alias(client, name, PREVIOUS_CHAMPION, current.version, actor, f"rollback: {reason}")
     return int(current.version), int(previous.version)
 
 

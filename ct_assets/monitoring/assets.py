@@ -14,10 +14,12 @@ from ct_assets.resources import AlertWebhook
 from ct_assets.features.logic import CATEGORICAL
 from ct_assets.lib.metadata import image_md, pyplot, save_figure, table_md
 from ct_assets.lib.privacy import SUBJECT_KEY
+from ct_assets.lib import audit
+from ct_assets.lib.audit import dagster_actor
 from ct_assets.lib.registry import score
-from ct_assets.monitoring import logic as M
+from ct_assets.monitoring import logic as monitoring_logic
 from ct_assets.resources import MlflowSettings
-from ct_assets.training import logic as T
+from ct_assets.training import logic as training_logic
 
 
 
@@ -34,7 +36,7 @@ class MonitoringConfig(dg.Config):
 
 
 def _features_only(df: pd.DataFrame) -> pd.DataFrame:
-    return df.drop(columns=[c for c in (SUBJECT_KEY, T.LABEL, T.SPLIT, "SPLIT_BUCKET", "SCORE") if c in df.columns])
+    return df.drop(columns=[c for c in (SUBJECT_KEY, training_logic.LABEL, training_logic.SPLIT, "SPLIT_BUCKET", "SCORE") if c in df.columns])
 
 
 def _model_uri(reference_meta: dict) -> str:
@@ -55,7 +57,7 @@ def monitoring_reference(mlflow_settings: MlflowSettings, champion: dict, traini
         meta = {"model_name": champion["name"], "version": int(champion["version"])}
         reference = training_set.assign(SCORE=score(_model_uri(meta), training_set))
         y, p = _holdout_xy(reference)
-        meta |= {"holdout_auroc": float(T.binary_metrics(y, p)["auroc"]), "subjects": len(reference),
+        meta |= {"holdout_auroc": float(training_logic.binary_metrics(y, p)["auroc"]), "subjects": len(reference),
                  "holdout_oe_ratio": float(y.sum() / p.sum()) if p.sum() else 1.0}
         yield dg.Output(reference, output_name="monitoring_reference", metadata={"dagster/row_count": len(reference),
                                                                                  "champion_version": meta["version"]})
@@ -63,8 +65,8 @@ def monitoring_reference(mlflow_settings: MlflowSettings, champion: dict, traini
 
 
 def _holdout_xy(reference: pd.DataFrame):
-    hold = reference[reference[T.SPLIT] == "holdout"]
-    return hold[T.LABEL], hold["SCORE"].to_numpy()
+    hold = reference[reference[training_logic.SPLIT] == "holdout"]
+    return hold[training_logic.LABEL], hold["SCORE"].to_numpy()
 
 
 @dg.asset(key=keys.FEATURE_DRIFT, group_name="monitoring", kinds={"scipy"},
@@ -72,8 +74,8 @@ def _holdout_xy(reference: pd.DataFrame):
           description="Per feature: PSI and KS test of current subjects against the champion's training "
                       "population, and the share of values outside the reference range.")
 def feature_drift(config: MonitoringConfig, features: pd.DataFrame, reference: pd.DataFrame) -> dg.Output[pd.DataFrame]:
-    table = M.feature_drift(_features_only(reference), _features_only(features), CATEGORICAL)
-    table["drifted"] = M.flag_drift(table, config.psi_threshold, config.ks_alpha)
+    table = monitoring_logic.feature_drift(_features_only(reference), _features_only(features), CATEGORICAL)
+    table["drifted"] = monitoring_logic.flag_drift(table, config.psi_threshold, config.ks_alpha)
     table = table.sort_values("psi", ascending=False, ignore_index=True)
     share = float(table["drifted"].mean()) if len(table) else 0.0
     return dg.Output(table, metadata={"features": len(table), "drifted": int(table["drifted"].sum()),
@@ -89,8 +91,8 @@ def prediction_drift(mlflow_settings: MlflowSettings, features: pd.DataFrame, re
 
     with mlflow_settings.session():
         current = score(_model_uri(reference_meta), features)
-        ks, pv = M.ks_test(reference["SCORE"], pd.Series(current))
-        result = {"psi": M.psi_numeric(reference["SCORE"], pd.Series(current)), "ks_stat": ks, "ks_pvalue": pv,
+        ks, pv = monitoring_logic.ks_test(reference["SCORE"], pd.Series(current))
+        result = {"psi": monitoring_logic.psi_numeric(reference["SCORE"], pd.Series(current)), "ks_stat": ks, "ks_pvalue": pv,
                   "mean_score_reference": float(reference["SCORE"].mean()), "mean_score_current": float(np.mean(current)),
                   "subjects": len(current)}
         return dg.Output(result, metadata={k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()})
@@ -112,8 +114,8 @@ def model_performance(config: MonitoringConfig, mlflow_settings: MlflowSettings,
         new = newly_labelled(training_set, reference)
         result = {"new_subjects": len(new), "reference_auroc": reference_meta["holdout_auroc"], "auroc": None, "auroc_drop": None,
                   "enough_subjects": len(new) >= config.min_new_subjects}
-        if len(new) and new[T.LABEL].nunique() == 2:
-            m = T.binary_metrics(new[T.LABEL], score(_model_uri(reference_meta), new))
+        if len(new) and new[training_logic.LABEL].nunique() == 2:
+            m = training_logic.binary_metrics(new[training_logic.LABEL], score(_model_uri(reference_meta), new))
             result |= {"auroc": m["auroc"], "brier": m["brier"], "auroc_drop": reference_meta["holdout_auroc"] - m["auroc"]}
         return dg.Output(result, metadata={k: v for k, v in result.items() if v is not None})
 
@@ -130,25 +132,25 @@ def concept_drift(mlflow_settings: MlflowSettings, training_set: pd.DataFrame, r
         if new.empty:
             result = {"n": 0.0}
         else:
-            result = M.observed_vs_expected(new[T.LABEL], score(_model_uri(reference_meta), new),
+            result = monitoring_logic.observed_vs_expected(new[training_logic.LABEL], score(_model_uri(reference_meta), new),
                                             reference_meta.get("holdout_oe_ratio", 1.0))
         return dg.Output(result, metadata={k: round(v, 4) for k, v in result.items()})
 
 
-def breaches(config: MonitoringConfig, drift: pd.DataFrame, prediction: dict, performance: dict, concept: dict) -> list[M.Breach]:
+def breaches(config: MonitoringConfig, drift: pd.DataFrame, prediction: dict, performance: dict, concept: dict) -> list[monitoring_logic.Breach]:
     found = []
     share = float(drift["drifted"].mean()) if len(drift) else 0.0
     count = int(drift["drifted"].sum())
     if share > config.max_drifted_share or count > config.max_drifted_features:
         top = ", ".join(drift.loc[drift["drifted"], "feature"].head(5))
-        found.append(M.Breach("data_drift", f"{count} features ({share:.0%}) drifted (PSI > {config.psi_threshold}): {top}"))
+        found.append(monitoring_logic.Breach("data_drift", f"{count} features ({share:.0%}) drifted (PSI > {config.psi_threshold}): {top}"))
     if prediction["psi"] > config.prediction_psi_threshold:
-        found.append(M.Breach("prediction_drift", f"score PSI {prediction['psi']:.2f}"))
+        found.append(monitoring_logic.Breach("prediction_drift", f"score PSI {prediction['psi']:.2f}"))
     if performance["enough_subjects"] and performance["auroc_drop"] is not None and performance["auroc_drop"] > config.max_auroc_drop:
-        found.append(M.Breach("performance", f"AUROC {performance['auroc']:.2f} on {performance['new_subjects']} new "
+        found.append(monitoring_logic.Breach("performance", f"AUROC {performance['auroc']:.2f} on {performance['new_subjects']} new "
                                              f"subjects, {performance['auroc_drop']:.2f} below reference"))
     if concept.get("n", 0) >= config.min_new_subjects and concept["pvalue"] < config.concept_alpha:
-        found.append(M.Breach("concept_drift", f"observed/expected events {concept['o_e_ratio']:.2f} (p={concept['pvalue']:.1e})"))
+        found.append(monitoring_logic.Breach("concept_drift", f"observed/expected events {concept['o_e_ratio']:.2f} (p={concept['pvalue']:.1e})"))
     return found
 
 
@@ -179,6 +181,9 @@ def monitoring_report(context: dg.AssetExecutionContext, config: MonitoringConfi
     report = {"breach": bool(found), "breach_id": breach_id, "reasons": [str(b) for b in found], "kinds": kinds,
               "champion_version": reference_meta["version"], "drifted_features": int(drift["drifted"].sum()),
               "prediction_psi": prediction["psi"], "performance": performance, "concept": concept}
+    if found:
+        audit.record("drift_breach", f"{reference_meta['model_name']}/{reference_meta['version']}", dagster_actor(context),
+                     "; ".join(report["reasons"]), after={"breach_id": breach_id, "kinds": kinds})
     return dg.Output(report, metadata={
         "breach": bool(found), "breach_id": breach_id or "", "reasons": "; ".join(report["reasons"]) or "none",
         "champion_version": reference_meta["version"], "drift_plot": image_md(plot, "drift"),

@@ -5,6 +5,7 @@ import json
 import dagster as dg
 
 from ct_assets import keys
+from ct_assets.lib import audit
 from ct_assets.lib.sdtm import DOMAINS
 
 
@@ -30,6 +31,8 @@ def drift_retraining_sensor(context: dg.SensorEvaluationContext):
             continue
         cursor["acted"] = (cursor["acted"] + [breach_id])[-50:]
         reasons = md["reasons"].value
+        audit.record("retraining_requested", "scheduled_retraining", "sensor:drift_retraining_sensor", reasons[:1000],
+                     after={"breach_id": breach_id, "run_key": f"breach-{breach_id}"})
         requests.append(dg.RunRequest(run_key=f"breach-{breach_id}",
                                       tags={"ct/trigger": "drift_retraining_sensor", "ct/breach_id": breach_id,
                                             "ct/retrain_reason": reasons[:1000]}))

@@ -58,9 +58,11 @@ def stack_env() -> dict[str, str]:
 
 
 def apply_env() -> dict[str, str]:
-    """Point this process at the profile's stores (the summary reads the Dagster instance and MLflow)."""
+    """Point this process at the profile's stores (the summary reads the Dagster instance and MLflow);
+    a store the environment names already (MLFLOW_TRACKING_URI, say) is kept."""
     env = stack_env()
-    os.environ.update(env)
+    for key, value in env.items():
+        os.environ.setdefault(key, value)
     return env
 
 

@@ -8,6 +8,7 @@ from ct_assets import keys
 from ct_assets.lib.lake import new_version_dir, publish_dir
 from ct_assets.lib.sdtm import FINDINGS_DOMAINS
 from ct_assets.lib.faults import external
+from ct_assets.lib.provenance import STAGE_LOGIC, module_code_version
 from ct_assets.resources import Lake, Spark
 
 VISIT_COLUMNS = {"SUBJECT_KEY": "string", "VISITNUM": "float64", "STUDY_DAY": "float64",
@@ -19,6 +20,7 @@ VISIT_COLUMNS = {"SUBJECT_KEY": "string", "VISITNUM": "float64", "STUDY_DAY": "f
     group_name="processing",
     kinds={"spark", "parquet"},
     pool="spark_jobs",  # a transient failure (master unreachable, lost connection) is retried: lib/faults.py
+    code_version=module_code_version(*STAGE_LOGIC["processing"]),
     deps=[keys.validated(d) for d in FINDINGS_DOMAINS] + [keys.validated("DM")],
     description="One row per subject per visit: findings (vital signs, labs) in standard units, one column per test.",
 )

@@ -13,9 +13,12 @@ import pandas as pd
 from pydantic import Field
 
 from ct_assets import keys
+from ct_assets.lib.provenance import STAGE_LOGIC, module_code_version
 from ct_assets.lib.sdtm import DOMAINS
-from ct_assets.quality.validate import accepted_subjects, validate_domain
+from ct_assets.quality.validate import accepted_subjects, reconciles, validate_domain
 from ct_assets.resources import QualityPolicy
+
+CODE_VERSION = module_code_version(*STAGE_LOGIC["validation"])  # stale in the UI when the rules change
 
 
 class QualityConfig(dg.Config):
@@ -57,11 +60,10 @@ def validation_asset(domain: str) -> dg.AssetsDefinition:
             output_name="quarantine",
             metadata={"dagster/row_count": len(split.quarantined), "rules": dg.MetadataValue.md(_rules_markdown(rules))},
         )
-        total = len(validated) + len(split.quarantined)
         yield dg.AssetCheckResult(
             check_name="rows_reconcile",
             asset_key=validated_key,
-            passed=total == len(raw),
+            passed=reconciles(raw, split),
             metadata={"raw": len(raw), "validated": len(validated), "quarantined": len(split.quarantined)},
         )
         yield dg.AssetCheckResult(
@@ -81,11 +83,11 @@ def validation_asset(domain: str) -> dg.AssetsDefinition:
         ins=ins,
         outs={
             "validated": dg.AssetOut(
-                key=validated_key, group_name="quality", kinds={"pandera", "parquet"},
+                key=validated_key, group_name="quality", kinds={"pandera", "parquet"}, code_version=CODE_VERSION,
                 description=f"SDTM {domain} rows that pass the SDTM rules, pseudonymised.",
             ),
             "quarantine": dg.AssetOut(
-                key=quarantine_key, group_name="quality", kinds={"parquet"},
+                key=quarantine_key, group_name="quality", kinds={"parquet"}, code_version=CODE_VERSION,
                 description=f"SDTM {domain} rows that failed a rule, with the rule and the reason.",
             ),
         },

@@ -7,9 +7,11 @@ from pydantic import Field
 
 from ct_assets import keys
 from ct_assets.resources import AlertWebhook
+from ct_assets.lib import audit
+from ct_assets.lib.audit import dagster_actor
 from ct_assets.lib.metadata import table_md
 from ct_assets.lib.sdtm import DOMAINS, FINDINGS_DOMAINS, SOURCE_COLS, domain_files
-from ct_assets.quality import report as R
+from ct_assets.quality import report as quality_report
 from ct_assets.quality.validate import split_valid
 from ct_assets.resources import Lake, QualityPolicy, StudySource
 
@@ -39,7 +41,7 @@ def _rounded(values: dict) -> dict:
 @dg.asset(key=keys.DATA_COMPLETENESS, group_name="quality", kinds={"pandas"}, deps=[keys.raw(d) for d in DOMAINS],
           description="Share of non-null values in the SDTM columns each domain carries, as received.")
 def data_completeness(lake: Lake) -> dg.Output[pd.DataFrame]:
-    rows = [{"domain": d, "rows": len(raw), "completeness": R.completeness(raw, d)}
+    rows = [{"domain": d, "rows": len(raw), "completeness": quality_report.completeness(raw, d)}
             for d in DOMAINS for raw in [_read(lake, f"raw_{d.lower()}")]]
     table = pd.DataFrame(rows)
     present = table[table["rows"] > 0]
@@ -52,21 +54,21 @@ def data_completeness(lake: Lake) -> dg.Output[pd.DataFrame]:
                       "study period, scheduled visits in date order.")
 def data_consistency(lake: Lake) -> dg.Output[dict]:
     raw_dm, dm = _read(lake, "raw_dm"), _read(lake, "validated_dm")
-    period = R.study_period(dm)
+    period = quality_report.study_period(dm)
     notes = []
     if period["end"].isna().all():
         notes.append("dates_in_study_period not assessable: no subject has an end date "
-                     f"({', '.join(c for c in R.PERIOD_ENDS)} absent or empty in DM)")
+                     f"({', '.join(c for c in quality_report.PERIOD_ENDS)} absent or empty in DM)")
     rows = []
     for d in FINDINGS_DOMAINS:
         findings = _read(lake, f"validated_{d.lower()}")
-        rows.append({"domain": d, "subjects_in_dm": R.subjects_in_dm(_read(lake, f"raw_{d.lower()}"), raw_dm),
-                     "dates_in_study_period": R.dates_within_period(findings, d, period)})
+        rows.append({"domain": d, "subjects_in_dm": quality_report.subjects_in_dm(_read(lake, f"raw_{d.lower()}"), raw_dm),
+                     "dates_in_study_period": quality_report.dates_within_period(findings, d, period)})
     sv = _read(lake, "validated_sv")
     visits, date_col = (sv, "SVSTDTC") if len(sv) else (_read(lake, "validated_vs"), "VSDTC")
     table = pd.DataFrame(rows)
     result = {"subjects_in_dm": _mean(table["subjects_in_dm"]), "dates_in_study_period": _mean(table["dates_in_study_period"]),
-              "visit_order": R.visit_order(visits, date_col) if len(visits) else 1.0}
+              "visit_order": quality_report.visit_order(visits, date_col) if len(visits) else 1.0}
     if result["visit_order"] is None:
         notes.append(f"visit_order not assessable: VISITNUM or {date_col} absent or empty")
     return dg.Output(result | {"by_domain": table.to_dict(orient="records"), "not_assessable": notes},
@@ -80,7 +82,7 @@ def data_consistency(lake: Lake) -> dg.Output[dict]:
           description="Age of the newest file of the study source.")
 def data_freshness(config: FreshnessConfig, study: StudySource):
     files = [p for d in DOMAINS for p in domain_files(study.path(), d)]
-    age = R.freshness_days(files)
+    age = quality_report.freshness_days(files)
     yield dg.Output({"age_days": age, "files": len(files)}, metadata={"age_days": round(age, 2), "files": len(files)})
     yield dg.AssetCheckResult(check_name="fresh", passed=age <= config.max_age_days, severity=dg.AssetCheckSeverity.WARN,
                               metadata={"age_days": round(age, 2), "max_age_days": config.max_age_days})
@@ -90,7 +92,7 @@ def data_freshness(config: FreshnessConfig, study: StudySource):
           deps=[keys.validated(d) for d in FINDINGS_DOMAINS],
           description="Results far from their test's median (robust z-score on the median absolute deviation).")
 def data_anomalies(config: AnomalyConfig, lake: Lake) -> dg.Output[pd.DataFrame]:
-    table = pd.concat([R.anomalies(_read(lake, f"validated_{d.lower()}"), d, config.anomaly_z) for d in FINDINGS_DOMAINS],
+    table = pd.concat([quality_report.anomalies(_read(lake, f"validated_{d.lower()}"), d, config.anomaly_z) for d in FINDINGS_DOMAINS],
                       ignore_index=True)
     share = float(table["anomalies"].sum() / table["results"].sum()) if len(table) else 0.0
     return dg.Output(table, metadata={"anomalies": int(table["anomalies"].sum()), "anomaly_share": round(share, 4),
@@ -126,7 +128,7 @@ def data_quality_report(context: dg.AssetExecutionContext, quality: QualityPolic
         "visit_order": consistency["visit_order"],
         "non_anomalous": 1.0 - anomaly_share,
     }
-    score = R.quality_score(components)
+    score = quality_report.quality_score(components)
     if score < quality.min_quality_score:
         alerts.send(f":warning: data quality score {score:.3f} below {quality.min_quality_score}", context.log)
     report = {"score": score, "components": components, "age_days": freshness["age_days"], "anomaly_share": anomaly_share,
@@ -144,7 +146,7 @@ def data_quality_report(context: dg.AssetExecutionContext, quality: QualityPolic
     description="Quarantined rows validated again, in their domain as delivered, with today's rules and subjects: "
                 "how many a rule or data fix would now release. The data_cleaning sensor re-runs validation for those domains.",
 )
-def quarantine_recheck(lake: Lake) -> dg.Output[dict]:
+def quarantine_recheck(context: dg.AssetExecutionContext, lake: Lake) -> dg.Output[dict]:
     from ct_assets.quality.schemas import domain_schema
 
     # Today's subjects: those whose DM row, as delivered now, passes today's rules.
@@ -165,6 +167,8 @@ def quarantine_recheck(lake: Lake) -> dg.Output[dict]:
         rows.append({"domain": d, "quarantined": len(q), "now_valid": len(released)})
     table = pd.DataFrame(rows)
     release = table.loc[table["now_valid"] > 0, "domain"].tolist()
+    audit.record("quarantine_recheck", "quarantine", dagster_actor(context), f"domains to re-validate: {release or 'none'}",
+                 after=table.to_dict(orient="records"))
     return dg.Output({"domains_to_revalidate": release, "table": table.to_dict(orient="records")},
                      metadata={"quarantined": int(table["quarantined"].sum()), "now_valid": int(table["now_valid"].sum()),
                                "domains_to_revalidate": ", ".join(release) or "none", "by_domain": table_md(table)})

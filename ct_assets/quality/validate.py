@@ -127,3 +127,25 @@ def validate_domain(domain: str, raw: pd.DataFrame, known_subjects=None, cutoff:
     if domain == "DM":
         accepted = accepted.assign(**{SPLIT_BUCKET: split_bucket(accepted["USUBJID"])})
     return DomainResult(replace_subject_ids(accepted), split.quarantined, split.score, split.rule_counts(), absent)
+
+
+def reconciles(raw: pd.DataFrame, result: DomainResult) -> bool:
+    """Nothing lost, nothing twice: every raw row is either validated or quarantined."""
+    return len(result.validated) + len(result.quarantined) == len(raw)
+
+
+def validate_study(raw: dict[str, pd.DataFrame | None], cutoff: str | None = None) -> dict[str, DomainResult]:
+    """Every domain a study has, DM first (a row's subject must have passed DM validation); a domain
+    that does not reconcile is a bug, not a data problem, and raises."""
+    results: dict[str, DomainResult] = {}
+    known = None
+    for domain in ["DM"] + [d for d in raw if d != "DM"]:
+        frame = raw.get(domain)
+        if frame is None:
+            continue
+        results[domain] = result = validate_domain(domain, frame, known, cutoff)
+        if not reconciles(frame, result):
+            raise AssertionError(f"{domain}: rows do not reconcile")
+        if domain == "DM":
+            known = accepted_subjects(frame, result.validated)
+    return results

@@ -9,12 +9,18 @@ from pydantic import Field
 from ct_assets.lib.faults import fails_fast
 from ct_assets import keys, settings
 from ct_assets.lib.metadata import image_md, table_md
-from ct_assets.lib.registry import CHALLENGER, promote
+from ct_assets.lib.audit import dagster_actor
+from ct_assets.lib.provenance import STAGE_LOGIC, model_provenance, module_code_version, stage_code_versions
+from ct_assets.lib.registry import CHALLENGER, ApprovalRequired, promote
 from ct_assets.training.tracking import evaluate_and_log, log_candidate, register_challenger
 from ct_assets.features.assets import require_landmark
+from ct_assets.lib.privacy import SUBJECT_KEY
 from ct_assets.resources import Lake, MlflowSettings, StudyDesign, StudySource
-from ct_assets.training import logic as T
+from ct_assets.training import logic as training_logic
 
+
+
+TRAINING_CODE = module_code_version(*STAGE_LOGIC["training"])
 
 
 class OutcomeConfig(dg.Config):
@@ -26,9 +32,9 @@ class OutcomeConfig(dg.Config):
     holdout_fraction: float = Field(default=0.25, description="Share of subjects held out for evaluation.")
     split_seed: int = 0
 
-    def outcome(self, design: StudyDesign) -> T.Outcome:
+    def outcome(self, design: StudyDesign) -> training_logic.Outcome:
         """The outcome after the study design's landmark day (shared with the features)."""
-        return T.Outcome(self.ae_serious, tuple(self.ae_severities), tuple(self.ds_terms), design.landmark_day)
+        return training_logic.Outcome(self.ae_serious, tuple(self.ae_severities), tuple(self.ds_terms), design.landmark_day)
 
 
 class ModelConfig(dg.Config):
@@ -42,8 +48,8 @@ class ModelConfig(dg.Config):
     seed: int = 0
     cv_folds: int = 5
 
-    def params(self) -> T.ModelParams:
-        return T.ModelParams(self.model_type, self.C, self.max_depth, self.learning_rate, self.max_iter,
+    def params(self) -> training_logic.ModelParams:
+        return training_logic.ModelParams(self.model_type, self.C, self.max_depth, self.learning_rate, self.max_iter,
                              self.class_weight, seed=self.seed)
 
 
@@ -55,6 +61,7 @@ class PromotionConfig(dg.Config):
 @dg.asset(
     key=keys.TRAINING_SET,
     group_name="training",
+    code_version=TRAINING_CODE,
     kinds={"pandas", "parquet"},
     ins={"features": dg.AssetIn(keys.SUBJECT_FEATURES), "dm": dg.AssetIn(keys.validated("DM")),
          "ae": dg.AssetIn(keys.validated("AE")), "ds": dg.AssetIn(keys.validated("DS"))},
@@ -64,16 +71,16 @@ def training_set(context: dg.AssetExecutionContext, config: OutcomeConfig, study
                  features: pd.DataFrame, dm: pd.DataFrame, ae: pd.DataFrame, ds: pd.DataFrame) -> dg.Output[pd.DataFrame]:
     require_landmark(context.instance, study_design)
     with fails_fast():
-        labelled, excluded = T.make_training_set(features, dm, ae, ds, config.outcome(study_design),
+        labelled, excluded = training_logic.make_training_set(features, dm, ae, ds, config.outcome(study_design),
                                                  config.holdout_fraction, config.split_seed)
-    counts = labelled.groupby(T.SPLIT)[T.LABEL].agg(["size", "sum"])
+    counts = labelled.groupby(training_logic.SPLIT)[training_logic.LABEL].agg(["size", "sum"])
     context.log.info(f"{len(labelled)} subjects labelled, {excluded} excluded (event inside the feature window)")
     return dg.Output(
         labelled,
         metadata={
             "dagster/row_count": len(labelled),
-            "positives": int(labelled[T.LABEL].sum()),
-            "prevalence": round(float(labelled[T.LABEL].mean()), 4) if len(labelled) else 0.0,
+            "positives": int(labelled[training_logic.LABEL].sum()),
+            "prevalence": round(float(labelled[training_logic.LABEL].mean()), 4) if len(labelled) else 0.0,
             "excluded_prior_event": excluded,
             "train_subjects": int(counts.loc["train", "size"]) if "train" in counts.index else 0,
             "holdout_subjects": int(counts.loc["holdout", "size"]) if "holdout" in counts.index else 0,
@@ -87,6 +94,7 @@ def training_set(context: dg.AssetExecutionContext, config: OutcomeConfig, study
 @dg.asset(
     key=keys.CANDIDATE_MODEL,
     group_name="training",
+    code_version=TRAINING_CODE,
     kinds={"mlflow", "scikitlearn"},
     pool="model_training",
     ins={"training_set": dg.AssetIn(keys.TRAINING_SET)},
@@ -106,6 +114,7 @@ def candidate_model(context: dg.AssetExecutionContext, config: ModelConfig, mlfl
 @dg.asset(
     key=keys.MODEL_EVALUATION,
     group_name="training",
+    code_version=TRAINING_CODE,
     kinds={"mlflow"},
     pool="mlflow_operations",
     ins={"candidate": dg.AssetIn(keys.CANDIDATE_MODEL), "training_set": dg.AssetIn(keys.TRAINING_SET)},
@@ -130,6 +139,7 @@ def model_evaluation(context: dg.AssetExecutionContext, mlflow_settings: MlflowS
 @dg.asset(
     key=keys.REGISTERED_MODEL,
     group_name="training",
+    code_version=TRAINING_CODE,
     kinds={"mlflow"},
     pool="mlflow_operations",  # no retry: a failed champion gate is a verdict, not a glitch
     ins={"candidate": dg.AssetIn(keys.CANDIDATE_MODEL), "evaluation": dg.AssetIn(keys.MODEL_EVALUATION),
@@ -141,16 +151,20 @@ def model_evaluation(context: dg.AssetExecutionContext, mlflow_settings: MlflowS
     description="A version of adverse-event-predictor in the MLflow registry, alias 'challenger'.",
 )
 def registered_model(context: dg.AssetExecutionContext, config: PromotionConfig, mlflow_settings: MlflowSettings,
-                     candidate: dict, evaluation: dict, training_set: pd.DataFrame):
+                     study: StudySource, lake: Lake, candidate: dict, evaluation: dict, training_set: pd.DataFrame):
     name, auroc = mlflow_settings.model_name, evaluation["metrics"]["auroc"]
+    holdout = training_logic.holdout_of(training_set)
+    provenance = model_provenance(study.source_files(), training_set, lake.quarantined_rows(), _split_seed(context),
+                                  holdout[SUBJECT_KEY], stage_code_versions())
     with mlflow_settings.session() as client:
-        gate = register_challenger(client, name, candidate["model_uri"], auroc, T.holdout_of(training_set),
-                                   config.min_auroc, config.tolerance, {"dagster_run_id": context.run_id})
+        gate = register_challenger(client, name, candidate["model_uri"], auroc, holdout, config.min_auroc, config.tolerance,
+                                   {"dagster_run_id": context.run_id} | provenance, dagster_actor(context))
     champion_version, champion_auroc = gate["champion_version"], gate["champion_auroc"]
     yield dg.Output(
         {"name": name, "version": gate["version"], "run_id": candidate["run_id"], "holdout_auroc": auroc,
          "champion_version": champion_version, "champion_auroc": champion_auroc},
-        metadata={"version": gate["version"], "alias": CHALLENGER, "holdout_auroc": round(auroc, 4)},
+        metadata={"version": gate["version"], "alias": CHALLENGER, "holdout_auroc": round(auroc, 4)}
+        | {k: v for k, v in provenance.items()},
     )
     yield dg.AssetCheckResult(
         check_name="champion_gate",
@@ -159,6 +173,12 @@ def registered_model(context: dg.AssetExecutionContext, config: PromotionConfig,
                   "champion_version": champion_version or "none",
                   "champion_auroc_same_holdout": round(champion_auroc, 4) if champion_auroc is not None else "none"},
     )
+
+
+def _split_seed(context: dg.AssetExecutionContext) -> int:
+    event = context.instance.get_latest_materialization_event(keys.TRAINING_SET)
+    outcome = event.asset_materialization.metadata.get("outcome") if event and event.asset_materialization else None
+    return int(outcome.value.get("split_seed", 0)) if outcome else 0
 
 
 @dg.asset(
@@ -173,7 +193,10 @@ def registered_model(context: dg.AssetExecutionContext, config: PromotionConfig,
 def champion_model(context: dg.AssetExecutionContext, mlflow_settings: MlflowSettings, registered: dict) -> dg.Output[dict]:
     name = registered["name"]
     with mlflow_settings.session() as client:
-        previous = promote(client, name, registered["version"])
+        try:
+            previous = promote(client, name, registered["version"], dagster_actor(context))
+        except ApprovalRequired as err:
+            raise dg.Failure(description=str(err), allow_retries=False) from None
     context.log.info(f"{name} version {registered['version']} is champion")
     record = {"name": name, "version": registered["version"], "previous_version": previous.version if previous else None}
     return dg.Output(record, metadata={"champion_version": registered["version"],

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ct_assets.lib.registry import CHALLENGER, CHAMPION, alias_version, score
-from ct_assets.training import logic as T
+from ct_assets.lib.registry import CHALLENGER, CHAMPION, alias_version, score, set_alias
+from ct_assets.training import logic as training_logic
 
 
 def pip_requirements() -> list[str]:
@@ -25,22 +25,22 @@ def pip_requirements() -> list[str]:
             f"skops=={skops.__version__}"]
 
 
-def log_candidate(training_set: pd.DataFrame, params: T.ModelParams, source: str, cv_folds: int = 5) -> dict[str, Any]:
+def log_candidate(training_set: pd.DataFrame, params: training_logic.ModelParams, source: str, cv_folds: int = 5) -> dict[str, Any]:
     """Fit on the train split and log params, CV and train metrics, the dataset and the model
     (signature, input example) to the active MLflow run. Returns the candidate record."""
     import mlflow
     import skops.io as sio
     from mlflow.models import infer_signature
 
-    model, columns = T.fit(training_set, params)
-    train = training_set[training_set[T.SPLIT] == "train"]
-    cv_mean, cv_std = T.cross_validated_auroc(training_set, params, cv_folds)
+    model, columns = training_logic.fit(training_set, params)
+    train = training_set[training_set[training_logic.SPLIT] == "train"]
+    cv_mean, cv_std = training_logic.cross_validated_auroc(training_set, params, cv_folds)
     metrics = {"cv_auroc_mean": cv_mean, "cv_auroc_std": cv_std,
-               "train_auroc": T.binary_metrics(train[T.LABEL], model.predict_proba(train[columns])[:, 1])["auroc"]}
+               "train_auroc": training_logic.binary_metrics(train[training_logic.LABEL], model.predict_proba(train[columns])[:, 1])["auroc"]}
     run = mlflow.active_run()
     mlflow.log_params(params.as_dict() | {"n_features": len(columns), "n_train": len(train)})
     mlflow.log_metrics(metrics)
-    dataset = mlflow.data.from_pandas(training_set, source=source, name="training_set", targets=T.LABEL)
+    dataset = mlflow.data.from_pandas(training_set, source=source, name="training_set", targets=training_logic.LABEL)
     mlflow.log_input(dataset, context="training")
     example = train[columns].head(5)
     info = mlflow.sklearn.log_model(
@@ -61,12 +61,12 @@ def evaluate_and_log(model_uri: str, training_set: pd.DataFrame, plot_path: Path
     """Holdout discrimination, calibration and subgroups, logged to the active MLflow run."""
     import mlflow
 
-    holdout = T.holdout_of(training_set)
+    holdout = training_logic.holdout_of(training_set)
     p = score(model_uri, holdout)
-    metrics = T.binary_metrics(holdout[T.LABEL], p)
-    metrics["auroc_ci_low"], metrics["auroc_ci_high"] = T.bootstrap_auroc_ci(holdout[T.LABEL], p)
-    subgroups = T.subgroup_metrics(holdout, p)
-    plot = T.calibration_plot(holdout[T.LABEL], p, plot_path, f"Calibration, holdout (n={len(holdout)})")
+    metrics = training_logic.binary_metrics(holdout[training_logic.LABEL], p)
+    metrics["auroc_ci_low"], metrics["auroc_ci_high"] = training_logic.bootstrap_auroc_ci(holdout[training_logic.LABEL], p)
+    subgroups = training_logic.subgroup_metrics(holdout, p)
+    plot = training_logic.calibration_plot(holdout[training_logic.LABEL], p, plot_path, f"Calibration, holdout (n={len(holdout)})")
     mlflow.log_metrics({f"holdout_{k}": v for k, v in metrics.items() if np.isfinite(v)})
     mlflow.log_table(subgroups, "evaluation/subgroups.json")
     mlflow.log_artifact(str(plot), "evaluation")
@@ -74,19 +74,28 @@ def evaluate_and_log(model_uri: str, training_set: pd.DataFrame, plot_path: Path
 
 
 def register_challenger(client, name: str, model_uri: str, auroc: float, holdout: pd.DataFrame, min_auroc: float,
-                        tolerance: float, tags: dict[str, str]) -> dict[str, Any]:
+                        tolerance: float, tags: dict[str, str], actor: str | None = None) -> dict[str, Any]:
     """Register ``model_uri`` as a version with alias challenger and judge the champion gate: at
-    least ``min_auroc`` on the holdout and not worse than the current champion on the same holdout."""
+    least ``min_auroc`` on the holdout and not worse than the current champion on the same holdout.
+    The registration, the alias and the verdict go to the audit log."""
     import mlflow
 
+    from ct_assets.lib import audit
+
     version = mlflow.register_model(model_uri, name, tags={"holdout_auroc": f"{auroc:.4f}"} | tags)
-    client.set_registered_model_alias(name, CHALLENGER, version.version)
+    audit.record("model_registered", f"{name}/{version.version}", actor, "candidate evaluated on the holdout",
+                 after={"model_uri": model_uri, "holdout_auroc": round(auroc, 4), "provenance": tags.get("ct.provenance")})
+    set_alias(client, name, CHALLENGER, version.version, actor, "newly registered")
     champion = alias_version(client, name, CHAMPION)
     champion_auroc = None
     if champion is not None:
-        champion_auroc = T.binary_metrics(holdout[T.LABEL], score(f"models:/{name}@{CHAMPION}", holdout))["auroc"]
+        champion_auroc = training_logic.binary_metrics(holdout[training_logic.LABEL], score(f"models:/{name}@{CHAMPION}", holdout))["auroc"]
     meets_min = bool(np.isfinite(auroc) and auroc >= min_auroc)
     not_worse = champion_auroc is None or auroc >= champion_auroc - tolerance
-    return {"name": name, "version": version.version, "holdout_auroc": auroc, "min_auroc": min_auroc,
-            "champion_version": champion.version if champion else None, "champion_auroc": champion_auroc,
-            "gate_passed": bool(meets_min and not_worse)}
+    verdict = {"name": name, "version": version.version, "holdout_auroc": auroc, "min_auroc": min_auroc,
+               "champion_version": champion.version if champion else None, "champion_auroc": champion_auroc,
+               "gate_passed": bool(meets_min and not_worse)}
+    audit.record("champion_gate", f"{name}/{version.version}", actor,
+                 "passed" if verdict["gate_passed"] else "failed: " + ("below min_auroc" if not meets_min else "worse than the champion"),
+                 after={k: verdict[k] for k in ("holdout_auroc", "min_auroc", "champion_version", "champion_auroc", "gate_passed")})
+    return verdict

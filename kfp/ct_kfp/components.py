@@ -139,7 +139,7 @@ def ab_test(training_set: Input[Dataset], mlflow_tracking_uri: str, model_name: 
     """Champion against challenger on the same holdout subjects: paired permutation test of AUROC."""
     from ct_kfp import steps
 
-    result = steps.ab_test(training_set.path, mlflow_tracking_uri, model_name, alpha, n_resamples)
+    result = steps.holdout_ab_test(training_set.path, mlflow_tracking_uri, model_name, alpha, n_resamples)
     for name, value in result["metrics"].items():
         metrics.log_metric(name, value)
     steps.write_text(report.path, result["markdown"])

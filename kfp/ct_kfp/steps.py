@@ -25,10 +25,10 @@ from ct_assets import settings
 from ct_assets.lib import lake, sdtm
 from ct_assets.lib.privacy import SUBJECT_KEY
 from ct_assets.lib.registry import point_mlflow
-from ct_assets.training import logic as T
+from ct_assets.training import logic as training_logic
 
 # The legacy model settings: the default hyperparameters HPO must beat or equal.
-DEFAULT_PARAMS: dict[str, Any] = {k: v for k, v in T.ModelParams().as_dict().items() if v is not None}
+DEFAULT_PARAMS: dict[str, Any] = {k: v for k, v in training_logic.ModelParams().as_dict().items() if v is not None}
 
 # A small grid that runs locally in about a minute; the Katib manifest covers the same space.
 # Ordered from the simplest model to the most complex: selection prefers the earliest point whose
@@ -50,26 +50,18 @@ def tracking_uri(uri: str) -> str:
 def validate_study(study_dir: str, validated_dir: str, quarantine_dir: str) -> dict[str, Any]:
     """Validate every domain of the study; validated rows (pseudonymised) and quarantined rows
     (with the failed rule) go to one Parquet file per domain. Returns counts per domain."""
-    from ct_assets.quality.validate import accepted_subjects, validate_domain
+    from ct_assets.quality.validate import validate_study as validate_domains
 
     source = sdtm.study_path(study_dir or None)
     raw = {d: sdtm.read_domain(source, d) for d in sdtm.DOMAINS}
     if raw["DM"] is None:
         raise FileNotFoundError(f"the study at {source} has no DM domain: subjects cannot be known")
     counts: dict[str, Any] = {}
-    known = None  # DM comes first: the other domains' subjects must have passed DM validation
-    for domain, frame in raw.items():
-        if frame is None:
-            continue
-        result = validate_domain(domain, frame, known)
-        if domain == "DM":
-            known = accepted_subjects(frame, result.validated)
+    for domain, result in validate_domains(raw).items():
         lake.write_parquet(result.validated, Path(validated_dir) / f"{domain}.parquet")
         lake.write_parquet(result.quarantined, Path(quarantine_dir) / f"{domain}.parquet")
-        counts[domain] = {"raw": len(frame), "validated": len(result.validated), "quarantined": len(result.quarantined),
-                          "score": result.score, "rules": result.rules}
-        if len(result.validated) + len(result.quarantined) != len(frame):
-            raise AssertionError(f"{domain}: rows do not reconcile")
+        counts[domain] = {"raw": len(raw[domain]), "validated": len(result.validated),
+                          "quarantined": len(result.quarantined), "score": result.score, "rules": result.rules}
     total_raw = sum(c["raw"] for c in counts.values())
     total_ok = sum(c["validated"] for c in counts.values())
     return {"domains": counts, "rows": total_raw, "validated": total_ok, "quarantined": total_raw - total_ok,
@@ -114,22 +106,22 @@ def engineer_features(validated_dir: str, features_path: str, training_set_path:
     dm = _domain(validated_dir, "DM")
     visits = process_visits(validated_dir)
     features = subject_features(visits, dm, _domain(validated_dir, "EX"), landmark_day)
-    outcome_def = T.Outcome(**{k: tuple(v) if isinstance(v, list) else v for k, v in (outcome or {}).items()
+    outcome_def = training_logic.Outcome(**{k: tuple(v) if isinstance(v, list) else v for k, v in (outcome or {}).items()
                                if k != "after_day"}, after_day=landmark_day)
-    labelled, excluded = T.make_training_set(features, dm, _domain(validated_dir, "AE"), _domain(validated_dir, "DS"),
+    labelled, excluded = training_logic.make_training_set(features, dm, _domain(validated_dir, "AE"), _domain(validated_dir, "DS"),
                                              outcome_def, holdout_fraction)
     lake.write_parquet(features, Path(features_path))
     lake.write_parquet(labelled, Path(training_set_path))
     return {"subjects": len(features), "features": len(features.columns) - 1, "labelled": len(labelled),
-            "positives": int(labelled[T.LABEL].sum()), "excluded_prior_event": excluded,
-            "holdout": int((labelled[T.SPLIT] == "holdout").sum())}
+            "positives": int(labelled[training_logic.LABEL].sum()), "excluded_prior_event": excluded,
+            "holdout": int((labelled[training_logic.SPLIT] == "holdout").sum())}
 
 
 # --- models ---------------------------------------------------------------------------------------
 
-def params_of(params: dict) -> T.ModelParams:
+def params_of(params: dict) -> training_logic.ModelParams:
     """Model parameters from a KFP dict (whose numbers arrive as floats), typed as the dataclass says."""
-    fields = {f.name: f for f in dataclasses.fields(T.ModelParams) if f.name != "extra"}
+    fields = {f.name: f for f in dataclasses.fields(training_logic.ModelParams) if f.name != "extra"}
     unknown = set(params) - set(fields)
     if unknown:
         raise ValueError(f"unknown model parameters {sorted(unknown)}; known: {sorted(fields)}")
@@ -137,13 +129,13 @@ def params_of(params: dict) -> T.ModelParams:
     for name, value in (DEFAULT_PARAMS | params).items():
         kind = fields[name].type
         typed[name] = int(value) if kind == "int" else float(value) if kind == "float" else value
-    return T.ModelParams(**typed)
+    return training_logic.ModelParams(**typed)
 
 
 def cv_score(training_set_path: str, params: dict, folds: int = 5, repeats: int = CV_REPEATS) -> tuple[float, float]:
     """Repeated stratified k-fold AUROC on the train split only (HPO never looks at the holdout):
     its mean and standard error."""
-    mean, std = T.cross_validated_auroc(pd.read_parquet(training_set_path), params_of(params), folds, repeats)
+    mean, std = training_logic.cross_validated_auroc(pd.read_parquet(training_set_path), params_of(params), folds, repeats)
     return mean, std / (folds * repeats) ** 0.5
 
 
@@ -183,8 +175,8 @@ def roc_points(model_dir: str, training_set_path: str) -> tuple[list[float], lis
 
     from ct_assets.lib.registry import score
 
-    holdout = T.holdout_of(pd.read_parquet(training_set_path))
-    fpr, tpr, thr = roc_curve(holdout[T.LABEL], score(model_dir, holdout))
+    holdout = training_logic.holdout_of(pd.read_parquet(training_set_path))
+    fpr, tpr, thr = roc_curve(holdout[training_logic.LABEL], score(model_dir, holdout))
     thr = np.where(np.isfinite(thr), thr, 1.0)
     return fpr.tolist(), tpr.tolist(), thr.tolist()
 
@@ -194,12 +186,17 @@ def register(model_uri: str, training_set_path: str, uri: str, model_name: str, 
     """A registry version with alias challenger, and the champion gate's verdict."""
     import mlflow
 
+    from ct_assets.lib.provenance import model_provenance, stage_code_versions
     from ct_assets.training.tracking import register_challenger
 
     point_mlflow(tracking_uri(uri))
     client = mlflow.MlflowClient(tracking_uri=tracking_uri(uri), registry_uri=tracking_uri(uri))
-    holdout = T.holdout_of(pd.read_parquet(training_set_path))
-    return register_challenger(client, model_name, model_uri, holdout_auroc, holdout, min_auroc, tolerance, tags or {})
+    training_set = pd.read_parquet(training_set_path)
+    holdout = training_logic.holdout_of(training_set)
+    # The study files are read by the validation pod: here the training set, rules, split and code are bound.
+    provenance = model_provenance([], training_set, {}, 0, holdout["SUBJECT_KEY"], stage_code_versions())
+    return register_challenger(client, model_name, model_uri, holdout_auroc, holdout, min_auroc, tolerance,
+                               (tags or {}) | provenance, "kfp:register_model")
 
 
 def write_json(obj: Any, path: str) -> None:
@@ -359,21 +356,21 @@ def canary_check(deployment_dir: str, training_set_path: str, uri: str, toleranc
 
     _client(uri)  # points mlflow (and the models:/ URIs below) at the tracking store
     record = read_json(str(Path(deployment_dir) / "deployment.json"))
-    holdout = T.holdout_of(pd.read_parquet(training_set_path))
+    holdout = training_logic.holdout_of(pd.read_parquet(training_set_path))
     name, challenger = record["model_name"], record["challenger_version"]
     p_new = score(f"models:/{name}/{challenger}", holdout)
     canary = routed_to_challenger(holdout[SUBJECT_KEY], record["traffic_share"])
     metrics: dict[str, float] = {"subjects": float(len(holdout)), "canary_subjects": float(canary.sum())}
     valid = bool(np.isfinite(p_new).all() and ((p_new >= 0) & (p_new <= 1)).all())
-    new_auroc = T.binary_metrics(holdout[T.LABEL], p_new)["auroc"]
+    new_auroc = training_logic.binary_metrics(holdout[training_logic.LABEL], p_new)["auroc"]
     metrics["challenger_auroc"] = new_auroc
     if record["champion_version"] is None:
         ok = valid and np.isfinite(new_auroc)
     else:
         p_old = score(f"models:/{name}/{record['champion_version']}", holdout)
-        old_auroc = T.binary_metrics(holdout[T.LABEL], p_old)["auroc"]
+        old_auroc = training_logic.binary_metrics(holdout[training_logic.LABEL], p_old)["auroc"]
         served = np.where(canary, p_new, p_old)
-        metrics |= {"champion_auroc": old_auroc, "served_auroc": T.binary_metrics(holdout[T.LABEL], served)["auroc"]}
+        metrics |= {"champion_auroc": old_auroc, "served_auroc": training_logic.binary_metrics(holdout[training_logic.LABEL], served)["auroc"]}
         ok = valid and new_auroc >= old_auroc - tolerance
     metrics["valid_predictions"] = float(valid)
     return {"decision": "promote" if ok else "rollback", "metrics": {k: v for k, v in metrics.items() if np.isfinite(v)}}
@@ -385,7 +382,8 @@ def promote_canary(deployment_dir: str, uri: str) -> str:
     from ct_assets.lib.registry import inference_service, promote
 
     record = read_json(str(Path(deployment_dir) / "deployment.json"))
-    previous = promote(_client(uri), record["model_name"], record["challenger_version"])
+    previous = promote(_client(uri), record["model_name"], record["challenger_version"], "kfp:deployment_pipeline",
+                       "canary check passed")
     manifest = inference_service(record["endpoint"], record["challenger_source"], None)  # 100 % on the new model
     write_text(str(Path(deployment_dir) / "inferenceservice-promoted.yaml"), yaml.safe_dump(manifest, sort_keys=False))
     return f"version {record['challenger_version']} promoted (previous champion: {previous.version if previous else 'none'})"
@@ -404,42 +402,25 @@ def rollback_canary(deployment_dir: str, uri: str) -> str:
     return f"version {record['challenger_version']} rolled back; champion stays {record['champion_version']}"
 
 
-def _auroc_difference(y: np.ndarray, a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
-    """AUROC(a) - AUROC(b), vectorised over resamples (Mann-Whitney form, ties counted half)."""
-    from scipy.stats import rankdata
-
-    def auroc(p: np.ndarray) -> np.ndarray:
-        ranks = rankdata(p, axis=axis)
-        pos = (y == 1)
-        n_pos, n_neg = pos.sum(), (~pos).sum()
-        return ((ranks * pos).sum(axis=axis) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
-
-    return auroc(a) - auroc(b)
-
-
-def ab_test(training_set_path: str, uri: str, model_name: str, alpha: float, n_resamples: int,
-            seed: int = 0) -> dict[str, Any]:
+def holdout_ab_test(training_set_path: str, uri: str, model_name: str, alpha: float, n_resamples: int,
+                    seed: int = 0) -> dict[str, Any]:
     """Champion and challenger scored on the same holdout subjects. A paired permutation test
     (swapping the two models' scores within subjects) gives the p-value of the AUROC difference;
-    the challenger wins only if it is better and the difference is significant at ``alpha``."""
-    from scipy.stats import permutation_test
-
+    the challenger wins only if it is better and the difference is significant at ``alpha``. (The
+    live deployment's arms, which score different subjects, are compared by ``ab_test_report``.)"""
     from ct_assets.lib.registry import score
+    from ct_assets.lib.stats import paired_auroc_test
 
     client = _client(uri)
     champion, challenger = _versions(client, model_name)
     if champion is None or challenger is None:
         raise RuntimeError(f"{model_name} needs both a 'champion' and a 'challenger' version for an A/B test")
-    holdout = T.holdout_of(pd.read_parquet(training_set_path))
-    y = holdout[T.LABEL].to_numpy()
+    holdout = training_logic.holdout_of(pd.read_parquet(training_set_path))
+    y = holdout[training_logic.LABEL].to_numpy()
     p_champ = score(f"models:/{model_name}/{champion.version}", holdout)
     p_chall = score(f"models:/{model_name}/{challenger.version}", holdout)
-    arms = {"champion": T.binary_metrics(y, p_champ), "challenger": T.binary_metrics(y, p_chall)}
-    diff = float(_auroc_difference(y, p_chall, p_champ))
-    test = permutation_test((p_chall, p_champ), lambda a, b, axis=-1: _auroc_difference(y, a, b, axis),
-                            permutation_type="samples", vectorized=True, n_resamples=n_resamples,
-                            alternative="two-sided", random_state=seed)
-    p_value = float(test.pvalue)
+    arms = {"champion": training_logic.binary_metrics(y, p_champ), "challenger": training_logic.binary_metrics(y, p_chall)}
+    diff, p_value = paired_auroc_test(y, p_chall, p_champ, n_resamples, seed)
     decision = "challenger" if diff > 0 and p_value < alpha else "champion"
     metrics = {f"{arm}_{k}": v for arm, m in arms.items() for k, v in m.items() if k != "n"}
     metrics |= {"subjects": float(len(y)), "auroc_difference": diff, "p_value": p_value}
