@@ -44,7 +44,7 @@ def study_source() -> str:
 
 def kafka_servers() -> str:
     """Kafka bootstrap servers, comma-separated ($CT_KAFKA_BOOTSTRAP; default a broker on this machine)."""
-    return os.environ.get("CT_KAFKA_BOOTSTRAP") or "127.0.0.1:9092"
+    return kafka_bootstrap() or "127.0.0.1:9092"
 
 
 def kfp_host() -> str | None:

@@ -96,11 +96,6 @@ def _read_one(path: Path, encoding: str | None = None) -> tuple[pd.DataFrame, st
     return df, used
 
 
-def _one_line(err: Exception) -> str:
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
-
-
 def text_where_mixed(df: pd.DataFrame) -> pd.DataFrame:
     """Columns whose values are of different kinds (numbers in one file, text in another) become text.
 
@@ -128,7 +123,9 @@ def read_domain_files(study_dir: Path, domain: str, encoding: str | None = None)
         try:
             df, used = _read_one(path, encoding)
         except Exception as err:  # any reader failure: say which file, in one line
-            raise StudyFileError(f"{domain}: cannot read {path.name} in {study_dir}: {_one_line(err)}") from err
+            from ct_assets.lib.faults import one_line
+
+            raise StudyFileError(f"{domain}: cannot read {path.name} in {study_dir}: {one_line(err, 200)}") from err
         frames.append(df)
         reads.append(FileRead(path.name, len(df), used))
     frames = [f for f in frames if len(f)] or frames[:1]
