@@ -6,6 +6,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 AIRFLOW_VENV ?= .venv-airflow
+AIRFLOW3_VENV ?= .venv-airflow3
+AIRFLOW ?= 2
 export CT_HOME ?= $(CURDIR)/.ct
 
 .PHONY: install airflow-install demo test dev airflow serve clean
@@ -24,7 +26,13 @@ $(AIRFLOW_VENV)/.installed: airflow_compat/requirements.txt | $(VENV)/.installed
 	$(UV) pip install --quiet --python $(AIRFLOW_VENV)/bin/python -r airflow_compat/requirements.txt
 	touch $@
 
-airflow-install: $(AIRFLOW_VENV)/.installed
+# Airflow 3 (the supported line) in a venv of its own: Airflow 3.3 and Dagster's GraphQL client.
+$(AIRFLOW3_VENV)/.installed: airflow_compat/requirements3.txt | $(VENV)/.installed
+	test -x $(AIRFLOW3_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW3_VENV)
+	$(UV) pip install --quiet --python $(AIRFLOW3_VENV)/bin/python -r airflow_compat/requirements3.txt
+	touch $@
+
+airflow-install: $(AIRFLOW_VENV)/.installed $(AIRFLOW3_VENV)/.installed
 
 demo: install
 	$(PY) -m ct_assets.demo
@@ -37,10 +45,11 @@ dev: install
 	umask 077 && mkdir -p $(CT_HOME)/dagster && DAGSTER_HOME=$(CT_HOME)/dagster $(PY) -m ct_assets.pools
 	DAGSTER_HOME=$(CT_HOME)/dagster $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
-# The legacy Airflow UI on 127.0.0.1:8085 over DAGs emitted from the Dagster definitions.
+# The legacy Airflow UI on 127.0.0.1:8085 over DAGs emitted from the Dagster definitions:
+# Airflow 2.11 by default, Airflow 3 with `make airflow AIRFLOW=3` (same DAG files).
 airflow: install airflow-install
 	$(PY) -m airflow_compat emit --out $(CT_HOME)/airflow/dags
-	$(AIRFLOW_VENV)/bin/python -m airflow_compat start --dags $(CT_HOME)/airflow/dags
+	$(if $(filter 3,$(AIRFLOW)),$(AIRFLOW3_VENV),$(AIRFLOW_VENV))/bin/python -m airflow_compat start --dags $(CT_HOME)/airflow/dags
 
 # The champion (and challenger at 10 % of subjects) of adverse-event-predictor on 127.0.0.1:8000.
 serve: install

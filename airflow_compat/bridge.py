@@ -1,20 +1,25 @@
-"""The Airflow side of the bridge: an operator that runs some assets of a Dagster job through
-dagster-airflow's ``DagsterHook``.
+"""The Airflow side of the bridge: an operator that runs some assets of a Dagster job through the
+Dagster webserver's GraphQL API, on Airflow 2.11 and on Airflow 3.
 
-dagster-airflow's ``DagsterOperator`` launches a whole Dagster job by name. A legacy task stands for
-a few assets (or asset checks) of its DAG's job, so this operator launches the same job with an
-asset and check selection, tags the Dagster run with the Airflow DAG, task and run ids, and for
-partitioned jobs passes the partition range from the DAG run's ``partition_range`` param. The rest
-is the library's hook: the ``dagster_default`` connection (login = the webserver's GraphQL URL) and
-terminating the run when the task is killed. The task waits for its run and fails when the run fails.
+A legacy task stands for a few assets (or asset checks) of its DAG's job, so this operator launches
+that job with an asset and check selection, tags the Dagster run with the Airflow DAG, task and run
+ids, and for partitioned jobs passes the partition range from the DAG run's ``partition_range``
+param. It logs the run's URL and each status change, fails when the run fails, and terminates the
+run when the task is killed. The Dagster URL is the login of the ``dagster_default`` connection.
 
-Parsing a DAG file costs only Airflow: dagster-airflow (2.3 s of imports, Dagster itself) and the
-connection are loaded when a task runs, never when the scheduler parses the file, so parsing needs
-no metadata database, no connection, and takes milliseconds. (``DagsterOperator`` builds its hook,
-and so reads the connection from the database, in its constructor: hence not a subclass of it.)
+- Airflow 2.11: the GraphQL calls go through dagster-airflow's ``DagsterHook`` (the documented
+  legacy deployment). dagster-airflow's ``DagsterOperator`` launches a whole job, and builds its
+  hook, reading the connection from the database, in its constructor: hence not a subclass of it.
+- Airflow 3: dagster-airflow does not import there (it imports ``apply_defaults``, removed in 3), so
+  the calls go through Dagster's own GraphQL client (``dagster_graphql.DagsterGraphQLClient``), the
+  operator is an ``airflow.sdk.BaseOperator`` and the connection comes through the task SDK.
+
+Parsing a DAG file costs only Airflow: the Dagster libraries (seconds of imports) and the
+connection are loaded when a task runs, never when a DAG processor parses the file, so parsing
+needs no metadata database, no connection, and takes milliseconds.
 
 The emitter copies this file next to the DAGs as ``ct_dagster_bridge.py``: it needs only Airflow
-and dagster-airflow, never the platform's code.
+and dagster-airflow (2.11) or dagster-graphql (3), never the platform's code.
 """
 
 from __future__ import annotations
@@ -24,8 +29,16 @@ import time
 import warnings
 from functools import cached_property
 
-from airflow.exceptions import AirflowException
-from airflow.models import BaseOperator
+try:  # Airflow 3: the task SDK
+    from airflow.sdk import BaseHook, BaseOperator
+    from airflow.sdk.exceptions import AirflowException
+
+    AIRFLOW_3 = True
+except ImportError:  # Airflow 2.11
+    from airflow.exceptions import AirflowException
+    from airflow.models import BaseOperator
+
+    AIRFLOW_3 = False
 
 LAUNCH = """
 mutation Launch($executionParams: ExecutionParams!) {
@@ -54,26 +67,61 @@ def _asset_key(key: str) -> dict:
     return {"path": key.split("/")}
 
 
-def _post(hook, query: str, variables: dict) -> dict:
-    import requests
+class HookClient:
+    """GraphQL through dagster-airflow's ``DagsterHook`` (Airflow 2.11)."""
 
-    headers = {"Dagster-Cloud-Api-Token": hook.user_token or ""}
-    response = requests.post(hook.url, json={"query": query, "variables": variables}, headers=headers, timeout=60)
-    response.raise_for_status()
-    body = response.json()
-    if body.get("errors"):
-        raise AirflowException(f"Dagster GraphQL error: {body['errors']}")
-    return body["data"]
+    def __init__(self, hook):
+        self.hook, self.url = hook, hook.url
+
+    def execute(self, query: str, variables: dict) -> dict:
+        import requests
+
+        headers = {"Dagster-Cloud-Api-Token": self.hook.user_token or ""}
+        response = requests.post(self.url, json={"query": query, "variables": variables}, headers=headers, timeout=60)
+        response.raise_for_status()
+        body = response.json()
+        if body.get("errors"):
+            raise AirflowException(f"Dagster GraphQL error: {body['errors']}")
+        return body["data"]
+
+    def terminate(self, run_id: str) -> None:
+        self.hook.terminate_run(run_id=run_id)
 
 
-def partition_keys(hook, asset_key: str) -> list[str]:
-    node = _post(hook, PARTITION_KEYS, {"assetKey": _asset_key(asset_key)})["assetNodeOrError"]
+class GraphQLClient:
+    """GraphQL through Dagster's ``DagsterGraphQLClient`` (Airflow 3), on the webserver's GraphQL URL."""
+
+    def __init__(self, url: str):
+        from urllib.parse import urlsplit
+
+        from dagster_graphql import DagsterGraphQLClient
+
+        parts = urlsplit(url)
+        self.url = url
+        self.client = DagsterGraphQLClient(parts.hostname, port_number=parts.port, use_https=parts.scheme == "https",
+                                           path_prefix=parts.path.removesuffix("/").removesuffix("graphql").rstrip("/"))
+
+    def execute(self, query: str, variables: dict) -> dict:
+        from dagster_graphql import DagsterGraphQLClientError
+
+        try:
+            # The client's launch helper has no asset check selection: its transport, with our query.
+            return self.client._execute(query, variables)
+        except DagsterGraphQLClientError as e:
+            raise AirflowException(f"Dagster GraphQL error: {e}") from e
+
+    def terminate(self, run_id: str) -> None:
+        self.client.terminate_run(run_id)
+
+
+def partition_keys(client, asset_key: str) -> list[str]:
+    node = client.execute(PARTITION_KEYS, {"assetKey": _asset_key(asset_key)})["assetNodeOrError"]
     if node["__typename"] != "AssetNode":
         raise AirflowException(f"asset {asset_key} not found in Dagster")
     return node["partitionKeys"]
 
 
-def launch_assets(hook, *, repository_name: str, location_name: str, job_name: str, asset_keys: list[str],
+def launch_assets(client, *, repository_name: str, location_name: str, job_name: str, asset_keys: list[str],
                   check_keys: list[tuple[str, str]], tags: dict[str, str], run_config: dict) -> str:
     selector = {
         "repositoryName": repository_name, "repositoryLocationName": location_name, "jobName": job_name,
@@ -82,21 +130,25 @@ def launch_assets(hook, *, repository_name: str, location_name: str, job_name: s
     }
     params = {"selector": selector, "runConfigData": json.dumps(run_config or {}),
               "executionMetadata": {"tags": [{"key": k, "value": str(v)} for k, v in tags.items()]}}
-    result = _post(hook, LAUNCH, {"executionParams": params})["launchRun"]
+    result = client.execute(LAUNCH, {"executionParams": params})["launchRun"]
     if result["__typename"] == "LaunchRunSuccess":
         return result["run"]["id"]
     reason = "; ".join(e["message"] for e in result.get("errors", [])) or result.get("message", result["__typename"])
     raise AirflowException(f"Dagster refused to launch {job_name} {asset_keys}: {reason}")
 
 
-def wait_for_run(hook, run_id: str, poll_s: float = 1.0) -> None:
-    """Return when the run succeeds, raise when it fails or is canceled. (The library's
-    ``DagsterHook.wait_for_run`` polls every 5 s and sleeps 5 s more after the run finished: 5-10 s
-    per task, over a minute per legacy DAG run.)"""
+def wait_for_run(client, run_id: str, poll_s: float = 1.0, log=None) -> None:
+    """Return when the run succeeds, raise when it fails or is canceled; ``log`` each status change.
+    (dagster-airflow's ``DagsterHook.wait_for_run`` polls every 5 s and sleeps 5 s more after the run
+    finished: 5-10 s per task, over a minute per legacy DAG run.)"""
+    seen = None
     while True:
-        run = _post(hook, RUN_STATUS, {"runId": run_id})["runOrError"]
+        run = client.execute(RUN_STATUS, {"runId": run_id})["runOrError"]
         if run["__typename"] != "Run":
             raise AirflowException(f"Dagster run {run_id}: {run.get('message', run['__typename'])}")
+        if log and run["status"] != seen:
+            log.info("Dagster run %s: %s", run_id, run["status"])
+        seen = run["status"]
         if run["status"] in FINISHED:
             break
         time.sleep(poll_s)
@@ -127,20 +179,22 @@ class DagsterAssetsOperator(BaseOperator):
         self.run_id = None
 
     @cached_property
-    def hook(self):
-        """dagster-airflow's hook on the ``dagster_default`` connection, built when the task runs."""
+    def client(self):
+        """The GraphQL client on the ``dagster_default`` connection, built when the task runs."""
+        if AIRFLOW_3:
+            return GraphQLClient(BaseHook.get_connection(self.dagster_conn_id).login)
         from dagster import SupersessionWarning
 
         # dagster-airflow is marked as superseded by dagster-airlift; it is the bridge we chose.
         warnings.filterwarnings("ignore", category=SupersessionWarning)
         from dagster_airflow.hooks.dagster_hook import DagsterHook
 
-        return DagsterHook(dagster_conn_id=self.dagster_conn_id, user_token="")  # OSS Dagster: no API token
+        return HookClient(DagsterHook(dagster_conn_id=self.dagster_conn_id, user_token=""))  # OSS Dagster: no token
 
     def _partition_tags(self, context) -> dict[str, str]:
         wanted = (context["params"].get("partition_range") or "all").strip()
         if wanted == "all":
-            keys = partition_keys(self.hook, (self.asset_keys or [c[0] for c in self.check_keys])[0])
+            keys = partition_keys(self.client, (self.asset_keys or [c[0] for c in self.check_keys])[0])
             if not keys:
                 raise AirflowException("no partitions to backfill: materialize subject_features first")
             first, last = keys[0], keys[-1]
@@ -156,16 +210,16 @@ class DagsterAssetsOperator(BaseOperator):
         if self.partitioned:
             tags |= self._partition_tags(context)
         self.run_id = launch_assets(
-            self.hook, repository_name=self.repository_name, location_name=self.repostitory_location_name,
+            self.client, repository_name=self.repository_name, location_name=self.repostitory_location_name,
             job_name=self.job_name, asset_keys=self.asset_keys, check_keys=self.check_keys, tags=tags,
             run_config=self.run_config)
         ti.xcom_push(key="run_id", value=self.run_id)
-        self.log.info("Dagster run %s: %s", self.run_id, self.hook.url.removesuffix("graphql") + f"runs/{self.run_id}")
-        wait_for_run(self.hook, self.run_id)
+        self.log.info("Dagster run %s: %s", self.run_id, self.client.url.removesuffix("graphql") + f"runs/{self.run_id}")
+        wait_for_run(self.client, self.run_id, log=self.log)
         self.log.info("Dagster run %s succeeded", self.run_id)
         return self.run_id
 
     def on_kill(self):
         if self.run_id:
             self.log.info("Terminating Dagster run %s", self.run_id)
-            self.hook.terminate_run(run_id=self.run_id)
+            self.client.terminate(self.run_id)

@@ -1,6 +1,6 @@
 """What Airflow makes of an emitted folder: every DAG, its schedule and tasks, parse times, as JSON.
 
-Runs in the Airflow venv; the tests compare it with the Dagster definitions.
+Runs in either Airflow venv (2.11 or 3); the tests compare it with the Dagster definitions.
 """
 
 import json
@@ -12,9 +12,17 @@ from pathlib import Path
 def report(folder: Path) -> str:
     # As in a deployment, the DAGs folder is on sys.path (the DAGs import the bridge from it).
     os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(folder.resolve())
-    from airflow.models import DagBag
+    import airflow
 
-    bag = DagBag(dag_folder=str(folder), include_examples=False, safe_mode=True)
+    try:  # Airflow 3: the bag its DAG processor and task runner use (the bundle's folder on sys.path)
+        from airflow.dag_processing.dagbag import BundleDagBag
+
+        bag = BundleDagBag(dag_folder=str(folder), bundle_path=folder.resolve(), bundle_name="dags-folder",
+                           safe_mode=True)
+    except ImportError:  # Airflow 2.11
+        from airflow.models import DagBag
+
+        bag = DagBag(dag_folder=str(folder), include_examples=False, safe_mode=True)
     dags = {}
     for dag_id, dag in sorted(bag.dags.items()):
         tasks = {}
@@ -27,9 +35,11 @@ def report(folder: Path) -> str:
                 "location": getattr(task, "repostitory_location_name", None),
                 "asset_keys": getattr(task, "asset_keys", None), "check_keys": getattr(task, "check_keys", None),
             }
-        dags[dag_id] = {"schedule": dag.schedule_interval, "order": list(tasks), "tasks": tasks,
+        schedule = dag.schedule if hasattr(dag, "schedule") else dag.schedule_interval  # 3 / 2.11
+        dags[dag_id] = {"schedule": schedule, "order": list(tasks), "tasks": tasks,
                         "file": Path(dag.fileloc).name}
     # Parse time per file, as the scheduler's DAG processor measures it (`airflow dags report`).
     parse_s = {Path(s.file).name: round(s.duration.total_seconds(), 3) for s in bag.dagbag_stats}
     return json.dumps({"dags": dags, "import_errors": {Path(k).name: v for k, v in bag.import_errors.items()},
-                       "parse_s": parse_s, "dagster_imported": "dagster" in sys.modules}, indent=1, default=str)
+                       "parse_s": parse_s, "dagster_imported": "dagster" in sys.modules,
+                       "airflow_version": airflow.__version__}, indent=1, default=str)

@@ -1,9 +1,17 @@
-"""Start Airflow 2.11 on the emitted DAGs with the legacy configuration, bound to 127.0.0.1.
+"""Start Airflow (2.11 or 3, whichever the running venv has) on the emitted DAGs with the legacy
+configuration, bound to 127.0.0.1.
 
-Defaults: SQLite metadata database and SequentialExecutor under ``$CT_HOME/airflow``. With
-``CT_AIRFLOW_DB_URL`` (e.g. ``postgresql+psycopg2://airflow@127.0.0.1/airflow``, password through
-``PGPASSWORD`` or ``~/.pgpass``) it uses that database and the LocalExecutor, as the legacy
-deployment did. The admin password is ``CT_AIRFLOW_ADMIN_PASSWORD``, or generated and printed once.
+Defaults: SQLite metadata database under ``$CT_HOME/airflow`` (``$CT_HOME/airflow3`` for Airflow 3),
+with the SequentialExecutor on 2.11 and the LocalExecutor on 3 (3 has no SequentialExecutor; its
+task processes reach the database only through the API server). With ``CT_AIRFLOW_DB_URL`` (e.g.
+``postgresql+psycopg2://airflow@127.0.0.1/airflow``, password through ``PGPASSWORD`` or
+``~/.pgpass``) it uses that database and the LocalExecutor, as the legacy deployment did. The admin
+password is ``CT_AIRFLOW_ADMIN_PASSWORD``, or generated and printed once.
+
+Airflow 2.11: scheduler and webserver (FAB users, ``/api/v1`` with basic auth). Airflow 3: scheduler,
+DAG processor and API server (UI, ``/api/v2`` with a JWT from ``POST /auth/token``, and the Execution
+API the task processes call) as separate processes, with the simple auth manager: user ``admin``,
+its password in ``$AIRFLOW_HOME/simple_auth_manager_passwords.json`` (mode 600).
 
 The settings are written to ``$AIRFLOW_HOME/airflow.cfg`` as well as passed to the processes, so
 that any ``airflow`` command run with only ``AIRFLOW_HOME`` set sees the same deployment (same
@@ -14,6 +22,7 @@ nothing of Airflow itself.
 from __future__ import annotations
 
 import configparser
+import importlib.metadata
 import json
 import os
 import secrets
@@ -32,9 +41,16 @@ def _bin() -> Path:
     return Path(sys.executable).parent
 
 
+def airflow_major() -> int:
+    """The major version of the Airflow installed in this venv (without importing Airflow)."""
+    return int(importlib.metadata.version("apache-airflow").split(".")[0])
+
+
 def settings(dags: Path, home: Path) -> dict[tuple[str, str], str]:
     """Airflow settings of this deployment, as (section, key) -> value."""
     db_url = os.environ.get("CT_AIRFLOW_DB_URL", f"sqlite:///{home / 'airflow.db'}")
+    if airflow_major() >= 3:
+        return settings_3(dags, home, db_url)
     return {
         ("core", "dags_folder"): str(dags.resolve()),
         ("core", "load_examples"): "False",
@@ -51,9 +67,35 @@ def settings(dags: Path, home: Path) -> dict[tuple[str, str], str]:
     }
 
 
+def settings_3(dags: Path, home: Path, db_url: str) -> dict[tuple[str, str], str]:
+    host = os.environ.get("CT_AIRFLOW_HOST", "127.0.0.1")
+    port = os.environ.get("CT_AIRFLOW_PORT", "8085")
+    return {
+        ("core", "dags_folder"): str(dags.resolve()),
+        ("core", "load_examples"): "False",
+        ("core", "executor"): "LocalExecutor",
+        ("core", "parallelism"): "8",  # the LocalExecutor forks this many idle workers at start (default 32)
+        ("core", "dags_are_paused_at_creation"): "True",
+        # The task processes report to the API server's Execution API (Airflow's default is localhost:8080).
+        ("core", "execution_api_server_url"): f"http://{host}:{port}/execution/",
+        # Simple auth manager (Airflow 3's default, no FAB provider): one admin, its password in a file
+        # that start writes (CT_AIRFLOW_ADMIN_PASSWORD or generated), as 2.11's FAB user.
+        ("core", "auth_manager"): "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+        ("core", "simple_auth_manager_users"): "admin:admin",
+        ("core", "simple_auth_manager_passwords_file"): str(home / "simple_auth_manager_passwords.json"),
+        ("database", "sql_alchemy_conn"): db_url,
+        ("api", "host"): host,
+        ("api", "port"): port,
+        ("api", "base_url"): f"http://{host}:{port}",
+        ("api", "expose_config"): "False",
+        ("api", "workers"): "1",  # each worker loads the whole API; one serves a legacy team's UI and tasks
+    }
+
+
 def _home() -> Path:
     ct_home = Path(os.environ.get("CT_HOME", Path(__file__).resolve().parents[1] / ".ct"))
-    return Path(os.environ.get("AIRFLOW_HOME", ct_home / "airflow")).resolve()
+    default = ct_home / ("airflow3" if airflow_major() >= 3 else "airflow")
+    return Path(os.environ.get("AIRFLOW_HOME", default)).resolve()
 
 
 def _var(section: str, key: str) -> str:
@@ -67,7 +109,8 @@ def airflow_env(dags: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["AIRFLOW_HOME"] = str(home)
     env["PATH"] = os.pathsep.join([str(_bin()), env.get("PATH", os.defpath)])
-    forced = {("core", "dags_folder"), ("core", "load_examples"), ("core", "executor"), ("database", "sql_alchemy_conn")}
+    forced = {("core", "dags_folder"), ("core", "load_examples"), ("core", "executor"), ("database", "sql_alchemy_conn"),
+              ("core", "auth_manager"), ("core", "simple_auth_manager_passwords_file")}
     for (section, key), value in settings(dags, home).items():
         if (section, key) in forced:
             env[_var(section, key)] = value
@@ -116,6 +159,8 @@ def _airflow(env: dict[str, str], *args: str, capture: bool = False) -> str:
 
 
 def ensure_admin(env: dict[str, str]) -> None:
+    if airflow_major() >= 3:
+        return ensure_admin_3(env)
     users = json.loads(_airflow(env, "users", "list", "--output", "json", capture=True) or "[]")
     if any(u.get("username") == "admin" for u in users):
         return
@@ -125,6 +170,23 @@ def ensure_admin(env: dict[str, str]) -> None:
     if "CT_AIRFLOW_ADMIN_PASSWORD" not in os.environ:
         print(f"Airflow user 'admin' created with password: {password}\n"
               "(shown once; reset with: airflow users reset-password --username admin)", flush=True)
+
+
+def ensure_admin_3(env: dict[str, str]) -> None:
+    """The simple auth manager reads passwords from its file and generates (and logs) any missing:
+    write admin's first, so that its password is given or printed once, as on 2.11."""
+    path = Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
+    passwords = json.loads(path.read_text()) if path.exists() else {}
+    if "admin" in passwords:
+        return
+    password = os.environ.get("CT_AIRFLOW_ADMIN_PASSWORD") or secrets.token_urlsafe(16)
+    tmp = path.with_suffix(".tmp")
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        json.dump(passwords | {"admin": password}, f)
+    tmp.replace(path)
+    if "CT_AIRFLOW_ADMIN_PASSWORD" not in os.environ:
+        print(f"Airflow user 'admin' created with password: {password}\n"
+              f"(shown once; kept in {path}: edit it and restart the API server to change it)", flush=True)
 
 
 def start(dags: Path, init_only: bool = False) -> int:
@@ -137,7 +199,9 @@ def start(dags: Path, init_only: bool = False) -> int:
     _airflow(env, "connections", "import", str(connections_file(env)), "--overwrite", capture=True)
     _airflow(env, "pools", "import", str(CONFIG / "pools.yaml"), capture=True)
     _airflow(env, "variables", "import", str(CONFIG / "variables.yaml"), capture=True)
-    host, port = env["AIRFLOW__WEBSERVER__WEB_SERVER_HOST"], env["AIRFLOW__WEBSERVER__WEB_SERVER_PORT"]
+    v3 = airflow_major() >= 3
+    host, port = ((env["AIRFLOW__API__HOST"], env["AIRFLOW__API__PORT"]) if v3 else
+                  (env["AIRFLOW__WEBSERVER__WEB_SERVER_HOST"], env["AIRFLOW__WEBSERVER__WEB_SERVER_PORT"]))
     paused = env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"].lower() == "true"
     print(f"Airflow home {env['AIRFLOW_HOME']} ({env['AIRFLOW__CORE__EXECUTOR']}); DAGs from {dags}\n"
           + ("New DAGs are paused: switch one on in the UI, or `airflow dags unpause <dag_id>` (a scheduled DAG then "
@@ -148,9 +212,11 @@ def start(dags: Path, init_only: bool = False) -> int:
         return 0
     # The scheduler and webserver share this machine's disk, so the webserver reads task logs from
     # files: no log server (Airflow 2.11 binds it to every interface, port 8793, with no setting).
-    procs = [subprocess.Popen([str(_bin() / "airflow"), "scheduler", "--skip-serve-logs"], env=env),
-             subprocess.Popen([str(_bin() / "airflow"), "webserver"], env=env)]
-    print(f"Airflow UI: http://{host}:{port}  (Ctrl-C stops it)", flush=True)
+    commands = ([["scheduler", "--skip-serve-logs"], ["dag-processor"], ["api-server"]] if v3 else
+                [["scheduler", "--skip-serve-logs"], ["webserver"]])
+    procs = [subprocess.Popen([str(_bin() / "airflow"), *c], env=env) for c in commands]
+    print(f"Airflow {'3' if v3 else '2'} UI: http://{host}:{port}  REST API: http://{host}:{port}/api/"
+          f"{'v2 (token: POST /auth/token)' if v3 else 'v1 (basic auth)'}  (Ctrl-C stops it)", flush=True)
     try:
         return max(p.wait() for p in procs)
     except KeyboardInterrupt:

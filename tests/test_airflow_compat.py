@@ -1,7 +1,8 @@
-"""The legacy Airflow view: the five emitted DAGs load in a real Airflow 2.11 (with no connection and
-no metadata database at parse time), agree with the Dagster jobs, and, in an Airflow started as
-`make airflow` starts it (scheduler and webserver processes, SQLite and PostgreSQL), their tasks run
-through the scheduler and launch the Dagster assets on a real `dagster dev`."""
+"""The legacy Airflow view: the five emitted DAGs load in a real Airflow 2.11 and a real Airflow 3 (with
+no connection and no metadata database at parse time), agree with the Dagster jobs, and, in an Airflow
+started as `make airflow` (2.11: scheduler and webserver, SQLite and PostgreSQL) and `make airflow
+AIRFLOW=3` (scheduler, DAG processor and API server) start it, their tasks run through the scheduler
+and launch the Dagster assets on a real `dagster dev`."""
 
 import base64
 import json
@@ -30,6 +31,8 @@ from tests.procs import stop_group
 
 ROOT = Path(__file__).resolve().parents[1]
 AIRFLOW_PY = Path(os.environ.get("CT_AIRFLOW_PYTHON", ROOT / ".venv-airflow/bin/python"))
+AIRFLOW3_PY = Path(os.environ.get("CT_AIRFLOW3_PYTHON", ROOT / ".venv-airflow3/bin/python"))
+PYTHONS = {"2": AIRFLOW_PY, "3": AIRFLOW3_PY}
 CONFIG = ROOT / "airflow_compat/config"
 
 
@@ -46,19 +49,22 @@ def dags(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def dagbag(dags, tmp_path_factory) -> dict:
-    """What Airflow makes of the DAG files, parsed as the scheduler does: no connection defined and a
-    metadata database that cannot be opened (any database access at parse time is an import error)."""
-    home = tmp_path_factory.mktemp("airflow_bag")
+@pytest.fixture(scope="module", params=["2", "3"], ids=["airflow2", "airflow3"])
+def dagbag(request, dags, tmp_path_factory) -> dict:
+    """What Airflow (2.11, then 3) makes of the same DAG files, parsed as its scheduler or DAG processor
+    does: no connection defined and a metadata database that cannot be opened (any database access at
+    parse time is an import error)."""
+    home = tmp_path_factory.mktemp(f"airflow{request.param}_bag")
     out = home / "dagbag.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env |= {"AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/no/such/dir/airflow.db"}
-    proc = subprocess.run([str(AIRFLOW_PY), "-m", "airflow_compat", "dagbag", str(dags), "--out", str(out)],
+    proc = subprocess.run([str(PYTHONS[request.param]), "-m", "airflow_compat", "dagbag", str(dags), "--out", str(out)],
                           env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(out.read_text())
+    bag = json.loads(out.read_text())
+    assert bag["airflow_version"].split(".")[0] == request.param
+    return bag
 
 
 def test_dagbag_loads_exactly_the_five_legacy_dags(dagbag):
@@ -207,24 +213,44 @@ def dagster_web(tmp_path_factory):
 
 class Airflow:
     """An Airflow deployment started by ``python -m airflow_compat start`` (the command `make airflow`
-    runs) in its own process group: scheduler and webserver as separate processes."""
+    runs) in its own process group: scheduler and webserver (2.11), or scheduler, DAG processor and
+    API server (3), as separate processes."""
 
-    def __init__(self, proc: subprocess.Popen, home: Path, port: int, log: Path):
-        self.proc, self.home, self.port, self.log = proc, home, port, log
+    def __init__(self, proc: subprocess.Popen, home: Path, port: int, log: Path, version: str = "2"):
+        self.proc, self.home, self.port, self.log, self.version = proc, home, port, log, version
+        self.python = PYTHONS[version]
         self.base = f"http://127.0.0.1:{port}"
+        self.health = f"{self.base}/api/v2/monitor/health" if version == "3" else f"{self.base}/health"
         # The README's environment for the CLI: AIRFLOW_HOME, nothing else.
         self.cli_env = {"PATH": MINIMAL_PATH, "HOME": os.environ.get("HOME", "/root"), "AIRFLOW_HOME": str(home)}
 
     def cli(self, *args, timeout=300) -> subprocess.CompletedProcess:
-        return subprocess.run([str(AIRFLOW_PY.with_name("airflow")), *args], env=self.cli_env, cwd=ROOT,
+        return subprocess.run([str(self.python.with_name("airflow")), *args], env=self.cli_env, cwd=ROOT,
                               capture_output=True, text=True, timeout=timeout)
 
+    def token(self, password: str) -> str | None:
+        """Airflow 3's login for the REST API: a JWT from ``POST /auth/token``."""
+        req = urllib.request.Request(f"{self.base}/auth/token", method="POST", headers={"Content-Type": "application/json"},
+                                     data=json.dumps({"username": "admin", "password": password}).encode())
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return json.loads(resp.read())["access_token"]
+        except urllib.error.HTTPError:
+            return None
+
     def api(self, method: str, path: str, body: dict | None = None, password: str = ADMIN_PASSWORD):
-        """The REST API with basic auth, as legacy ops scripts call it; returns (status, json)."""
-        token = base64.b64encode(f"admin:{password}".encode()).decode()
-        req = urllib.request.Request(f"{self.base}/api/v1/{path}", method=method,
+        """The REST API, as ops scripts call it (2.11: /api/v1 with basic auth; 3: /api/v2 with a
+        bearer token); returns (status, json)."""
+        if self.version == "3":
+            token = self.token(password)
+            if token is None:
+                return 401, None
+            auth, version = f"Bearer {token}", "v2"
+        else:
+            auth, version = "Basic " + base64.b64encode(f"admin:{password}".encode()).decode(), "v1"
+        req = urllib.request.Request(f"{self.base}/api/{version}/{path}", method=method,
                                      data=None if body is None else json.dumps(body).encode(),
-                                     headers={"Authorization": f"Basic {token}", "Content-Type": "application/json"})
+                                     headers={"Authorization": auth, "Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
                 return resp.status, json.loads(resp.read() or b"null")
@@ -235,23 +261,23 @@ class Airflow:
         return self.log.read_text()[-4000:]
 
 
-def start_airflow(dags: Path, graphql: str, home: Path, **extra_env) -> Airflow:
+def start_airflow(dags: Path, graphql: str, home: Path, version: str = "2", **extra_env) -> Airflow:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")} | {
         "PATH": MINIMAL_PATH, "CT_HOME": str(home), "CT_AIRFLOW_PORT": str(port),
         "CT_AIRFLOW_ADMIN_PASSWORD": ADMIN_PASSWORD, "CT_DAGSTER_URL": graphql, **extra_env}
     log = home / "airflow.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([str(AIRFLOW_PY), "-m", "airflow_compat", "start", "--dags", str(dags)], env=env,
+        proc = subprocess.Popen([str(PYTHONS[version]), "-m", "airflow_compat", "start", "--dags", str(dags)], env=env,
                                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    airflow = Airflow(proc, home / "airflow", port, log)
+    airflow = Airflow(proc, home / ("airflow3" if version == "3" else "airflow"), port, log, version)
     deadline = time.monotonic() + 300
     try:
         while True:  # up when the webserver answers, the scheduler heartbeats and the five DAGs are in the database
             assert proc.poll() is None, airflow.tail()
             assert time.monotonic() < deadline, "Airflow did not come up: " + airflow.tail()
             try:
-                with urllib.request.urlopen(f"{airflow.base}/health", timeout=10) as resp:
+                with urllib.request.urlopen(airflow.health, timeout=10) as resp:
                     health = json.loads(resp.read())
                 if health["scheduler"]["status"] == "healthy" and airflow.api("GET", "dags")[1]["total_entries"] == 5:
                     return airflow
@@ -336,13 +362,28 @@ def _wait_for_runs(af: Airflow, dag_id: str, manual: set[str], roots: tuple[int,
     while True:
         assert af.proc.poll() is None, af.tail()
         listeners |= _listeners(*roots)
-        runs = af.api("GET", f"dags/{dag_id}/dagRuns?order_by=execution_date")[1]["dag_runs"]
+        order = "run_after" if af.version == "3" else "execution_date"
+        runs = af.api("GET", f"dags/{dag_id}/dagRuns?order_by={order}")[1]["dag_runs"]
         mine = [r for r in runs if r["run_type"] == "scheduled"][:1] + [r for r in runs if r["dag_run_id"] in manual]
         assert not [r for r in mine if r["state"] == "failed"], (runs, af.tail())
         if len(mine) == 1 + len(manual) and all(r["state"] == "success" for r in mine):
             return mine, listeners
         assert time.monotonic() < deadline, (runs, af.tail())
         time.sleep(5)
+
+
+def _switch_on_and_trigger(af: Airflow, dag_id: str, run_id: str, dagster_pid: int) -> tuple:
+    """Switch the DAG on through the REST API (what the UI toggle does: the scheduler runs its latest
+    interval), add run ``run_id`` with `airflow dags trigger`, wait for both; (runs, listeners seen)."""
+    started = time.monotonic()
+    status, _ = af.api("PATCH", f"dags/{dag_id}?update_mask=is_paused", {"is_paused": False})
+    assert status == 200
+    trigger = af.cli("dags", "trigger", dag_id, "--run-id", run_id)
+    assert trigger.returncode == 0, trigger.stderr[-2000:]
+    runs, listeners = _wait_for_runs(af, dag_id, {run_id}, (af.proc.pid, dagster_pid))
+    print(f"2 runs of {dag_id} through the Airflow {af.version} scheduler in {time.monotonic() - started:.1f} s")
+    assert [r["run_type"] for r in runs] == ["scheduled", "manual"]
+    return runs, listeners
 
 
 def test_airflow_configuration_seen_by_operators(airflow):
@@ -370,14 +411,7 @@ def test_a_dag_switched_on_and_triggered_runs_through_the_scheduler(airflow, dag
     process launched by the scheduler, and each launches its assets in Dagster."""
     _, home, dagster_proc = dagster_web
     dag_id = "data_quality_monitoring"
-    started = time.monotonic()
-    status, _ = airflow.api("PATCH", f"dags/{dag_id}?update_mask=is_paused", {"is_paused": False})
-    assert status == 200
-    trigger = airflow.cli("dags", "trigger", dag_id, "--run-id", "cli_trigger")
-    assert trigger.returncode == 0, trigger.stderr[-2000:]
-    runs, listeners = _wait_for_runs(airflow, dag_id, {"cli_trigger"}, (airflow.proc.pid, dagster_proc.pid))
-    print(f"2 runs of {dag_id} through the scheduler in {time.monotonic() - started:.1f} s")
-    assert [r["run_type"] for r in runs] == ["scheduled", "manual"]
+    runs, listeners = _switch_on_and_trigger(airflow, dag_id, "cli_trigger", dagster_proc.pid)
     # Switched off again from the CLI: no run at the next 4-hour tick.
     assert airflow.cli("dags", "pause", dag_id).returncode == 0
     assert airflow.api("GET", f"dags/{dag_id}")[1]["is_paused"] is True
@@ -474,6 +508,52 @@ def test_a_failing_dagster_run_fails_the_airflow_task(airflow, dagster_web):
     with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
         runs = instance.get_runs(dg.RunsFilter(tags={"airflow/task_id": "check_data_consistency"}), limit=1)
         assert runs[0].status == dg.DagsterRunStatus.FAILURE
+
+
+def test_airflow3_a_dag_switched_on_and_triggered_runs_through_the_scheduler(dags, dagster_web, tmp_path_factory):
+    """The same DAG files on Airflow 3, started as `make airflow AIRFLOW=3` starts it (scheduler, DAG
+    processor and API server; SQLite, LocalExecutor): the legacy pools and variables are imported, the
+    five DAGs arrive paused, the REST API (/api/v2) logs admin in with a token and no one else; switched
+    on over the REST API and triggered with `airflow dags trigger`, both runs succeed through the
+    scheduler, each task a Dagster run of the bridge built on Dagster's GraphQL client."""
+    _, home, dagster_proc = dagster_web
+    url = dagster_web[0]
+    dag_id = "data_quality_monitoring"
+    started = time.monotonic()
+    af = start_airflow(dags, url, tmp_path_factory.mktemp("ct_airflow3"), version="3")
+    try:
+        print(f"Airflow 3 up in {time.monotonic() - started:.1f} s")
+        pools = {p["pool"]: int(p["slots"]) for p in json.loads(af.cli("pools", "list", "-o", "json").stdout)}
+        assert {k: pools[k] for k in LEGACY_POOLS} == LEGACY_POOLS
+        assert af.cli("variables", "get", "data_quality_threshold").stdout.strip() == "0.95"
+        status, body = af.api("GET", "dags")
+        assert status == 200 and sorted(d["dag_id"] for d in body["dags"]) == sorted(LEGACY_TASKS)
+        assert all(d["is_paused"] for d in body["dags"])
+        assert af.api("GET", "dags", password="wrong")[0] == 401
+        assert ADMIN_PASSWORD not in af.log.read_text() and "New DAGs are paused" in af.log.read_text()
+
+        runs, listeners = _switch_on_and_trigger(af, dag_id, "af3_trigger", dagster_proc.pid)
+        assert af.cli("dags", "pause", dag_id).returncode == 0
+        for run in runs:
+            _drain(af, dag_id, run["dag_run_id"])
+        assert {ip for ip, _, _ in listeners} == {"127.0.0.1"}, listeners
+        assert af.port in {port for _, port, _ in listeners}
+
+        with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+            mine = instance.get_runs(dg.RunsFilter(tags={"airflow/dag_id": dag_id, "airflow/run_id": "af3_trigger"}))
+            assert sorted(r.tags["airflow/task_id"] for r in mine) == sorted(t for t, _ in LEGACY_TASKS[dag_id])
+            assert all(r.status == dg.DagsterRunStatus.SUCCESS and r.job_name == dag_id for r in mine)
+            report = next(r for r in mine if r.tags["airflow/task_id"] == "generate_quality_report")
+            assert report.run_config["resources"]["quality"]["config"]["min_quality_score"] == 0.95
+        # The task instance names its Dagster run (XCom run_id) and its log streams the run's URL and status.
+        status, body = af.api("GET", f"dags/{dag_id}/dagRuns/af3_trigger/taskInstances/generate_quality_report/"
+                                     "xcomEntries/run_id")
+        assert status == 200 and report.run_id in str(body["value"]), body
+        log = next((af.home / "logs" / f"dag_id={dag_id}" / "run_id=af3_trigger" /
+                    "task_id=generate_quality_report").glob("attempt=*.log")).read_text()
+        assert f"runs/{report.run_id}" in log and f"Dagster run {report.run_id}: SUCCESS" in log
+    finally:
+        stop_airflow(af)
 
 
 def test_readme_task_table_is_current():
