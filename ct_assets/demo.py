@@ -72,7 +72,8 @@ def _failure_reason(event) -> str:
         err = data.error
         while err.cause is not None and err.cls_name in ("DagsterExecutionStepExecutionError", "RetryRequestedFromPolicy"):
             err = err.cause
-        text = f"{err.cls_name}: {err.message}"
+        message = err.message.split(f"{err.cls_name}: ", 1)[-1]  # some messages repeat their class path
+        text = f"{err.cls_name}: {message}"
     return " ".join(text.split())[:300]
 
 
@@ -179,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(result.get_asset_materialization_events())} assets materialized, "
           f"{len(checks) - len(failed_checks)} of {len(checks)} checks passed")
     for check in failed_checks:
-        print(f"  check failed: {check.asset_key.to_user_string()}:{check.check_name}")
+        verdict = check.metadata.get("verdict")
+        print(f"  check failed: {check.asset_key.to_user_string()}:{check.check_name}"
+              + (f": {verdict.value}" if verdict is not None else ""))
     for step, reason in progress.failures.items():
         print(f"  step failed: {step}: {reason}")
     if not result.success:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -18,8 +19,9 @@ from ct_assets import settings
 from ct_assets.lib import audit
 
 
-def trace(client, name: str, version: str) -> str:
-    """The chain from source files to the served version, as Markdown a reviewer can file."""
+def trace(client, name: str, version: str, out_dir: Path) -> str:
+    """The chain from source files to the served version, as Markdown a reviewer can file (its plot is
+    copied into ``out_dir``, next to the report)."""
     from ct_assets.lib.registry import CHALLENGER, CHAMPION, alias_version
 
     mv = client.get_model_version(name, version)
@@ -49,10 +51,13 @@ def trace(client, name: str, version: str) -> str:
     artifacts = [a.path for a in client.list_artifacts(mv.run_id, "evaluation")] if run else []
     for path in artifacts:
         if path.endswith(".png"):  # the calibration plot, next to the report
-            local = Path(client.download_artifacts(mv.run_id, path))
-            lines += ["", f"![calibration]({local.as_uri()})", f"(`{path}`, MLflow run {mv.run_id})"]
+            local = Path(client.download_artifacts(mv.run_id, path, str(out_dir)))
+            lines += ["", f"![calibration]({local.relative_to(out_dir)})", f"(`{path}`, MLflow run {mv.run_id})"]
         elif path.endswith("subgroups.json"):
-            table = json.loads(Path(client.download_artifacts(mv.run_id, path)).read_text())
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as tmp:
+                table = json.loads(Path(client.download_artifacts(mv.run_id, path, tmp)).read_text())
             rows = [dict(zip(table["columns"], r)) for r in table["data"]]
             if rows:
                 cols = list(rows[0])
@@ -89,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     from ct_assets.lib.faults import probe_mlflow
     from ct_assets.resources import MlflowSettings
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # progress bars around the report are noise
     tracking = MlflowSettings()
     probe_mlflow(tracking.uri())  # a server that does not answer: say so in seconds, not after minutes of retries
     client = tracking.client()
@@ -99,9 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"approved {args.model} version {args.version} ({entry['after']['meaning']}) by {entry['actor']} "
               f"at {entry['time']}, provenance {entry['after']['provenance'][:12]}")
         return 0
-    report = trace(client, args.model, args.version)
     out = Path(args.out) if args.out else settings.reports_dir() / f"trace-{args.model}-{args.version}.md"
     out.parent.mkdir(parents=True, exist_ok=True)
+    report = trace(client, args.model, args.version, out.parent)
     out.write_text(report)
     print(report)
     print(f"written to {out}")

@@ -210,6 +210,9 @@ class Starter:
         url = health.url_of("airflow")
         existing = procs.load("airflow")
         if not (existing and procs.alive(existing.pid, existing.start_ticks)):
+            if not settings.airflow_python().exists():
+                raise RuntimeError(f"the Airflow venv is not installed ({settings.airflow_python()}): run "
+                                   "`make airflow-install` once (make demo does not install Airflow)")
             dags = settings.ct_home() / "airflow" / "dags"
             subprocess.run([sys.executable, "-m", "airflow_compat", "emit", "--out", str(dags)], env=self.env, cwd=ROOT,
                            check=True, capture_output=True, timeout=300)

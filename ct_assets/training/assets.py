@@ -166,10 +166,17 @@ def registered_model(context: dg.AssetExecutionContext, config: PromotionConfig,
         metadata={"version": gate["version"], "alias": CHALLENGER, "holdout_auroc": round(auroc, 4)}
         | {k: v for k, v in provenance.items()},
     )
+    if gate["gate_passed"]:
+        verdict = "passed"
+    elif not auroc >= config.min_auroc:
+        verdict = f"holdout AUROC {auroc:.3f} < min_auroc {config.min_auroc} (holdout n={len(holdout)})"
+    else:
+        verdict = f"holdout AUROC {auroc:.3f} worse than champion v{champion_version}'s {champion_auroc:.3f} on the same holdout"
     yield dg.AssetCheckResult(
         check_name="champion_gate",
         passed=gate["gate_passed"],
-        metadata={"holdout_auroc": round(auroc, 4), "min_auroc": config.min_auroc,
+        description=verdict,
+        metadata={"verdict": verdict, "holdout_auroc": round(auroc, 4), "min_auroc": config.min_auroc,
                   "champion_version": champion_version or "none",
                   "champion_auroc_same_holdout": round(champion_auroc, 4) if champion_auroc is not None else "none"},
     )
