@@ -12,8 +12,6 @@ import urllib.error
 import urllib.request
 
 import dagster as dg
-import numpy as np
-import pandas as pd
 import yaml
 from pydantic import Field
 
@@ -24,7 +22,8 @@ from ct_assets.lib.metadata import table_md
 from ct_assets.lib.privacy import SUBJECT_KEY
 from ct_assets.lib.registry import CHALLENGER, CHAMPION, alias_version, inference_service
 from ct_assets.resources import MlflowSettings
-from ct_assets.training import logic as training_logic
+from ct_assets.lib.frames import Frame
+
 
 
 class DeploymentConfig(dg.Config):
@@ -131,12 +130,16 @@ class AbTestConfig(dg.Config):
     n_resamples: int = 2000
 
 
-def served_arms_test(predictions: pd.DataFrame, labels: pd.DataFrame, versions: dict[str, int | None], alpha: float,
+def served_arms_test(predictions: Frame, labels: Frame, versions: dict[str, int | None], alpha: float,
                      min_per_arm: int, n_resamples: int, seed: int = 0) -> dict:
     """Per arm of the current deployment (``versions``: alias -> version): labelled subjects, AUROC,
     Brier, mean risk; a permutation test of the AUROC difference between the arms (subjects
     reassigned between arms: each arm scored other subjects); a decision. (Champion and challenger on
     the same holdout subjects are compared by the KFP ab_test_pipeline, paired.)"""
+    from ct_assets.training import logic as training_logic
+    import numpy as np
+    import pandas as pd
+
     from ct_assets.lib.stats import independent_auroc_test
 
     if not predictions.empty:
@@ -183,7 +186,10 @@ def served_arms_test(predictions: pd.DataFrame, labels: pd.DataFrame, versions: 
     "metrics per arm, a permutation test, a decision.",
 )
 def ab_test_report(context: dg.AssetExecutionContext, config: AbTestConfig, deployment: dict,
-                   training_set: pd.DataFrame) -> dg.Output[dict]:
+                   training_set: Frame) -> dg.Output[dict]:
+    from ct_assets.training import logic as training_logic
+    import pandas as pd
+
     path = settings.predictions_log()
     predictions = pd.read_json(path, lines=True) if path.exists() and path.stat().st_size else pd.DataFrame()
     versions = {CHAMPION: deployment["champion_version"], CHALLENGER: deployment["challenger_version"]}

@@ -15,29 +15,33 @@ or the CLI. One stage per legacy task, each partitioned by cohort, a range being
 """
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import numpy as np
-import pandas as pd
-import pyarrow.parquet as pq
 
 from ct_assets import keys
 from ct_assets.features.assets import require_landmark
-from ct_assets.features.logic import subject_features as build_features
 from ct_assets.lib.lake import locked, read_json, write_json, write_parquet
 from ct_assets.lib.metadata import table_md
 from ct_assets.lib.privacy import SUBJECT_KEY
 from ct_assets.resources import Lake, StudyDesign
+from ct_assets.lib.frames import Frame
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 COHORTS = dg.DynamicPartitionsDefinition(name="enrollment_cohorts")
 
 
-def cohort_of(dm: pd.DataFrame) -> pd.Series:
+def cohort_of(dm: Frame) -> "pd.Series":
     return dm["RFSTDTC"].astype("string").str.slice(0, 7)
 
 
-def compare(old: pd.DataFrame, new: pd.DataFrame) -> dict:
+def compare(old: Frame, new: Frame) -> dict:
     """Subjects added, removed and changed between two versions of the same partition."""
+    import numpy as np
+    import pandas as pd
+
     old_i, new_i = old.set_index(SUBJECT_KEY), new.set_index(SUBJECT_KEY)
     common = old_i.index.intersection(new_i.index)
     cols = [c for c in new_i.columns if c in old_i.columns]
@@ -60,7 +64,9 @@ def _stage(lake: Lake) -> Path:
     return lake.path_for("subject_features").parent / "backfill"
 
 
-def _staged(lake: Lake, name: str) -> pd.DataFrame:
+def _staged(lake: Lake, name: str) -> Frame:
+    import pandas as pd
+
     return pd.read_parquet(_stage(lake) / f"{name}.parquet")
 
 
@@ -76,6 +82,8 @@ def _check_stage(lake: Lake, partition_keys: list[str]) -> dict:
           deps=[keys.PROCESSED_VISITS, keys.validated("DM"), keys.validated("EX"), keys.SUBJECT_FEATURES],
           description="extract_historical_data: the chosen cohorts' DM rows, processed visits and exposure, staged.")
 def backfill_inputs(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
+    import pandas as pd
+
     chosen = sorted(context.partition_keys)
     all_dm = pd.read_parquet(lake.path_for("validated_dm"))
     dm = all_dm[cohort_of(all_dm).isin(chosen) & all_dm["RFSTDTC"].notna()]
@@ -111,6 +119,8 @@ def inputs_valid(lake: Lake) -> dg.AssetCheckResult:
 @dg.asset(key=keys.BACKFILL_FEATURES, kinds={"pandas"}, deps=[keys.BACKFILL_INPUTS], pool="feature_engineering", **COMMON,
           description="engineer_features: the staged cohorts' features, with the same function as subject_features.")
 def backfill_features(context: dg.AssetExecutionContext, study_design: StudyDesign, lake: Lake) -> dg.MaterializeResult:
+    from ct_assets.features.logic import subject_features as build_features
+
     _check_stage(lake, sorted(context.partition_keys))
     require_landmark(context.instance, study_design)  # the store's other cohorts use the same landmark
     dm = _staged(lake, "dm")
@@ -123,6 +133,9 @@ def backfill_features(context: dg.AssetExecutionContext, study_design: StudyDesi
 @dg.asset_check(asset=keys.BACKFILL_FEATURES, blocking=True, description="validate_features: one row per staged subject, "
                 "the offline store's columns, no raw subject id, no infinite value")
 def features_valid(lake: Lake) -> dg.AssetCheckResult:
+    import numpy as np
+    import pyarrow.parquet as pq
+
     fresh, dm = _staged(lake, "features"), _staged(lake, "dm")
     store_columns = set(pq.read_schema(lake.path_for("subject_features")).names)
     numeric = fresh.select_dtypes("number").to_numpy(dtype=float)
@@ -141,6 +154,8 @@ def features_valid(lake: Lake) -> dg.AssetCheckResult:
           **COMMON, description="load_to_feature_store: replaces exactly the staged cohorts' rows of the offline store; "
                                "one Parquet file per cohort beside it.")
 def feature_store_cohorts(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
+    import pandas as pd
+
     chosen = _check_stage(lake, sorted(context.partition_keys))["cohorts"]
     fresh, dm = _staged(lake, "features"), _staged(lake, "dm")
     members = set(dm[SUBJECT_KEY])
@@ -160,6 +175,9 @@ def feature_store_cohorts(context: dg.AssetExecutionContext, lake: Lake) -> dg.M
 @dg.asset_check(asset=keys.FEATURE_STORE_COHORTS, blocking=True, description="verify_feature_store: every subject once in "
                 "the store, the staged subjects with their new values, each cohort file counted against DM")
 def store_verified(lake: Lake) -> dg.AssetCheckResult:
+    import pandas as pd
+    import pyarrow.parquet as pq
+
     manifest = read_json(_stage(lake) / "manifest.json")
     fresh, dm = _staged(lake, "features"), _staged(lake, "dm")
     store_path = lake.path_for("subject_features")
@@ -180,6 +198,8 @@ def store_verified(lake: Lake) -> dg.AssetCheckResult:
 @dg.asset(key=keys.BACKFILL_REPORT, kinds={"pandas"}, deps=[keys.FEATURE_STORE_COHORTS], **COMMON,
           description="generate_backfill_report: subjects added, removed and changed per cohort, and which features moved.")
 def backfill_report(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
+    import pandas as pd
+
     chosen = _check_stage(lake, sorted(context.partition_keys))["cohorts"]
     old, fresh, dm = _staged(lake, "previous"), _staged(lake, "features"), _staged(lake, "dm")
     cohort = cohort_of(dm).set_axis(dm[SUBJECT_KEY])

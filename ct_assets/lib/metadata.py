@@ -1,10 +1,16 @@
 """Dagster UI metadata helpers: Markdown tables and inline plots."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import base64
 from pathlib import Path
 
 import dagster as dg
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def table_md(df: pd.DataFrame, rows: int | None = None) -> dg.MetadataValue:

@@ -7,15 +7,19 @@ The same key must be used everywhere (pipeline, serving) for pseudonyms to join.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import hashlib
 import hmac
 import os
 import re
 import secrets
 
-import pandas as pd
 
 from ct_assets import settings
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SUBJECT_KEY = "SUBJECT_KEY"
 PREFIX = "S-"

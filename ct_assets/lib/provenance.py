@@ -11,11 +11,13 @@ import json
 import subprocess
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 
 from ct_assets import settings
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 LIBRARIES = ("dagster", "mlflow", "scikit-learn", "pandas", "pyarrow", "pandera", "pyspark", "numpy")
 
@@ -30,6 +32,8 @@ def sha256_file(path: Path) -> str:
 
 def frame_digest(df: pd.DataFrame) -> str:
     """Content digest of a data frame: its columns and every cell, independent of the file it came from."""
+    import pandas as pd
+
     h = hashlib.sha256(json.dumps([str(c) for c in df.columns]).encode())
     h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
     return h.hexdigest()

@@ -3,23 +3,23 @@ it still predict well? Each breach is stated with its reason in the report."""
 
 import hashlib
 import json
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import numpy as np
-import pandas as pd
 from pydantic import Field
 
 from ct_assets import keys, settings
 from ct_assets.resources import AlertWebhook
-from ct_assets.features.logic import CATEGORICAL
 from ct_assets.lib.metadata import image_md, pyplot, save_figure, table_md
 from ct_assets.lib.privacy import SUBJECT_KEY
 from ct_assets.lib import audit
 from ct_assets.lib.audit import dagster_actor
 from ct_assets.lib.registry import score
-from ct_assets.monitoring import logic as monitoring_logic
 from ct_assets.resources import MlflowSettings
-from ct_assets.training import logic as training_logic
+from ct_assets.lib.frames import Frame
+
+if TYPE_CHECKING:
+    from ct_assets.monitoring import logic as monitoring_logic
 
 
 
@@ -35,8 +35,11 @@ class MonitoringConfig(dg.Config):
     concept_alpha: float = Field(default=0.01, description="Level of the observed-vs-expected events test.")
 
 
-def _features_only(df: pd.DataFrame) -> pd.DataFrame:
-    return df.drop(columns=[c for c in (SUBJECT_KEY, training_logic.LABEL, training_logic.SPLIT, "SPLIT_BUCKET", "SCORE") if c in df.columns])
+def _features_only(df: Frame) -> Frame:
+    from ct_assets.training import logic as training_logic
+
+    return df.drop(columns=[c for c in (SUBJECT_KEY, training_logic.LABEL, training_logic.SPLIT, "SPLIT_BUCKET", "SCORE",
+                                        *TIMESTAMPS) if c in df.columns])
 
 
 def _model_uri(reference_meta: dict) -> str:
@@ -51,7 +54,8 @@ def _model_uri(reference_meta: dict) -> str:
                                                    kinds={"json"}, description="Which champion the reference belongs to.")},
     ins={"champion": dg.AssetIn(keys.CHAMPION_MODEL), "training_set": dg.AssetIn(keys.TRAINING_SET)},
 )
-def monitoring_reference(mlflow_settings: MlflowSettings, champion: dict, training_set: pd.DataFrame):
+def monitoring_reference(mlflow_settings: MlflowSettings, champion: dict, training_set: Frame):
+    from ct_assets.training import logic as training_logic
 
     with mlflow_settings.session():
         meta = {"model_name": champion["name"], "version": int(champion["version"])}
@@ -64,7 +68,9 @@ def monitoring_reference(mlflow_settings: MlflowSettings, champion: dict, traini
         yield dg.Output(meta, output_name="monitoring_reference_meta", metadata={k: v for k, v in meta.items()})
 
 
-def _holdout_xy(reference: pd.DataFrame):
+def _holdout_xy(reference: Frame):
+    from ct_assets.training import logic as training_logic
+
     hold = reference[reference[training_logic.SPLIT] == "holdout"]
     return hold[training_logic.LABEL], hold["SCORE"].to_numpy()
 
@@ -73,7 +79,11 @@ def _holdout_xy(reference: pd.DataFrame):
           ins={"features": dg.AssetIn(keys.SUBJECT_FEATURES), "reference": dg.AssetIn(keys.MONITORING_REFERENCE)},
           description="Per feature: PSI and KS test of current subjects against the champion's training "
                       "population, and the share of values outside the reference range.")
-def feature_drift(config: MonitoringConfig, features: pd.DataFrame, reference: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+def feature_drift(config: MonitoringConfig, features: Frame, reference: Frame) -> dg.Output[Frame]:
+    from ct_assets.features.logic import CATEGORICAL
+from ct_assets.features.store import TIMESTAMPS
+    from ct_assets.monitoring import logic as monitoring_logic
+
     table = monitoring_logic.feature_drift(_features_only(reference), _features_only(features), CATEGORICAL)
     table["drifted"] = monitoring_logic.flag_drift(table, config.psi_threshold, config.ks_alpha)
     table = table.sort_values("psi", ascending=False, ignore_index=True)
@@ -87,7 +97,10 @@ def feature_drift(config: MonitoringConfig, features: pd.DataFrame, reference: p
           ins={"features": dg.AssetIn(keys.SUBJECT_FEATURES), "reference": dg.AssetIn(keys.MONITORING_REFERENCE),
                "reference_meta": dg.AssetIn(keys.MONITORING_REFERENCE_META)},
           description="The champion's risk scores on current subjects against its scores on its training population.")
-def prediction_drift(mlflow_settings: MlflowSettings, features: pd.DataFrame, reference: pd.DataFrame, reference_meta: dict) -> dg.Output[dict]:
+def prediction_drift(mlflow_settings: MlflowSettings, features: Frame, reference: Frame, reference_meta: dict) -> dg.Output[dict]:
+    from ct_assets.monitoring import logic as monitoring_logic
+    import numpy as np
+    import pandas as pd
 
     with mlflow_settings.session():
         current = score(_model_uri(reference_meta), features)
@@ -98,7 +111,7 @@ def prediction_drift(mlflow_settings: MlflowSettings, features: pd.DataFrame, re
         return dg.Output(result, metadata={k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()})
 
 
-def newly_labelled(training_set: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+def newly_labelled(training_set: Frame, reference: Frame) -> Frame:
     """Subjects with an outcome label today whom the champion never saw (neither train nor holdout)."""
     return training_set[~training_set[SUBJECT_KEY].isin(reference[SUBJECT_KEY])].reset_index(drop=True)
 
@@ -107,8 +120,9 @@ def newly_labelled(training_set: pd.DataFrame, reference: pd.DataFrame) -> pd.Da
           ins={"training_set": dg.AssetIn(keys.TRAINING_SET), "reference": dg.AssetIn(keys.MONITORING_REFERENCE),
                "reference_meta": dg.AssetIn(keys.MONITORING_REFERENCE_META)},
           description="The champion on subjects labelled since it was trained, against its own holdout AUROC.")
-def model_performance(config: MonitoringConfig, mlflow_settings: MlflowSettings, training_set: pd.DataFrame,
-                      reference: pd.DataFrame, reference_meta: dict) -> dg.Output[dict]:
+def model_performance(config: MonitoringConfig, mlflow_settings: MlflowSettings, training_set: Frame,
+                      reference: Frame, reference_meta: dict) -> dg.Output[dict]:
+    from ct_assets.training import logic as training_logic
 
     with mlflow_settings.session():
         new = newly_labelled(training_set, reference)
@@ -125,7 +139,9 @@ def model_performance(config: MonitoringConfig, mlflow_settings: MlflowSettings,
                "reference_meta": dg.AssetIn(keys.MONITORING_REFERENCE_META)},
           description="Observed against expected outcomes on newly labelled subjects: has the link between "
                       "features and outcome moved?")
-def concept_drift(mlflow_settings: MlflowSettings, training_set: pd.DataFrame, reference: pd.DataFrame, reference_meta: dict) -> dg.Output[dict]:
+def concept_drift(mlflow_settings: MlflowSettings, training_set: Frame, reference: Frame, reference_meta: dict) -> dg.Output[dict]:
+    from ct_assets.monitoring import logic as monitoring_logic
+    from ct_assets.training import logic as training_logic
 
     with mlflow_settings.session():
         new = newly_labelled(training_set, reference)
@@ -137,7 +153,9 @@ def concept_drift(mlflow_settings: MlflowSettings, training_set: pd.DataFrame, r
         return dg.Output(result, metadata={k: round(v, 4) for k, v in result.items()})
 
 
-def breaches(config: MonitoringConfig, drift: pd.DataFrame, prediction: dict, performance: dict, concept: dict) -> list[monitoring_logic.Breach]:
+def breaches(config: MonitoringConfig, drift: Frame, prediction: dict, performance: dict, concept: dict) -> "list[monitoring_logic.Breach]":
+    from ct_assets.monitoring import logic as monitoring_logic
+
     found = []
     share = float(drift["drifted"].mean()) if len(drift) else 0.0
     count = int(drift["drifted"].sum())
@@ -154,7 +172,9 @@ def breaches(config: MonitoringConfig, drift: pd.DataFrame, prediction: dict, pe
     return found
 
 
-def _drift_plot(drift: pd.DataFrame, threshold: float, path):
+def _drift_plot(drift: Frame, threshold: float, path):
+    import numpy as np
+
     top = drift.head(15).iloc[::-1]
     fig, ax = pyplot().subplots(figsize=(6, 4.5), dpi=100)
     ax.barh(top["feature"], top["psi"], color=np.where(top["drifted"], "tab:red", "tab:blue"))
@@ -171,7 +191,9 @@ def _drift_plot(drift: pd.DataFrame, threshold: float, path):
                "reference_meta": dg.AssetIn(keys.MONITORING_REFERENCE_META)},
           description="Every monitoring verdict in one place; a breach triggers retraining (drift_retraining_sensor).")
 def monitoring_report(context: dg.AssetExecutionContext, config: MonitoringConfig,
-                      drift: pd.DataFrame, prediction: dict, performance: dict, concept: dict, reference_meta: dict) -> dg.Output[dict]:
+                      drift: Frame, prediction: dict, performance: dict, concept: dict, reference_meta: dict) -> dg.Output[dict]:
+    import pandas as pd
+
     found = breaches(config, drift, prediction, performance, concept)
     kinds = sorted({b.kind for b in found})
     # The same breach (same champion, same kinds, same data) must trigger retraining only once.

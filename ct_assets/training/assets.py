@@ -1,9 +1,8 @@
 """Training set, candidate model, holdout evaluation, registry version and the champion alias."""
 
-
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import pandas as pd
 from pydantic import Field
 
 from ct_assets.lib.faults import fails_fast
@@ -12,11 +11,13 @@ from ct_assets.lib.metadata import image_md, table_md
 from ct_assets.lib.audit import dagster_actor
 from ct_assets.lib.provenance import STAGE_LOGIC, model_provenance, module_code_version, stage_code_versions
 from ct_assets.lib.registry import CHALLENGER, ApprovalRequired, promote
-from ct_assets.training.tracking import evaluate_and_log, log_candidate, register_challenger
 from ct_assets.features.assets import require_landmark
 from ct_assets.lib.privacy import SUBJECT_KEY
 from ct_assets.resources import Lake, MlflowSettings, StudyDesign, StudySource
-from ct_assets.training import logic as training_logic
+from ct_assets.lib.frames import Frame
+
+if TYPE_CHECKING:
+    from ct_assets.training import logic as training_logic
 
 
 
@@ -32,8 +33,10 @@ class OutcomeConfig(dg.Config):
     holdout_fraction: float = Field(default=0.25, description="Share of subjects held out for evaluation.")
     split_seed: int = 0
 
-    def outcome(self, design: StudyDesign) -> training_logic.Outcome:
+    def outcome(self, design: StudyDesign) -> "training_logic.Outcome":
         """The outcome after the study design's landmark day (shared with the features)."""
+        from ct_assets.training import logic as training_logic
+
         return training_logic.Outcome(self.ae_serious, tuple(self.ae_severities), tuple(self.ds_terms), design.landmark_day)
 
 
@@ -48,7 +51,9 @@ class ModelConfig(dg.Config):
     seed: int = 0
     cv_folds: int = 5
 
-    def params(self) -> training_logic.ModelParams:
+    def params(self) -> "training_logic.ModelParams":
+        from ct_assets.training import logic as training_logic
+
         return training_logic.ModelParams(self.model_type, self.C, self.max_depth, self.learning_rate, self.max_iter,
                              self.class_weight, seed=self.seed)
 
@@ -68,7 +73,9 @@ class PromotionConfig(dg.Config):
     description="Subject features with the outcome label and a fixed train / holdout split.",
 )
 def training_set(context: dg.AssetExecutionContext, config: OutcomeConfig, study_design: StudyDesign, study: StudySource,
-                 features: pd.DataFrame, dm: pd.DataFrame, ae: pd.DataFrame, ds: pd.DataFrame) -> dg.Output[pd.DataFrame]:
+                 features: Frame, dm: Frame, ae: Frame, ds: Frame) -> dg.Output[Frame]:
+    from ct_assets.training import logic as training_logic
+
     require_landmark(context.instance, study_design)
     with fails_fast():
         labelled, excluded = training_logic.make_training_set(features, dm, ae, ds, config.outcome(study_design),
@@ -101,7 +108,9 @@ def training_set(context: dg.AssetExecutionContext, config: OutcomeConfig, study
     description="A classifier of adverse-event risk trained on the train split, tracked as an MLflow run.",
 )
 def candidate_model(context: dg.AssetExecutionContext, config: ModelConfig, mlflow_settings: MlflowSettings, lake: Lake,
-                    training_set: pd.DataFrame) -> dg.Output[dict]:
+                    training_set: Frame) -> dg.Output[dict]:
+    from ct_assets.training.tracking import log_candidate
+
     source = str(lake.path_for(keys.TRAINING_SET.path[-1]))
     with mlflow_settings.active_run(context), fails_fast():
         record = log_candidate(training_set, config.params(), source, config.cv_folds)
@@ -121,7 +130,10 @@ def candidate_model(context: dg.AssetExecutionContext, config: ModelConfig, mlfl
     description="The candidate on the held-out subjects: discrimination, calibration and subgroups.",
 )
 def model_evaluation(context: dg.AssetExecutionContext, mlflow_settings: MlflowSettings, candidate: dict,
-                     training_set: pd.DataFrame) -> dg.Output[dict]:
+                     training_set: Frame) -> dg.Output[dict]:
+    from ct_assets.training.tracking import evaluate_and_log
+    import pandas as pd
+
     plot = settings.reports_dir() / f"calibration-{candidate['run_id']}.png"
     with mlflow_settings.active_run(context):
         result = evaluate_and_log(candidate["model_uri"], training_set, plot)
@@ -151,7 +163,10 @@ def model_evaluation(context: dg.AssetExecutionContext, mlflow_settings: MlflowS
     description="A version of adverse-event-predictor in the MLflow registry, alias 'challenger'.",
 )
 def registered_model(context: dg.AssetExecutionContext, config: PromotionConfig, mlflow_settings: MlflowSettings,
-                     study: StudySource, lake: Lake, candidate: dict, evaluation: dict, training_set: pd.DataFrame):
+                     study: StudySource, lake: Lake, candidate: dict, evaluation: dict, training_set: Frame):
+    from ct_assets.training import logic as training_logic
+    from ct_assets.training.tracking import register_challenger
+
     name, auroc = mlflow_settings.model_name, evaluation["metrics"]["auroc"]
     holdout = training_logic.holdout_of(training_set)
     provenance = model_provenance(study.source_files(), training_set, lake.quarantined_rows(), _split_seed(context),

@@ -7,17 +7,21 @@ components (inside a run of their own) call these same functions.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
 
 from ct_assets.lib.registry import CHALLENGER, CHAMPION, alias_version, score, set_alias
 from ct_assets.training import logic as training_logic
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 def pip_requirements() -> list[str]:
     """Explicit requirements of a logged model: inferring them costs seconds per model."""
+    import numpy as np
+    import pandas as pd
+
     import sklearn
     import skops
 
@@ -59,6 +63,8 @@ def log_candidate(training_set: pd.DataFrame, params: training_logic.ModelParams
 
 def evaluate_and_log(model_uri: str, training_set: pd.DataFrame, plot_path: Path) -> dict[str, Any]:
     """Holdout discrimination, calibration and subgroups, logged to the active MLflow run."""
+    import numpy as np
+
     import mlflow
 
     holdout = training_logic.holdout_of(training_set)
@@ -78,6 +84,8 @@ def register_challenger(client, name: str, model_uri: str, auroc: float, holdout
     """Register ``model_uri`` as a version with alias challenger and judge the champion gate: at
     least ``min_auroc`` on the holdout and not worse than the current champion on the same holdout.
     The registration, the alias and the verdict go to the audit log."""
+    import numpy as np
+
     import mlflow
 
     from ct_assets.lib import audit
