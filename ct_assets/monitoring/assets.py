@@ -11,6 +11,7 @@ from pydantic import Field
 from ct_assets import keys, settings
 from ct_assets.resources import AlertWebhook
 from ct_assets.lib.metadata import image_md, pyplot, save_figure, table_md
+from ct_assets.features.store import TIMESTAMPS  # constants only: no pandas, no Feast
 from ct_assets.lib.privacy import SUBJECT_KEY
 from ct_assets.lib import audit
 from ct_assets.lib.audit import dagster_actor
@@ -81,7 +82,6 @@ def _holdout_xy(reference: Frame):
                       "population, and the share of values outside the reference range.")
 def feature_drift(config: MonitoringConfig, features: Frame, reference: Frame) -> dg.Output[Frame]:
     from ct_assets.features.logic import CATEGORICAL
-from ct_assets.features.store import TIMESTAMPS
     from ct_assets.monitoring import logic as monitoring_logic
 
     table = monitoring_logic.feature_drift(_features_only(reference), _features_only(features), CATEGORICAL)
