@@ -4,7 +4,7 @@ import dagster as dg
 
 from ct_assets.alerts import alert_on_run_failure
 from ct_assets.deployment.assets import ab_test_report, model_deployment
-from ct_assets.features.assets import subject_features
+from ct_assets.features.assets import online_features, serving_skew, subject_features
 from ct_assets.ingestion.assets import raw_assets
 from ct_assets.jobs import jobs, schedules
 from ct_assets.monitoring.assets import (
@@ -49,6 +49,7 @@ defs = dg.Definitions(
         quarantine_recheck,
         processed_visits,
         subject_features,
+        online_features,
         training_set,
         candidate_model,
         model_evaluation,
@@ -64,6 +65,7 @@ defs = dg.Definitions(
         monitoring_report,
         monitoring_alerts,
     ],
+    asset_checks=[serving_skew],
     jobs=[*jobs.values(), rollback_champion],
     schedules=schedules,
     sensors=[drift_retraining_sensor, data_cleaning_sensor, alert_on_run_failure],

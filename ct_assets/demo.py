@@ -22,7 +22,7 @@ import uuid
 from ct_assets import settings
 
 SHOWN = ("dagster/row_count", "quality_score", "score", "holdout_auroc", "holdout_auprc", "holdout_brier", "version",
-         "champion_version", "drifted", "breach", "decision")
+         "champion_version", "drifted", "breach", "decision", "online_store")
 
 
 def prepare_dagster_home() -> str:
@@ -191,7 +191,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"State in {settings.ct_home()} (MLflow: {settings.mlflow_tracking_uri()}); full log: {log_path}")
     print("Lineage and run history: make dev   (Dagster UI on http://127.0.0.1:3000)")
     print("Serve the champion:      make serve (http://127.0.0.1:8000/predict)")
+    if key := sample_subject():
+        print(f"Score a subject by key:  curl -s http://127.0.0.1:8000/predict -H 'Content-Type: application/json' "
+              f"-d '{{\"subject_key\": \"{key}\"}}'")
+        print("                         (features from the online store; any subject_key of the study)")
     return 0
+
+
+def sample_subject() -> str | None:
+    """A subject key of the feature store, for the example request (None when there is no store)."""
+    import pyarrow.parquet as pq
+
+    from ct_assets.lib.privacy import SUBJECT_KEY
+    from ct_assets.resources import FeatureStore
+
+    path = FeatureStore().store_settings().offline_path
+    if not path.exists():
+        return None
+    keys = pq.read_table(path, columns=[SUBJECT_KEY]).column(0)
+    return str(keys[0]) if len(keys) else None
 
 
 if __name__ == "__main__":

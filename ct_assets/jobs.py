@@ -20,7 +20,7 @@ from ct_assets.resources import StudySource
 
 RAW = dg.AssetSelection.assets(*[keys.raw(d) for d in DOMAINS])
 VALIDATION = dg.AssetSelection.assets(*[keys.validated(d) for d in DOMAINS], *[keys.quarantine(d) for d in DOMAINS])
-DATA_PATH = RAW | VALIDATION | dg.AssetSelection.assets(keys.PROCESSED_VISITS, keys.SUBJECT_FEATURES)
+DATA_PATH = RAW | VALIDATION | dg.AssetSelection.assets(keys.PROCESSED_VISITS, keys.SUBJECT_FEATURES, keys.ONLINE_FEATURES)
 TRAINING = dg.AssetSelection.assets(keys.TRAINING_SET, keys.CANDIDATE_MODEL, keys.MODEL_EVALUATION,
                                     keys.REGISTERED_MODEL, keys.CHAMPION_MODEL)
 REFERENCE = dg.AssetSelection.assets(keys.MONITORING_REFERENCE, keys.MONITORING_REFERENCE_META)
@@ -53,7 +53,7 @@ LEGACY_TASKS: dict[str, list[tuple[str, dg.AssetSelection]]] = {
         ("validate_clinical_data", VALIDATION),
         ("monitor_kafka_topics", RAW),
         ("spark_data_processing", _a(keys.PROCESSED_VISITS)),
-        ("extract_features", _a(keys.SUBJECT_FEATURES)),
+        ("extract_features", _a(keys.SUBJECT_FEATURES, keys.ONLINE_FEATURES)),
         ("setup_mlflow_experiment", _a(keys.TRAINING_SET)),
         ("train_model", _a(keys.CANDIDATE_MODEL)),
         ("evaluate_model", _a(keys.MODEL_EVALUATION)),

@@ -17,6 +17,7 @@ def quarantine(domain: str) -> AssetKey:
 
 PROCESSED_VISITS = AssetKey("processed_visits")
 SUBJECT_FEATURES = AssetKey("subject_features")
+ONLINE_FEATURES = AssetKey("online_features")
 TRAINING_SET = AssetKey("training_set")
 CANDIDATE_MODEL = AssetKey("candidate_model")
 MODEL_EVALUATION = AssetKey("model_evaluation")

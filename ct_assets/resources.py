@@ -343,3 +343,36 @@ def build_resources() -> dict[str, Any]:
         # The tracking URI is resolved when a step uses it, so $CT_HOME set later still counts.
         "mlflow_settings": MlflowSettings(),
     }
+class FeatureStore(dg.ConfigurableResource):
+    """The feature store (Feast): the offline store Parquet ``subject_features`` writes, an online store
+    (Redis at ``redis_url``, the legacy ``redis_features``; else SQLite under $CT_HOME) and a registry (a
+    file under $CT_HOME, or PostgreSQL in the production profile). See ct_assets/features/store.py."""
+
+    redis_url: str | None = Field(default=None, description="Online store: redis://host:port/db (default $CT_REDIS_URL, "
+                                                            "else Feast's SQLite online store under $CT_HOME).")
+    registry: str | None = Field(default=None, description="A path or a SQLAlchemy URL (default $CT_FEAST_REGISTRY, else "
+                                                           "a file under $CT_HOME; PostgreSQL in the production profile).")
+    project: str | None = Field(default=None, description="Feast project (default $CT_FEAST_PROJECT, else clinical_trials).")
+    root: str | None = Field(default=None, description="State folder; default $CT_HOME.")
+
+    def store_settings(self):
+        from ct_assets.features.store import StoreSettings
+
+        home = Path(self.root).resolve() if self.root else settings.ct_home()
+        feast_dir = home / "feature_store" / "feast"
+        registry = self.registry or (str(feast_dir / "registry.db") if self.root else settings.feast_registry())
+        return StoreSettings(offline_path=Lake(root=self.root).path_for("subject_features"),
+                             project=self.project or settings.feast_project(), registry=registry,
+                             online_path=feast_dir / "online.db", redis_url=self.redis_url or settings.redis_url())
+
+    def online_kind(self) -> str:
+        return "redis" if (self.redis_url or settings.redis_url()) else "sqlite"
+
+    def store(self):
+        """A Feast FeatureStore on these settings (imports Feast: seconds, once per process)."""
+        from ct_assets.features.store import open_store
+
+        return open_store(self.store_settings())
+
+
+        "feature_store": FeatureStore(),

@@ -16,6 +16,10 @@ switches to its cluster counterpart through an environment variable only:
 - ``CT_DATA_CUTOFF``        the data cut-off date: later study dates are quarantined (default: today, UTC)
 - ``CT_STUDY_ENCODING``     text encoding of CSV/XPT study files (default: UTF-8, then cp1252, then latin-1)
 
+- ``CT_REDIS_URL``          the online feature store, e.g. ``redis://127.0.0.1:6379/0`` (the legacy ``redis_features``;
+                            default: Feast's SQLite online store under ``$CT_HOME``)
+- ``CT_FEAST_REGISTRY``     the feature store's registry: a path or a SQLAlchemy URL (default: a file under ``$CT_HOME``;
+                            in the production profile, the database ``ct_feast`` on ``CT_POSTGRES_URL``)
 This is the only module that reads the environment (secrets too, through ``secret``): everything
 else asks it. Reading is cheap and nothing connects at import time. The first ``ct_home()``
 of a process makes the home owner-only (``restrict``).
@@ -139,6 +143,35 @@ def predictions_log() -> Path:
 
 def reports_dir() -> Path:
     return ct_home() / "reports"
+def feature_store_dir() -> Path:
+    """The feature store's own files (registry, SQLite online store) beside the offline store's Parquet."""
+    return ct_home() / "feature_store" / "feast"
+
+
+def redis_url() -> str | None:
+    """The Redis online feature store ($CT_REDIS_URL, ``redis://[:password@]host:port/db``); None: the SQLite
+    online store under $CT_HOME."""
+    return os.environ.get("CT_REDIS_URL") or None
+
+
+def feast_registry() -> str:
+    """Where the feature store's registry lives ($CT_FEAST_REGISTRY: a path, or a SQLAlchemy URL for Feast's SQL
+    registry); default a file under $CT_HOME, or PostgreSQL (database ``ct_feast``) in the production profile."""
+    configured = os.environ.get("CT_FEAST_REGISTRY")
+    if configured:
+        return configured
+    server = postgres_url() if profile() == "production" else None
+    if server:
+        return server.replace("postgresql://", "postgresql+psycopg://", 1).rstrip("/") + "/" + postgres_database("feast")
+    return str(feature_store_dir() / "registry.db")
+
+
+def feast_project() -> str:
+    """The feature store's project ($CT_FEAST_PROJECT, default ``clinical_trials``): its namespace in a shared
+    registry and online store (letters, digits and underscores)."""
+    return os.environ.get("CT_FEAST_PROJECT") or "clinical_trials"
+
+
 
 
 def mlflow_tracking_uri() -> str:

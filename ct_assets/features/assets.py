@@ -2,13 +2,12 @@
 
 
 import dagster as dg
-import pandas as pd
 
 from ct_assets import keys
-from ct_assets.features.logic import subject_features as build_features
 from ct_assets.lib.faults import fails_fast
 from ct_assets.lib.provenance import STAGE_LOGIC, module_code_version
-from ct_assets.resources import StudyDesign
+from ct_assets.resources import FeatureStore, StudyDesign
+from ct_assets.lib.frames import Frame
 
 
 def store_landmark(instance: dg.DagsterInstance) -> int | None:
@@ -43,10 +42,15 @@ def require_landmark(instance: dg.DagsterInstance, design: StudyDesign) -> None:
     description="Per subject: demographics, exposure and baseline / last / change / slope of every test in the "
     "first days on study, plus abnormal-result counts. Keyed by pseudonym.",
 )
-def subject_features(context: dg.AssetExecutionContext, study_design: StudyDesign, visits: pd.DataFrame, dm: pd.DataFrame,
-                     ex: pd.DataFrame):
+def subject_features(context: dg.AssetExecutionContext, study_design: StudyDesign, visits: Frame, dm: Frame,
+                     ex: Frame):
+    from ct_assets.features.logic import subject_features as build_features
+    from ct_assets.features.store import stamp
+
     with fails_fast():
         features = build_features(visits, dm, ex, study_design.landmark_day)
+    # As of each subject's landmark, for the feature store's point-in-time joins.
+    stored = stamp(features, dm, study_design.landmark_day)
     # Enrollment cohorts become partitions of the feature store, for backfills.
     cohorts = sorted(dm.loc[dm["RFSTDTC"].notna(), "RFSTDTC"].astype(str).str.slice(0, 7).unique())
     known = set(context.instance.get_dynamic_partitions("enrollment_cohorts"))
@@ -55,10 +59,11 @@ def subject_features(context: dg.AssetExecutionContext, study_design: StudyDesig
     numeric = features.select_dtypes("number")
     missing = numeric.isna().mean().sort_values(ascending=False)
     yield dg.Output(
-        features,
+        stored,
         metadata={
             "dagster/row_count": len(features),
             "features": len(features.columns) - 1,
+            "feature_timestamps": f"{stored['FEATURE_TIMESTAMP'].min():%Y-%m-%d} to {stored['FEATURE_TIMESTAMP'].max():%Y-%m-%d}",
             "landmark_day": study_design.landmark_day,
             "cohorts": len(cohorts),
             "mean_missing_share": round(float(missing.mean()), 4) if len(missing) else 0.0,
@@ -70,7 +75,7 @@ def subject_features(context: dg.AssetExecutionContext, study_design: StudyDesig
     yield schema_check(features)
 
 
-def schema_check(features: pd.DataFrame) -> dg.AssetCheckResult:
+def schema_check(features: Frame) -> dg.AssetCheckResult:
     """FEATURES_SCHEMA on the store (pandera, loaded here rather than with the code location)."""
     from pandera.errors import SchemaErrors
 
@@ -84,3 +89,67 @@ def schema_check(features: pd.DataFrame) -> dg.AssetCheckResult:
         failed = sorted({f"{c}: {k}" for c, k in zip(cases["column"].astype(str), cases["check"].astype(str))})
         return dg.AssetCheckResult(check_name="features_schema", passed=False,
                                    metadata={"failures": len(cases), "rules": "; ".join(failed)[:1000]})
+
+
+@dg.asset(
+    key=keys.ONLINE_FEATURES,
+    group_name="features",
+    kinds={"feast", "redis"},
+    pool="feature_engineering",
+    deps=[keys.SUBJECT_FEATURES],
+    check_specs=[dg.AssetCheckSpec("online_matches_offline", asset=keys.ONLINE_FEATURES, blocking=True,
+                                   description="every subject of the offline store is online with its latest feature "
+                                               "timestamp, and a sample read back equals the offline values")],
+    description="The latest features of every subject in the online store (Redis, or SQLite locally), registered in "
+    "the feature store: what the model server scores a subject by, from the subject key alone.",
+)
+def online_features(context: dg.AssetExecutionContext, feature_store: FeatureStore):
+    import pandas as pd
+
+    from ct_assets.features import store as fs
+
+    s = feature_store.store_settings()
+    store = feature_store.store()
+    fs.apply(store, s)
+    window = fs.materialize_latest(store, s)
+    latest = fs.latest_rows(pd.read_parquet(s.offline_path))
+    verdict = fs.verify_online(store, s, latest)
+    context.log.info(f"{verdict['found']} of {len(latest)} subjects online ({feature_store.online_kind()})")
+    yield dg.MaterializeResult(
+        metadata={"dagster/row_count": verdict["found"], "subjects": len(latest),
+                  "features": len(fs.feature_names(s.offline_path)), "online_store": feature_store.online_kind(),
+                  "project": s.project, "materialized_from": window["start"], "materialized_to": window["end"]},
+        check_results=[online_check(verdict, len(latest))],
+    )
+
+
+def online_check(verdict: dict, subjects: int) -> dg.AssetCheckResult:
+    differing = verdict["differing_features"]
+    passed = verdict["found"] == subjects and not verdict["stale"] and not differing
+    why = [f"{subjects - verdict['found']} subjects missing online"] if verdict["found"] != subjects else []
+    why += [f"{verdict['stale']} subjects with another feature timestamp online"] if verdict["stale"] else []
+    why += [f"online values differ from the offline store in {', '.join(sorted(differing))[:500]}"] if differing else []
+    return dg.AssetCheckResult(check_name="online_matches_offline", passed=passed,
+                               description="; ".join(why) or None,
+                               metadata={"subjects": subjects, "found_online": verdict["found"], "stale": verdict["stale"],
+                                         "sampled": verdict["sampled"], "differing_features": len(differing)})
+
+
+@dg.asset_check(asset=keys.ONLINE_FEATURES, description="training/serving skew: feature vectors the model server "
+                "fetched online and scored (a sample from its prediction log) equal the offline store's")
+def serving_skew(feature_store: FeatureStore) -> dg.AssetCheckResult:
+    from ct_assets import settings
+    from ct_assets.features import store as fs
+
+    s = feature_store.store_settings()
+    result = fs.serving_skew(settings.predictions_log(), s.offline_path)
+    differing = result["differing_features"]
+    problems = []
+    if differing:
+        problems.append("served features differ from the offline store: " + ", ".join(
+            f"{name} ({n} of {result['compared']})" for name, n in sorted(differing.items()))[:900])
+    if result["unmatched"]:
+        problems.append(f"{result['unmatched']} served vectors have no offline row at their feature timestamp")
+    return dg.AssetCheckResult(passed=not problems, description="; ".join(problems) or None,
+                               metadata={k: v for k, v in result.items() if k != "differing_features"}
+                               | {"differing_features": ", ".join(sorted(differing)) or "none"})

@@ -24,7 +24,7 @@ from ct_assets.features.assets import require_landmark
 from ct_assets.lib.lake import locked, read_json, write_json, write_parquet
 from ct_assets.lib.metadata import table_md
 from ct_assets.lib.privacy import SUBJECT_KEY
-from ct_assets.resources import Lake, StudyDesign
+from ct_assets.resources import FeatureStore, Lake, StudyDesign
 from ct_assets.lib.frames import Frame
 
 if TYPE_CHECKING:
@@ -38,9 +38,14 @@ def cohort_of(dm: Frame) -> "pd.Series":
 
 
 def compare(old: Frame, new: Frame) -> dict:
-    """Subjects added, removed and changed between two versions of the same partition."""
+    """Subjects added, removed and changed between two versions of the same partition (values only: a
+    recomputation always has a new creation time)."""
     import numpy as np
     import pandas as pd
+
+    from ct_assets.features.store import without_timestamps
+
+    old, new = without_timestamps(old), without_timestamps(new)
 
     old_i, new_i = old.set_index(SUBJECT_KEY), new.set_index(SUBJECT_KEY)
     common = old_i.index.intersection(new_i.index)
@@ -120,11 +125,13 @@ def inputs_valid(lake: Lake) -> dg.AssetCheckResult:
           description="engineer_features: the staged cohorts' features, with the same function as subject_features.")
 def backfill_features(context: dg.AssetExecutionContext, study_design: StudyDesign, lake: Lake) -> dg.MaterializeResult:
     from ct_assets.features.logic import subject_features as build_features
+    from ct_assets.features.store import stamp
 
     _check_stage(lake, sorted(context.partition_keys))
     require_landmark(context.instance, study_design)  # the store's other cohorts use the same landmark
     dm = _staged(lake, "dm")
-    fresh = build_features(_staged(lake, "visits"), dm, _staged(lake, "ex"), study_design.landmark_day)
+    fresh = stamp(build_features(_staged(lake, "visits"), dm, _staged(lake, "ex"), study_design.landmark_day), dm,
+                  study_design.landmark_day)
     write_parquet(fresh, _stage(lake) / "features.parquet")
     return dg.MaterializeResult(metadata={"subjects": len(fresh), "features": len(fresh.columns) - 1,
                                           "landmark_day": study_design.landmark_day})
@@ -151,10 +158,12 @@ def features_valid(lake: Lake) -> dg.AssetCheckResult:
 
 
 @dg.asset(key=keys.FEATURE_STORE_COHORTS, kinds={"parquet"}, deps=[keys.BACKFILL_FEATURES], pool="feature_engineering",
-          **COMMON, description="load_to_feature_store: replaces exactly the staged cohorts' rows of the offline store; "
-                               "one Parquet file per cohort beside it.")
-def feature_store_cohorts(context: dg.AssetExecutionContext, lake: Lake) -> dg.MaterializeResult:
+          **COMMON, description="load_to_feature_store: replaces exactly the staged cohorts' rows of the offline store "
+                               "and writes exactly those subjects to the online store; one Parquet file per cohort.")
+def feature_store_cohorts(context: dg.AssetExecutionContext, lake: Lake, feature_store: FeatureStore) -> dg.MaterializeResult:
     import pandas as pd
+
+    from ct_assets.features import store as fs
 
     chosen = _check_stage(lake, sorted(context.partition_keys))["cohorts"]
     fresh, dm = _staged(lake, "features"), _staged(lake, "dm")
@@ -168,15 +177,24 @@ def feature_store_cohorts(context: dg.AssetExecutionContext, lake: Lake) -> dg.M
     cohort = cohort_of(dm).set_axis(dm[SUBJECT_KEY]).reindex(fresh[SUBJECT_KEY]).to_numpy()
     for key in chosen:
         write_parquet(fresh[cohort == key], store_path.parent / "cohorts" / f"cohort={key}.parquet")
-    context.log.info(f"{len(chosen)} cohorts, {len(fresh)} subjects replaced in the offline store")
-    return dg.MaterializeResult(metadata={"cohorts": len(chosen), "subjects": len(fresh), "store_rows": len(updated)})
+    s = feature_store.store_settings()
+    online = feature_store.store()
+    fs.apply(online, s)
+    fs.write_online(online, fresh)
+    context.log.info(f"{len(chosen)} cohorts, {len(fresh)} subjects replaced in the offline and online stores")
+    return dg.MaterializeResult(metadata={"cohorts": len(chosen), "subjects": len(fresh), "store_rows": len(updated),
+                                          "online_rows_written": len(fresh),
+                                          "online_store": feature_store.online_kind()})
 
 
 @dg.asset_check(asset=keys.FEATURE_STORE_COHORTS, blocking=True, description="verify_feature_store: every subject once in "
-                "the store, the staged subjects with their new values, each cohort file counted against DM")
-def store_verified(lake: Lake) -> dg.AssetCheckResult:
+                "the store, the staged subjects with their new values offline and online, each cohort file counted "
+                "against DM")
+def store_verified(lake: Lake, feature_store: FeatureStore) -> dg.AssetCheckResult:
     import pandas as pd
     import pyarrow.parquet as pq
+
+    from ct_assets.features import store as fs
 
     manifest = read_json(_stage(lake) / "manifest.json")
     fresh, dm = _staged(lake, "features"), _staged(lake, "dm")
@@ -192,6 +210,9 @@ def store_verified(lake: Lake) -> dg.AssetCheckResult:
         "values_differ": int(not loaded.equals(expected)),
         "cohort_files_miscounted": int(sum(files[k] != counts.get(k, 0) for k in files)),
     }
+    online = fs.verify_online(feature_store.store(), feature_store.store_settings(), fresh, sample=len(fresh))
+    problems |= {"staged_subjects_missing_online": len(fresh) - online["found"],
+                 "online_timestamps_differ": online["stale"], "online_features_differ": len(online["differing_features"])}
     return dg.AssetCheckResult(passed=not any(problems.values()), metadata=problems | {"store_rows": len(store)})
 
 

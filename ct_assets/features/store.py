@@ -107,8 +107,10 @@ def repo_config(s: StoreSettings):
     from feast.repo_config import RegistryConfig
 
     if "://" in s.registry:
-        registry = RegistryConfig(registry_type="sql", path=s.registry, cache_ttl_seconds=60,
-                                  sqlalchemy_config_kwargs={"echo": False, "pool_pre_ping": True})
+        from feast.infra.registry.sql import SqlRegistryConfig
+
+        registry = SqlRegistryConfig(registry_type="sql", path=s.registry, cache_ttl_seconds=60,
+                                     sqlalchemy_config_kwargs={"echo": False, "pool_pre_ping": True})
     else:
         Path(s.registry).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         registry = RegistryConfig(path=s.registry, cache_ttl_seconds=60)

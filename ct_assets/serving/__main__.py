@@ -1,12 +1,13 @@
 """Serve the champion (and the challenger at a traffic share) of adverse-event-predictor.
 
     python -m ct_assets.serving [--port 8000] [--challenger-share 0.1] [--reload-seconds 5]
-                                [--max-body-bytes 1048576] [--require-auth]
+                                [--max-body-bytes 1048576] [--require-auth] [--feature-log-share 0.05]
 
 Binds 127.0.0.1 unless --host says otherwise. The registry is $MLFLOW_TRACKING_URI or the
 SQLite store under $CT_HOME. /models and /reload (and /predict with --require-auth) need the bearer
 token: $CT_SERVING_TOKEN, else $CT_HOME/secrets/serving.token (generated once, mode 0600).
-The URL is printed once /ready answers true.
+The URL is printed once /ready answers true. A request with a subject key and no features is scored
+from the online feature store ($CT_REDIS_URL, else the SQLite store under $CT_HOME).
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-name", default=None)
     parser.add_argument("--max-body-bytes", type=int, default=None, help="larger request bodies get a 413 (1 MiB)")
     parser.add_argument("--require-auth", action="store_true", help="/predict needs the bearer token too")
+    parser.add_argument("--feature-log-share", type=float, default=0.05,
+                        help="share of feature vectors fetched online that the prediction log keeps (skew check)")
     args = parser.parse_args(argv)
     import uvicorn
 
@@ -56,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     settings.ct_home()  # owner-only state before anything is written
     app = create_app(args.model_name or settings.MODEL_NAME, challenger_share=args.challenger_share,
                      reload_seconds=args.reload_seconds, max_body_bytes=args.max_body_bytes or MAX_BODY_BYTES,
-                     require_auth=args.require_auth)
+                     require_auth=args.require_auth, feature_log_share=args.feature_log_share)
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
     line = (f"serving {args.model_name or settings.MODEL_NAME} on http://{args.host}:{args.port} "
             f"(POST /predict, GET /ready /models /metrics /openapi.json); registry {settings.mlflow_tracking_uri()}")

@@ -2,8 +2,9 @@
 sticky champion/challenger routing by pseudonymous subject, micro-batched scoring, a prediction log
 and Prometheus metrics. Starlette on uvicorn; binds 127.0.0.1 unless told otherwise.
 
-    POST /predict   {"subject_key": "S-...", "features": {"AGE": 71, ...}}
-                    or {"instances": [{"subject_key": ..., "features": {...}}, ...]}
+    POST /predict   {"subject_key": "S-..."}: the subject's features from the online feature store
+                    {"subject_key": "S-...", "features": {"AGE": 71, ...}}: features sent (what-if scoring)
+                    or {"instances": [{"subject_key": ..., "features": {...}}, ...]} (features optional in each)
     GET  /health  /ready  /metrics  /openapi.json      open
     GET  /models, POST /reload                          bearer token (and /predict with require_auth)
 
@@ -11,6 +12,11 @@ Requests are refused before they cost anything: a body over ``max_body_bytes`` g
 content type other than JSON a 415, a subject key that is not a pseudonym, a value out of bounds
 (``bounds.py``) or a missing demographic a 422 naming the field; nothing refused is logged.
 The token is ``$CT_SERVING_TOKEN`` or ``$CT_HOME/secrets/serving.token`` (generated once, 0600).
+
+By subject key alone, the features come from the online store (``online.py``; Redis, or SQLite locally),
+are validated like sent ones, and the answer carries their ``feature_timestamp``; a key the store does
+not know is a 404 with the reason. A share of the vectors fetched online (``feature_log_share``) is
+logged with the prediction, for the training/serving skew check against the offline store.
 
 Aliases are re-read every ``reload_seconds``: a promotion or a rollback (an alias switch) is served
 without a restart. Every prediction is logged (subject pseudonym, arm, model version, risk) to
@@ -24,6 +30,7 @@ import contextlib
 import hmac
 import math
 import os
+import random
 import threading
 import time
 from dataclasses import dataclass
@@ -128,12 +135,25 @@ class Invalid(ValueError):
     pass
 
 
+class Skew(RuntimeError):
+    """The online store lacks a feature the model was trained on."""
+
+
 INSTANCE_KEYS = frozenset({"subject_key", "features"})
 
 
-def _rows(body: Any, slot: Slot) -> tuple[list[str], list[list]]:
+def _instances(body: Any) -> list | None:
+    """The request's instances when it has the shape of one (validated in detail by ``_rows``)."""
+    if not isinstance(body, dict):
+        return None
+    instances = body.get("instances") if "instances" in body else [body]
+    return instances if isinstance(instances, list) else None
+
+
+def _rows(body: Any, slot: Slot, fetched: dict[int, dict] | None = None) -> tuple[list[str], list[list]]:
     """Subject keys and feature rows in the model's column order, or Invalid with the reason.
-    Reasons never quote a submitted value: a refused request may carry a raw identifier."""
+    Reasons never quote a submitted value: a refused request may carry a raw identifier.
+    ``fetched``: per instance sent without features, its features from the online store."""
     features, numeric, bounds = slot.features, slot.numeric, slot.bounds or {}
     if not isinstance(body, dict):
         raise Invalid("the body must be a JSON object")
@@ -158,6 +178,14 @@ def _rows(body: Any, slot: Slot) -> tuple[list[str], list[list]]:
         if not is_pseudonym(key):
             raise Invalid(f"{where}'subject_key' must be the subject's pseudonym ({PREFIX} and {DIGEST_CHARS} "
                           "lowercase hex digits), never a raw subject id")
+        if values is None and fetched is not None and i in fetched:
+            stored = fetched[i]
+            lacking = [f for f in features if f not in stored]
+            if lacking:
+                raise Skew(f"the online store lacks feature(s) {lacking[:5]} that model version {slot.version} was "
+                           "trained on: materialize online_features from the offline store it was trained from")
+            values = {f: stored[f] for f in features}
+            where = f"{where}stored features of {key}: "
         if not isinstance(values, dict):
             raise Invalid(f"{where}'features' must be an object of feature values")
         unknown = set(values) - known
@@ -275,9 +303,17 @@ class PredictionLog:
 
 def create_app(model_name: str = settings.MODEL_NAME, tracking_uri: str | None = None, challenger_share: float = 0.1,
                reload_seconds: float = 5.0, log_path: Path | None = None, max_body_bytes: int = MAX_BODY_BYTES,
-               require_auth: bool = False, token: str | None = None) -> Starlette:
+               require_auth: bool = False, token: str | None = None, feature_store: Any = None,
+               feature_log_share: float = 0.05) -> Starlette:
+    """``feature_store``: the ``FeatureStore`` resource to read subjects' features from (default: from settings);
+    ``feature_log_share``: the share of online-fetched feature vectors written to the prediction log."""
+    from ct_assets.serving.online import NotMaterialized, OnlineFeatures, Unavailable
+
     if not 0.0 <= challenger_share <= 1.0:
         raise ValueError("challenger_share must be between 0 and 1")
+    if not 0.0 <= feature_log_share <= 1.0:
+        raise ValueError("feature_log_share must be between 0 and 1")
+    online = OnlineFeatures(feature_store)
     expected = (token or serving_token()).encode()
     models = Models(model_name, tracking_uri or settings.mlflow_tracking_uri())
     log = PredictionLog(log_path or settings.predictions_log())
@@ -301,6 +337,7 @@ def create_app(model_name: str = settings.MODEL_NAME, tracking_uri: str | None =
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
+        online.open_in_background()
         models.refresh()
         thread = threading.Thread(target=watch, name="alias-watch", daemon=True)
         thread.start()
@@ -344,12 +381,39 @@ def create_app(model_name: str = settings.MODEL_NAME, tracking_uri: str | None =
         if champion is None:
             requests.labels("503").inc()
             return json({"error": "no champion model is loaded"}, 503)
+        fetched: dict[int, dict] = {}
+        stamps: dict[int, int] = {}
         try:
             body = orjson.loads(raw)
-            keys, rows = _rows(body, champion)
+            instances = _instances(body) or []
+            by_key = [i for i, inst in enumerate(instances) if isinstance(inst, dict) and "features" not in inst
+                      and is_pseudonym(inst.get("subject_key"))]
+            if by_key:
+                wanted = [instances[i]["subject_key"] for i in by_key]
+                try:
+                    found = await online.fetch(wanted)
+                except NotMaterialized as err:
+                    requests.labels("404").inc()
+                    return json({"error": f"no subject is in the online feature store yet: {err}", "unknown": wanted[:100]},
+                                404)
+                except Unavailable as err:
+                    requests.labels("503").inc()
+                    return json({"error": f"cannot score by subject key: {err}"}, 503)
+                unknown = [k for k, got in zip(wanted, found) if got is None]
+                if unknown:
+                    requests.labels("404").inc()
+                    return json({"error": f"subject(s) {unknown[:5]} not in the online feature store "
+                                          f"({online.kind()}, project {online.settings.project}): no features to score "
+                                          "by; send the subject's features instead", "unknown": unknown[:100]}, 404)
+                for i, (values, ts) in zip(by_key, found):
+                    fetched[i], stamps[i] = values, ts
+            keys, rows = _rows(body, champion, fetched)
         except (orjson.JSONDecodeError, Invalid) as err:
             requests.labels("422").inc()
             return json({"error": str(err) if isinstance(err, Invalid) else f"malformed JSON: {err}"}, 422)
+        except Skew as err:
+            requests.labels("503").inc()
+            return json({"error": f"training/serving skew: {err}"}, 503)
         use_challenger = challenger is not None and challenger.version != champion.version
         arms = [challenger if use_challenger and routes_to_challenger(k, challenger_share) else champion for k in keys]
         results: list[dict] = [{}] * len(keys)
@@ -358,16 +422,27 @@ def create_app(model_name: str = settings.MODEL_NAME, tracking_uri: str | None =
             slot_rows = rows
             if slot.features != champion.features:  # a challenger trained on other columns: validate for it
                 try:
-                    _, slot_rows = _rows(body, slot)
+                    _, slot_rows = _rows(body, slot, fetched)
                 except Invalid as err:
                     requests.labels("422").inc()
                     return json({"error": str(err)}, 422)
+                except Skew as err:
+                    requests.labels("503").inc()
+                    return json({"error": f"training/serving skew: {err}"}, 503)
             risks = await batcher.score(slot, [slot_rows[i] for i in idx])
             for i, risk in zip(idx, risks):
                 results[i] = {"subject_key": keys[i], "risk": float(risk), "alias": slot.alias, "version": slot.version}
+                if i in stamps:
+                    results[i] |= {"feature_timestamp": _iso(stamps[i]), "features_from": "online_store"}
             predictions.labels(slot.alias, str(slot.version)).inc(len(idx))
         now = time.time()
-        log.add([r | {"ts": now} for r in results])
+        records = [r | {"ts": now} for r in results]
+        for i in stamps:
+            records[i] = records[i] | {"feature_timestamp": stamps[i]}
+            if feature_log_share and random.random() < feature_log_share:  # for the skew check (serving_skew)
+                model = arms[i]
+                records[i]["features"] = {f: fetched[i][f] for f in model.features}
+        log.add(records)
         requests.labels("200").inc()
         latency.observe(time.perf_counter() - started)
         return json(results[0] if "instances" not in body else {"predictions": results})
@@ -410,6 +485,10 @@ def create_app(model_name: str = settings.MODEL_NAME, tracking_uri: str | None =
     ], lifespan=lifespan)
 
 
+def _iso(epoch_seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch_seconds))
+
+
 def openapi_document(champion: Slot | None, require_auth: bool, max_body_bytes: int) -> dict:
     """OpenAPI 3.0 of this server, with the champion's features, types and bounds (what a client,
     and the schemathesis fuzz of the tests, need to know)."""
@@ -425,14 +504,18 @@ def openapi_document(champion: Slot | None, require_auth: bool, max_body_bytes: 
                 schema = {"type": "string"}
             features[name] = schema | ({"nullable": True} if nullable else {})
         required = list(champion.required)
-    instance = {"type": "object", "additionalProperties": False, "required": ["subject_key", "features"], "properties": {
+    instance = {"type": "object", "additionalProperties": False, "required": ["subject_key"], "properties": {
         "subject_key": {"type": "string", "pattern": PSEUDONYM_RE.pattern.replace("\\Z", "$").replace("\\-", "-"),
                         "description": "the subject's pseudonym, never a raw USUBJID"},
-        "features": {"type": "object", "additionalProperties": False, "properties": features} | (
+        "features": {"type": "object", "additionalProperties": False, "properties": features,
+                     "description": "what-if scoring; without it, the subject's features come from the online store"} | (
             {"required": required} if required else {})}}
     prediction = {"type": "object", "required": ["subject_key", "risk", "alias", "version"], "properties": {
         "subject_key": {"type": "string"}, "risk": {"type": "number", "minimum": 0, "maximum": 1},
-        "alias": {"type": "string", "enum": [CHAMPION, CHALLENGER]}, "version": {"type": "integer"}}}
+        "alias": {"type": "string", "enum": [CHAMPION, CHALLENGER]}, "version": {"type": "integer"},
+        "feature_timestamp": {"type": "string", "format": "date-time",
+                              "description": "by subject key: the landmark the stored features hold as of"},
+        "features_from": {"type": "string", "enum": ["online_store"]}}}
     error = {"description": "refused, with the reason", "content": {"application/json": {"schema": {
         "type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}}}}
     ok = {"type": "object"}
@@ -450,7 +533,8 @@ def openapi_document(champion: Slot | None, require_auth: bool, max_body_bytes: 
                "responses": {"200": answer({"oneOf": [prediction, {
                    "type": "object", "required": ["predictions"],
                    "properties": {"predictions": {"type": "array", "items": prediction}}}]}),
-                   "401": error, "413": error | {"description": f"body over {max_body_bytes} bytes"},
+                   "401": error, "404": error | {"description": "a subject key the online feature store does not know"},
+                   "413": error | {"description": f"body over {max_body_bytes} bytes"},
                    "415": error, "422": error, "503": error}}
     if require_auth:
         predict["security"] = secured

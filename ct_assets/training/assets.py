@@ -13,7 +13,7 @@ from ct_assets.lib.provenance import STAGE_LOGIC, model_provenance, module_code_
 from ct_assets.lib.registry import CHALLENGER, ApprovalRequired, promote
 from ct_assets.features.assets import require_landmark
 from ct_assets.lib.privacy import SUBJECT_KEY
-from ct_assets.resources import Lake, MlflowSettings, StudyDesign, StudySource
+from ct_assets.resources import FeatureStore, Lake, MlflowSettings, StudyDesign, StudySource
 from ct_assets.lib.frames import Frame
 
 if TYPE_CHECKING:
@@ -68,15 +68,23 @@ class PromotionConfig(dg.Config):
     group_name="training",
     code_version=TRAINING_CODE,
     kinds={"pandas", "parquet"},
-    ins={"features": dg.AssetIn(keys.SUBJECT_FEATURES), "dm": dg.AssetIn(keys.validated("DM")),
-         "ae": dg.AssetIn(keys.validated("AE")), "ds": dg.AssetIn(keys.validated("DS"))},
-    description="Subject features with the outcome label and a fixed train / holdout split.",
+    deps=[keys.SUBJECT_FEATURES],
+    ins={"dm": dg.AssetIn(keys.validated("DM")), "ae": dg.AssetIn(keys.validated("AE")), "ds": dg.AssetIn(keys.validated("DS"))},
+    description="Subject features as of each subject's landmark (a point-in-time retrieval from the feature store), "
+    "with the outcome label and a fixed train / holdout split.",
 )
 def training_set(context: dg.AssetExecutionContext, config: OutcomeConfig, study_design: StudyDesign, study: StudySource,
-                 features: Frame, dm: Frame, ae: Frame, ds: Frame) -> dg.Output[Frame]:
+                 feature_store: FeatureStore, dm: Frame, ae: Frame, ds: Frame) -> dg.Output[Frame]:
+    from ct_assets.features import store as fs
     from ct_assets.training import logic as training_logic
 
     require_landmark(context.instance, study_design)
+    # No feature value stamped after a subject's landmark reaches the model: Feast's point-in-time join.
+    s = feature_store.store_settings()
+    store = feature_store.store()
+    fs.apply(store, s)
+    features = fs.training_features(store, s, dm, study_design.landmark_day)
+    on_study = int(dm.loc[dm["RFSTDTC"].notna(), SUBJECT_KEY].nunique())
     with fails_fast():
         labelled, excluded = training_logic.make_training_set(features, dm, ae, ds, config.outcome(study_design),
                                                  config.holdout_fraction, config.split_seed)
@@ -93,6 +101,8 @@ def training_set(context: dg.AssetExecutionContext, config: OutcomeConfig, study
             "holdout_subjects": int(counts.loc["holdout", "size"]) if "holdout" in counts.index else 0,
             "outcome": dg.MetadataValue.json(config.model_dump() | {"after_day": study_design.landmark_day}),
             "landmark_day": study_design.landmark_day,
+            "features_as_of": "each subject's landmark (point-in-time, feature store)",
+            "subjects_without_features_at_landmark": on_study - len(features),
             "study_fingerprint": study.fingerprint(),
         },
     )
