@@ -325,24 +325,6 @@ class MlflowSettings(dg.ConfigurableResource):
                 mlflow.end_run(status=status)
 
 
-def build_resources() -> dict[str, Any]:
-    """Every external system of every code location, local by default; settings.py (the environment)
-    decides where each one is. Secrets reach resources as dg.EnvVar, so the UI shows the variable, not
-    the value."""
-    lake_resource = Lake()
-    kafka_password = dg.EnvVar("CT_KAFKA_PASSWORD") if settings.secret("CT_KAFKA_PASSWORD") else None
-    return {
-        "alerts": AlertWebhook(),
-        "kafka": KafkaSettings(sasl_plain_password=kafka_password),
-        "study": StudySource(),
-        "study_design": StudyDesign(),
-        "quality": QualityPolicy(),
-        "lake": lake_resource,
-        "io_manager": LakeIOManager(lake=lake_resource),
-        "pyspark": Spark(),
-        # The tracking URI is resolved when a step uses it, so $CT_HOME set later still counts.
-        "mlflow_settings": MlflowSettings(),
-    }
 class FeatureStore(dg.ConfigurableResource):
     """The feature store (Feast): the offline store Parquet ``subject_features`` writes, an online store
     (Redis at ``redis_url``, the legacy ``redis_features``; else SQLite under $CT_HOME) and a registry (a
@@ -375,4 +357,22 @@ class FeatureStore(dg.ConfigurableResource):
         return open_store(self.store_settings())
 
 
+def build_resources() -> dict[str, Any]:
+    """Every external system of every code location, local by default; settings.py (the environment)
+    decides where each one is. Secrets reach resources as dg.EnvVar, so the UI shows the variable, not
+    the value."""
+    lake_resource = Lake()
+    kafka_password = dg.EnvVar("CT_KAFKA_PASSWORD") if settings.secret("CT_KAFKA_PASSWORD") else None
+    return {
+        "alerts": AlertWebhook(),
+        "kafka": KafkaSettings(sasl_plain_password=kafka_password),
+        "study": StudySource(),
+        "study_design": StudyDesign(),
+        "quality": QualityPolicy(),
+        "lake": lake_resource,
+        "io_manager": LakeIOManager(lake=lake_resource),
+        "pyspark": Spark(),
+        # The tracking URI is resolved when a step uses it, so $CT_HOME set later still counts.
+        "mlflow_settings": MlflowSettings(),
         "feature_store": FeatureStore(),
+    }

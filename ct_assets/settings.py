@@ -15,11 +15,11 @@ switches to its cluster counterpart through an environment variable only:
 - ``CT_QUALITY_THRESHOLD``  the data quality threshold (default 0.95)
 - ``CT_DATA_CUTOFF``        the data cut-off date: later study dates are quarantined (default: today, UTC)
 - ``CT_STUDY_ENCODING``     text encoding of CSV/XPT study files (default: UTF-8, then cp1252, then latin-1)
-
 - ``CT_REDIS_URL``          the online feature store, e.g. ``redis://127.0.0.1:6379/0`` (the legacy ``redis_features``;
                             default: Feast's SQLite online store under ``$CT_HOME``)
 - ``CT_FEAST_REGISTRY``     the feature store's registry: a path or a SQLAlchemy URL (default: a file under ``$CT_HOME``;
                             in the production profile, the database ``ct_feast`` on ``CT_POSTGRES_URL``)
+
 This is the only module that reads the environment (secrets too, through ``secret``): everything
 else asks it. Reading is cheap and nothing connects at import time. The first ``ct_home()``
 of a process makes the home owner-only (``restrict``).
@@ -141,8 +141,6 @@ def predictions_log() -> Path:
     return ct_home() / "serving" / "predictions.jsonl"
 
 
-def reports_dir() -> Path:
-    return ct_home() / "reports"
 def feature_store_dir() -> Path:
     """The feature store's own files (registry, SQLite online store) beside the offline store's Parquet."""
     return ct_home() / "feature_store" / "feast"
@@ -172,6 +170,8 @@ def feast_project() -> str:
     return os.environ.get("CT_FEAST_PROJECT") or "clinical_trials"
 
 
+def reports_dir() -> Path:
+    return ct_home() / "reports"
 
 
 def mlflow_tracking_uri() -> str:
