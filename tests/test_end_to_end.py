@@ -259,6 +259,18 @@ def test_feature_backfill_over_a_few_cohorts(pilot_run):
     assert not after.loc[changed, before.columns].equals(before.loc[changed])
     for cohort in chosen:
         assert (home / f"feature_store/cohorts/cohort={cohort}.parquet").exists()
+    # The online store (SQLite here) has the backfilled subjects' new values, and only theirs changed.
+    from ct_assets.features import store as fs
+    from ct_assets.resources import FeatureStore
+
+    def online(keys: list[str]) -> list:
+        return [got[0]["VS_SYSBP__baseline"] for got in fs.read_online(FeatureStore().store(), keys, ["VS_SYSBP__baseline"])]
+
+    def expected(frame: pd.DataFrame, keys: list[str]) -> list:
+        return [None if pd.isna(v) else v for v in frame.loc[keys, "VS_SYSBP__baseline"]]
+
+    assert online(changed) == expected(after, changed) != expected(before, changed)
+    assert online(others) == expected(before, others)
 
 
 def test_rollback_restores_the_previous_champion(pilot_run):

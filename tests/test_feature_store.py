@@ -242,3 +242,39 @@ def test_serving_skew_check_passes_on_served_vectors_and_names_a_differing_featu
         assert "VS_SYSBP__slope (1 of" in bad.description and bad.metadata["differing_features"].value == "VS_SYSBP__slope"
     finally:
         write_parquet(offline, s.offline_path)
+
+
+def test_production_profile_keeps_the_registry_in_postgresql(home, monkeypatch):
+    """CT_PROFILE=production: Feast's SQL registry in the database <prefix>_feast on CT_POSTGRES_URL; a second
+    store object (another process, in production) finds the feature view there."""
+    import shutil
+    import subprocess
+    import uuid
+
+    from ct_assets.resources import FeatureStore
+
+    def psql(sql: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                              capture_output=True, text=True)
+
+    if shutil.which("psql") is None or psql("select 1").returncode != 0:
+        pytest.skip("no PostgreSQL server on 127.0.0.1:5432")
+    prefix = f"ct_test_{uuid.uuid4().hex[:8]}"
+    assert psql(f"create database {prefix}_feast").returncode == 0
+    monkeypatch.setenv("CT_PROFILE", "production")
+    monkeypatch.setenv("CT_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
+    monkeypatch.setenv("CT_POSTGRES_DB_PREFIX", prefix)
+    resource = FeatureStore(project=f"ct_test_pg_{os.getpid()}")
+    s = resource.store_settings()
+    assert s.registry == f"postgresql+psycopg://postgres@127.0.0.1:5432/{prefix}_feast"
+    store = resource.store()
+    try:
+        fs.apply(store, s)
+        fs.materialize_latest(store, s)
+        again = resource.store()
+        assert [v.name for v in again.list_feature_views()] == [fs.FEATURE_VIEW]
+        key = home[3][SUBJECT_KEY].iloc[0]
+        assert fs.read_online(again, [key], ["AGE"])[0][0] == {"AGE": home[3].set_index(SUBJECT_KEY).loc[key, "AGE"]}
+    finally:
+        store.teardown()
+        psql(f"drop database if exists {prefix}_feast with (force)")

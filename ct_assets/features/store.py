@@ -15,7 +15,9 @@ Feast is imported inside the functions only: the code location loads without it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,12 +50,13 @@ class StoreSettings:
 
 def landmark_time(rfstdtc: pd.Series, landmark_day: int) -> pd.Series:
     """When a subject's features become known: the end of study day ``landmark_day`` (study day 1 is
-    RFSTDTC), as UTC midnight. A reference date that cannot be placed falls back to the epoch, for
-    the stored features and the training set's entity alike."""
+    RFSTDTC), as UTC midnight. A reference date that cannot be placed counts as the epoch (never the
+    epoch itself, which online stores use for "not found"), for the stored features and the training
+    set's entity alike."""
     import pandas as pd
 
     start = pd.to_datetime(rfstdtc.astype("string").str.slice(0, 10), format="ISO8601", errors="coerce", utc=True)
-    return (start + pd.Timedelta(days=int(landmark_day))).fillna(pd.Timestamp(EPOCH))
+    return (start + pd.Timedelta(days=int(landmark_day))).fillna(pd.Timestamp(EPOCH) + pd.Timedelta(days=int(landmark_day)))
 
 
 def stamp(features: pd.DataFrame, dm: pd.DataFrame, landmark_day: int, created: pd.Timestamp | None = None) -> pd.DataFrame:
@@ -161,7 +164,8 @@ def materialize_latest(store, s: StoreSettings) -> dict:
     epoch = dt.datetime.fromisoformat(EPOCH)
     start = stamps.min().to_pydatetime() if len(stamps) else epoch
     end = (stamps.max().to_pydatetime() if len(stamps) else epoch) + dt.timedelta(seconds=1)  # end is exclusive
-    store.materialize(start_date=start, end_date=end, feature_views=[FEATURE_VIEW])
+    with contextlib.redirect_stdout(io.StringIO()):  # Feast prints coloured progress lines: not for a run's console
+        store.materialize(start_date=start, end_date=end, feature_views=[FEATURE_VIEW])
     return {"start": start.isoformat(), "end": end.isoformat()}
 
 
@@ -198,6 +202,45 @@ async def read_online_async(store, keys: list[str], names: list[str]) -> list[tu
     response = await store.get_online_features_async(features=feature_refs(names),
                                                      entity_rows=[{SUBJECT_KEY: k} for k in keys])
     return parse_online(response.to_dict(include_event_timestamps=True), names, len(keys))
+
+
+class OnlineReader:
+    """Single-subject reads for the model server, through the online store's own ``online_read`` (Feast's
+    OnlineStore interface: the same keys, values and timestamps ``get_online_features`` reads, without its
+    per-call request planning and response building, about ten times its cost for one entity)."""
+
+    def __init__(self, store):
+        from feast.infra.provider import get_provider
+
+        self.config = store.config
+        self.view = store.get_feature_view(FEATURE_VIEW)
+        self.names = [f.name for f in self.view.features]
+        self.online = get_provider(store.config).online_store
+
+    def _keys(self, keys: list[str]) -> list:
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        return [EntityKey(join_keys=[SUBJECT_KEY], entity_values=[Value(string_val=k)]) for k in keys]
+
+    def _parse(self, rows: list) -> list[tuple[dict, int] | None]:
+        from feast.type_map import feast_value_type_to_python_type
+
+        out: list[tuple[dict, int] | None] = []
+        for ts, values in rows:
+            if ts is None or values is None or ts.timestamp() == 0:  # Redis answers an unknown key with the epoch
+                out.append(None)
+                continue
+            got = {n: feast_value_type_to_python_type(values[n]) if n in values else None for n in self.names}
+            out.append((got, int(ts.timestamp())))
+        return out
+
+    # A copy of the names each time: Feast's Redis store appends its timestamp key to the list it is given.
+    def read(self, keys: list[str]) -> list[tuple[dict, int] | None]:
+        return self._parse(self.online.online_read(self.config, self.view, self._keys(keys), list(self.names)))
+
+    async def read_async(self, keys: list[str]) -> list[tuple[dict, int] | None]:
+        return self._parse(await self.online.online_read_async(self.config, self.view, self._keys(keys), list(self.names)))
 
 
 def latest_rows(offline: pd.DataFrame) -> pd.DataFrame:

@@ -1,5 +1,6 @@
 """The model server's side of the feature store: a subject's features from the online store by its
-pseudonymous key (Feast ``get_online_features``; Redis read asynchronously, SQLite in a worker thread).
+pseudonymous key (Feast's online store ``online_read``, see ``OnlineReader``; Redis read asynchronously,
+SQLite in a worker thread).
 
 Feast takes seconds to import: the store is opened in a background thread when the server starts, so
 the server answers at once and a request by subject key waits only until the store is open.
@@ -30,6 +31,7 @@ class OnlineFeatures:
         self.store = None
         self.error: str | None = None
         self.names: list[str] | None = None
+        self.reader = None
         self.names_at = 0.0
         self.is_async = bool(self.settings.redis_url)
         self.opened = threading.Event()
@@ -49,20 +51,19 @@ class OnlineFeatures:
             self.opened.set()
 
     def _refresh_names(self) -> None:
-        from ct_assets.features.store import FEATURE_VIEW
+        from ct_assets.features.store import FEATURE_VIEW, OnlineReader
 
         try:
-            view = self.store.get_feature_view(FEATURE_VIEW)
+            self.reader = OnlineReader(self.store)
         except Exception as err:
-            self.names, self.error = None, (f"the feature store has no feature view {FEATURE_VIEW!r} ({type(err).__name__}): "
-                                            "materialize online_features first")
+            self.names, self.reader = None, None
+            self.error = (f"the feature store has no feature view {FEATURE_VIEW!r} ({type(err).__name__}): "
+                          "materialize online_features first")
             return
-        self.names, self.error, self.names_at = [f.name for f in view.features], None, time.monotonic()
+        self.names, self.error, self.names_at = self.reader.names, None, time.monotonic()
 
     async def fetch(self, keys: list[str]) -> list[tuple[dict, int] | None]:
         """Per key: (features, feature timestamp in epoch seconds), or None for a subject the store lacks."""
-        from ct_assets.features.store import read_online, read_online_async
-
         loop = asyncio.get_running_loop()
         if not self.opened.is_set():
             await loop.run_in_executor(None, self.opened.wait)
@@ -70,13 +71,13 @@ class OnlineFeatures:
             raise Unavailable(f"the feature store could not be opened: {self.error}")
         if self.names is None or time.monotonic() - self.names_at > 60:  # a re-applied view (other study, new tests)
             await loop.run_in_executor(None, self._refresh_names)
-        if self.names is None:
+        reader = self.reader
+        if self.names is None or reader is None:
             raise NotMaterialized(self.error or "no feature view")
-        names = self.names
         try:
             if self.is_async:
-                return await read_online_async(self.store, keys, names)
-            return await loop.run_in_executor(None, read_online, self.store, keys, names)
+                return await reader.read_async(keys)
+            return await loop.run_in_executor(None, reader.read, keys)
         except Exception as err:
             raise Unavailable(f"the online store did not answer: {type(err).__name__}: {str(err)[:200]}") from None
 
