@@ -6,7 +6,7 @@ grid algorithm; each trial runs ``python -m ct_kfp trial`` in the component imag
 ``cv_auroc=<value>`` for Katib's stdout metrics collector. The objective is the same
 cross-validated AUROC on the train split that the KFP trials compute. Katib reports the trial with
 the highest objective; ``hpo_pipeline`` instead applies the one-standard-error rule to the same
-trials (``ct_kfp.steps.select_one_se``), which a user of Katib can apply to its trial list.
+trials (``ct_kfp.steps.hpo.select_one_se``), which a user of Katib can apply to its trial list.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import shlex
 from typing import Any
 
 from ct_kfp.components import IMAGE
-from ct_kfp.steps import SEARCH_SPACE
+from ct_kfp.steps.hpo import SEARCH_SPACE
 
 OBJECTIVE = "cv_auroc"
 
