@@ -3,9 +3,10 @@
 Every `dagster` CLI call, every Airflow task's run worker and every reload of the UI pays the load
 of the code location. Target: loading the main code location (import and build the Definitions)
 costs at most 1.5x a bare `python -c "import dagster"`, and nothing heavy (Spark, MLflow, scipy,
-scikit-learn, pandera) is imported on the way.
+scikit-learn, pandera, pandas, numpy, pyarrow, Feast) is imported on the way.
 
     python benchmarks/load_time.py --runs 7
+    python benchmarks/load_time.py --imports-only     # exit 1 naming any heavy module loaded (a test runs it)
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ import subprocess
 import sys
 import time
 
-HEAVY = ("pyspark", "mlflow", "scipy", "sklearn", "pandera", "dagster_mlflow", "dagster_pyspark", "dagster_pandera")
+HEAVY = ("pyspark", "mlflow", "scipy", "sklearn", "pandera", "dagster_mlflow", "dagster_pyspark", "dagster_pandera",
+         "pandas", "numpy", "pyarrow", "feast", "redis", "duckdb")
 COMMANDS = {
     "import dagster": "import dagster",
     "ct_assets (main location)": "import ct_assets.definitions as d; d.defs.get_repository_def()",
     "ct_feature_backfill": "import ct_assets.backfill_location as d; d.defs.get_repository_def()",
+    "ct_kafka": "import ct_assets.kafka_location as d; d.defs.get_repository_def()",
+    "ct_kfp": "import ct_kfp.location as d; d.defs.get_repository_def()",
 }
 
 
@@ -40,7 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/load_time.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=7, help="timed runs of each command, interleaved (after one warm-up)")
+    parser.add_argument("--imports-only", action="store_true",
+                        help="no timing: list the heavy modules each code location loads; exit 1 if there is one")
     args = parser.parse_args(argv)
+    if args.imports_only:
+        loaded = {name: heavy_modules_loaded(code) for name, code in COMMANDS.items() if name != "import dagster"}
+        for name, modules in loaded.items():
+            print(f"{name}: {' '.join(modules) or 'nothing heavy'}")
+        return 1 if any(loaded.values()) else 0
     for code in COMMANDS.values():
         wall(code)  # warm the page cache
     times: dict[str, list[float]] = {name: [] for name in COMMANDS}

@@ -22,6 +22,8 @@ so downstream assets read the landing exactly like a study folder.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import hashlib
 import json
 import os
@@ -33,11 +35,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ct_assets.lib.sdtm import DOMAINS, SOURCE_COLS
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
 
 PROVENANCE = ["_TOPIC", "_EPOCH", "_PARTITION", "_OFFSET"]
 REASON = "_QUARANTINE_REASON"
@@ -70,6 +73,8 @@ class Record:
 def parse(records: list[Record]) -> tuple[dict[str, pa.Table], pd.DataFrame]:
     """Accepted SDTM rows, one Arrow table per domain, and quarantined records (with the reason and
     the raw value)."""
+    import pandas as pd
+
     import orjson
 
     rows: dict[str, list[dict]] = {}
@@ -100,6 +105,8 @@ def parse(records: list[Record]) -> tuple[dict[str, pa.Table], pd.DataFrame]:
 def _table(rows: list[dict]) -> pa.Table:
     """Rows of one domain as an Arrow table: the union of their fields, types inferred per column
     (a column mixing numbers and text is kept as text rather than rejected)."""
+    import pyarrow as pa
+
     first = rows[0].keys()
     if all(row.keys() == first for row in rows):  # the usual case: one producer, one shape per domain
         try:
@@ -198,6 +205,8 @@ class Landing:
     def same_records(self, records: list[Record]) -> bool:
         """Are these records (one partition, at or below its high-water mark) the ones landed at
         their offsets? False on any difference, or an offset no batch of the epoch holds."""
+        import pyarrow.parquet as pq
+
         r0 = records[0]
         wanted = {r.offset for r in records}
         lo, hi = min(wanted), max(wanted)
@@ -233,6 +242,9 @@ class Landing:
     def write_batch(self, topic: str, partition: int, accepted: dict[str, pa.Table], quarantined: pd.DataFrame,
                     first: int, last: int, epoch: int = 0, records: list[Record] | None = None) -> Path:
         """Every part of a batch appears at once (rename of a staged folder), or none does."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         final = self._partition_dir(topic, partition, epoch) / f"b{first:020d}-{last:020d}"
         stage = final.parent / f".stage-{os.getpid()}@{_host_tag(socket.gethostname())}-{uuid.uuid4().hex}"
         stage.mkdir(parents=True)
@@ -265,6 +277,8 @@ class Landing:
         return sorted(batch.glob(f"accepted-{domain or '*'}.parquet"))
 
     def read(self, part: str = "accepted", columns: list[str] | None = None, domain: str | None = None) -> pd.DataFrame:
+        import pandas as pd
+
         frames = [_with_epoch(f, b, columns) for b in self.batches() for f in self.files(b, part, domain)]
         frames = [f.dropna(axis=1, how="all") if columns is None else f for f in frames if len(f)]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns or [])
@@ -280,11 +294,15 @@ class Landing:
         return out[[c for c in out.columns if c not in SOURCE_COLS] + SOURCE_COLS]
 
     def batch_rows(self, batch: Path) -> int:
+        import pyarrow.parquet as pq
+
         return sum(pq.ParquetFile(f).metadata.num_rows
                    for f in self.files(batch, "accepted") + self.files(batch, "quarantined"))
 
     def counts(self) -> dict[str, int]:
         """Rows landed, from the Parquet footers (nothing is read but metadata)."""
+        import pyarrow.parquet as pq
+
         batches = self.batches()
         rows = {part: sum(pq.ParquetFile(f).metadata.num_rows for b in batches for f in self.files(b, part))
                 for part in ("accepted", "quarantined")}
@@ -307,6 +325,9 @@ def _alive(pid: int) -> bool:
 
 def _with_epoch(path: Path, batch: Path, columns: list[str] | None) -> pd.DataFrame:
     """A landed file; batches written before epochs existed get theirs from the folder name."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
     epoch = int(PARTITION_DIR.match(batch.parent.name).group(2) or 0)
     names = pq.ParquetFile(path).schema_arrow.names
     if "_EPOCH" in names or (columns is not None and "_EPOCH" not in columns):
