@@ -9,6 +9,8 @@ AIRFLOW_VENV ?= .venv-airflow
 AIRFLOW3_VENV ?= .venv-airflow3
 AIRFLOW ?= 2
 export CT_HOME ?= $(CURDIR)/.ct
+# uv trusts the system's certificate store (a proxy's CA there), as pip does, even from a bare environment.
+export UV_NATIVE_TLS ?= 1
 
 .PHONY: install airflow-install demo test dev airflow serve clean
 

@@ -128,16 +128,23 @@ def restart(ctx: click.Context, only: str | None = None, timeout: float = 300.0)
 def health_check(only: str | None = None, as_json: bool = False) -> None:
     """Each component's real health as a table; exit 0 when all pass, 1 when one fails.
 
-    Checks the components `ct start` started (or those of --only; all when nothing was started)."""
+    Checks the components `ct start` started (or those of --only; all when nothing was started) and
+    names the ones it did not check, so that "healthy" never hides a component that is not running."""
     components = _components(only) if only else (_components_started() or ALL)
+    unchecked = [c for c in ALL if c not in components]
     checks = health.check(components)
     ok = all(c.ok for c in checks)
     if as_json:
-        click.echo(json.dumps({"healthy": ok, "checks": [c.as_dict() for c in checks]}, indent=1))
+        click.echo(json.dumps({"healthy": ok, "checked": components, "not_checked": unchecked,
+                               "checks": [c.as_dict() for c in checks]}, indent=1))
     else:
         click.echo(health.table(checks))
+        why = "not asked for (--only)" if only else "not started by ct start"
+        for component in unchecked:
+            click.echo(f"--    {component}: {why}, not checked")
         failing = sorted({c.component for c in checks if not c.ok})
-        click.echo("healthy" if ok else f"UNHEALTHY: {', '.join(failing)}")
+        verdict = f"healthy: {', '.join(components)}" if ok else f"UNHEALTHY: {', '.join(failing)}"
+        click.echo(verdict + (f" (not checked: {', '.join(unchecked)})" if unchecked else ""))
     sys.exit(0 if ok else 1)
 
 

@@ -120,7 +120,10 @@ def test_health_check_passes_with_real_component_health(stack):
     assert "heartbeating" in checks[("dagster", "daemon")]["detail"]
     assert checks[("serving", "ready")]["detail"] == "champion version 1"
     assert json.loads(checks[("serving", "served versions")]["detail"])["champion"] == 1
-    assert ("airflow", "webserver") not in checks  # not started: not checked
+    assert ("airflow", "webserver") not in checks and report["not_checked"] == ["airflow"]  # not started: named
+    text = ct("health-check", env=env).stdout
+    assert "--    airflow: not started by ct start, not checked" in text
+    assert text.rstrip().endswith("healthy: dagster, mlflow, serving (not checked: airflow)")
 
 
 def test_summary_open_and_visualize(stack, tmp_path):
@@ -164,7 +167,7 @@ def test_a_dead_component_fails_the_health_check_and_legacy_flags_bring_it_back(
     proc = ct("--only", COMPONENTS, "-s", "-h", env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "dagster: already running" in proc.stdout and "starting serving" in proc.stdout
-    assert proc.stdout.rstrip().endswith("healthy")
+    assert proc.stdout.rstrip().endswith("healthy: dagster, mlflow, serving (not checked: airflow)")
 
 
 def test_stop_stops_exactly_what_start_started(stack):
