@@ -133,6 +133,14 @@ def test_online_features_asset_fills_redis_and_its_check_can_fail(home):
     assert values == {"AGE": row["AGE"], "VS_SYSBP__change": row["VS_SYSBP__change"], "SEX": row["SEX"]}
     assert ts == int(fs.landmark_time(dm.set_index(SUBJECT_KEY).loc[[key], "RFSTDTC"], LANDMARK).iloc[0].timestamp())
     assert fs.read_online(store, ["S-" + "f" * 20], ["AGE"]) == [None]
+    # The server's reader (one HGETALL per subject on Feast's layout) answers exactly as get_online_features.
+    import asyncio
+
+    reader = fs.OnlineReader(store, s.redis_url)
+    every = features[SUBJECT_KEY].tolist() + ["S-" + "f" * 20]
+    expected = fs.read_online(store, every, reader.names)
+    assert asyncio.run(reader.read_async(every)) == expected == reader.read(every)
+    assert asyncio.run(reader.read_async([key])) == expected[5:6] and expected[-1] is None
 
     # A wrong value online (written behind the store's back) is found and named by the check.
     latest = fs.latest_rows(pd.read_parquet(s.offline_path))

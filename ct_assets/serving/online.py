@@ -54,7 +54,7 @@ class OnlineFeatures:
         from ct_assets.features.store import FEATURE_VIEW, OnlineReader
 
         try:
-            self.reader = OnlineReader(self.store)
+            self.reader = OnlineReader(self.store, self.settings.redis_url)
         except Exception as err:
             self.names, self.reader = None, None
             self.error = (f"the feature store has no feature view {FEATURE_VIEW!r} ({type(err).__name__}): "
