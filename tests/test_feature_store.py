@@ -119,14 +119,21 @@ def test_online_features_asset_fills_redis_and_its_check_can_fail(home):
     from ct_assets.features.assets import online_check, online_features
 
     _, resource, dm, features = home
+    s, store = resource.store_settings(), resource.store()
+    # A subject online that the offline store no longer has (withdrawn since) is removed, not served.
+    fs.apply(store, s)
+    gone = pd.read_parquet(s.offline_path).head(1).assign(**{SUBJECT_KEY: "S-" + "a" * 20})
+    fs.write_online(store, gone)
+    assert "S-" + "a" * 20 in fs.online_subjects(store, s)
     result = dg.materialize([online_features], resources={"feature_store": resource})
     assert result.success
     checks = result.get_asset_check_evaluations()
     assert [c.passed for c in checks] == [True], checks[0].description
     md = result.asset_materializations_for_node("online_features")[0].metadata
     assert md["dagster/row_count"].value == md["subjects"].value == len(dm) and md["online_store"].value == "redis"
+    assert md["pruned"].value == 1 and fs.read_online(store, ["S-" + "a" * 20], ["AGE"]) == [None]
+    assert set(fs.online_subjects(store, s)) == set(dm[SUBJECT_KEY])
 
-    s, store = resource.store_settings(), resource.store()
     key = features[SUBJECT_KEY].iloc[5]
     values, ts = fs.read_online(store, [key], ["AGE", "VS_SYSBP__change", "SEX"])[0]
     row = features.set_index(SUBJECT_KEY).loc[key]
@@ -150,6 +157,8 @@ def test_online_features_asset_fills_redis_and_its_check_can_fail(home):
     assert verdict["differing_features"] == {"LB_ALT__slope": 1}
     failed = online_check(verdict, len(latest))
     assert not failed.passed and "LB_ALT__slope" in failed.description
+    extra = online_check(verdict | {"differing_features": {}, "online_rows": len(latest) + 2}, len(latest))
+    assert not extra.passed and "2 subjects online that the offline store does not have" in extra.description
     fs.write_online(store, latest[latest[SUBJECT_KEY] == key])  # put it right for the tests after
 
 

@@ -98,8 +98,8 @@ def schema_check(features: Frame) -> dg.AssetCheckResult:
     pool="feature_engineering",
     deps=[keys.SUBJECT_FEATURES],
     check_specs=[dg.AssetCheckSpec("online_matches_offline", asset=keys.ONLINE_FEATURES, blocking=True,
-                                   description="every subject of the offline store is online with its latest feature "
-                                               "timestamp, and a sample read back equals the offline values")],
+                                   description="rows online = subjects of the offline store, each with its latest "
+                                               "feature timestamp, and a sample read back equals the offline values")],
     description="The latest features of every subject in the online store (Redis, or SQLite locally), registered in "
     "the feature store: what the model server scores a subject by, from the subject key alone.",
 )
@@ -113,10 +113,11 @@ def online_features(context: dg.AssetExecutionContext, feature_store: FeatureSto
     fs.apply(store, s)
     window = fs.materialize_latest(store, s)
     latest = fs.latest_rows(pd.read_parquet(s.offline_path))
+    pruned = fs.prune_online(store, s, set(latest[fs.SUBJECT_KEY]))
     verdict = fs.verify_online(store, s, latest)
     context.log.info(f"{verdict['found']} of {len(latest)} subjects online ({feature_store.online_kind()})")
     yield dg.MaterializeResult(
-        metadata={"dagster/row_count": verdict["found"], "subjects": len(latest),
+        metadata={"dagster/row_count": verdict["online_rows"], "subjects": len(latest), "pruned": len(pruned),
                   "features": len(fs.feature_names(s.offline_path)), "online_store": feature_store.online_kind(),
                   "project": s.project, "materialized_from": window["start"], "materialized_to": window["end"]},
         check_results=[online_check(verdict, len(latest))],
@@ -125,13 +126,16 @@ def online_features(context: dg.AssetExecutionContext, feature_store: FeatureSto
 
 def online_check(verdict: dict, subjects: int) -> dg.AssetCheckResult:
     differing = verdict["differing_features"]
-    passed = verdict["found"] == subjects and not verdict["stale"] and not differing
+    extra = verdict.get("online_rows", subjects) - verdict["found"]
+    passed = verdict["found"] == subjects and not extra and not verdict["stale"] and not differing
     why = [f"{subjects - verdict['found']} subjects missing online"] if verdict["found"] != subjects else []
+    why += [f"{extra} subjects online that the offline store does not have"] if extra else []
     why += [f"{verdict['stale']} subjects with another feature timestamp online"] if verdict["stale"] else []
     why += [f"online values differ from the offline store in {', '.join(sorted(differing))[:500]}"] if differing else []
     return dg.AssetCheckResult(check_name="online_matches_offline", passed=passed,
                                description="; ".join(why) or None,
-                               metadata={"subjects": subjects, "found_online": verdict["found"], "stale": verdict["stale"],
+                               metadata={"subjects": subjects, "found_online": verdict["found"],
+                                         "online_rows": verdict.get("online_rows", verdict["found"]), "stale": verdict["stale"],
                                          "sampled": verdict["sampled"], "differing_features": len(differing)})
 
 

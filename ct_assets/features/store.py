@@ -361,8 +361,88 @@ def verify_online(store, s: StoreSettings, latest: pd.DataFrame, sample: int = 5
     served = read_online(store, picked[SUBJECT_KEY].tolist(), names)
     rows = [got[0] if got is not None else {} for got in served]
     online = pd.DataFrame(rows, columns=names, index=picked.index)
-    return {"found": found, "stale": stale, "sampled": len(picked),
+    return {"found": found, "stale": stale, "sampled": len(picked), "online_rows": len(online_subjects(store, s)),
             "differing_features": differences(online, picked[names], names)}
+
+
+def online_subjects(store, s: StoreSettings) -> dict[str, Any]:
+    """Every subject the online store holds for the feature view, with where (its Redis key or SQLite
+    entity key), read from the store's own tables or keys: what "rows online" means, extras included."""
+    import sqlite3
+
+    from feast.infra.key_encoding_utils import deserialize_entity_key
+    from feast.infra.online_stores.helpers import compute_table_id
+    from feast.infra.online_stores.redis import _versioned_fv_name
+
+    view = store.get_feature_view(FEATURE_VIEW)
+    version = store.config.entity_key_serialization_version
+
+    def subject(serialized: bytes) -> str | None:
+        try:
+            key = deserialize_entity_key(serialized, version)
+        except Exception:  # another project's key that merely ends like ours
+            return None
+        if list(key.join_keys) != [SUBJECT_KEY]:
+            return None
+        return key.entity_values[0].string_val or None
+
+    out: dict[str, Any] = {}
+    if s.redis_url:
+        import redis
+
+        client = redis.Redis.from_url(s.redis_url)
+        suffix, ts_field = s.project.encode(), f"_ts:{_versioned_fv_name(view, store.config)}"
+        keys = list(client.scan_iter(match=b"*" + suffix, count=1000))
+        with client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hexists(key, ts_field)
+            present = pipe.execute()
+        for key, has in zip(keys, present):
+            if has and (name := subject(key[:-len(suffix)])):
+                out[name] = key
+        return out
+    if not s.online_path.exists():
+        return out
+    table = compute_table_id(s.project, view, store.config.registry.enable_online_feature_view_versioning)
+    with contextlib.closing(sqlite3.connect(s.online_path)) as conn:
+        try:
+            rows = conn.execute(f'SELECT DISTINCT entity_key FROM "{table}"').fetchall()
+        except sqlite3.OperationalError:  # not materialized yet
+            return out
+    for (serialized,) in rows:
+        if name := subject(serialized):
+            out[name] = serialized
+    return out
+
+
+def prune_online(store, s: StoreSettings, keep: set[str]) -> list[str]:
+    """Remove from the online store the subjects the offline store no longer has (a subject withdrawn or
+    quarantined since): Feast's materialization only ever adds. Returns the subjects removed."""
+    import sqlite3
+
+    from feast.infra.online_stores.helpers import _mmh3, compute_table_id
+    from feast.infra.online_stores.redis import _versioned_fv_name
+
+    held = online_subjects(store, s)
+    stale = sorted(set(held) - keep)
+    if not stale:
+        return stale
+    view = store.get_feature_view(FEATURE_VIEW)
+    if s.redis_url:
+        import redis
+
+        table = _versioned_fv_name(view, store.config)
+        fields = [_mmh3(f"{table}:{f.name}") for f in view.features] + [f"_ts:{table}".encode()]
+        client = redis.Redis.from_url(s.redis_url)
+        with client.pipeline(transaction=False) as pipe:
+            for name in stale:  # this view's fields only: other views of the project share the hash
+                pipe.hdel(held[name], *fields)
+            pipe.execute()
+        return stale
+    table = compute_table_id(s.project, view, store.config.registry.enable_online_feature_view_versioning)
+    with contextlib.closing(sqlite3.connect(s.online_path)) as conn, conn:
+        conn.executemany(f'DELETE FROM "{table}" WHERE entity_key = ?', [(held[name],) for name in stale])
+    return stale
 
 
 def served_vectors(log_path: Path, limit: int = 500) -> pd.DataFrame:
