@@ -4,7 +4,9 @@
 2. model_monitoring on unchanged data: no breach, the sensor asks for nothing;
 3. a shifted batch of new subjects is dropped into the study folder;
 4. model_monitoring flags drift; the sensor asks for retraining once, not again for the same breach;
-5. the README's drift drill, run as written, makes a real daemon's sensor launch scheduled_retraining once.
+5. the README's drift drill, run as written, makes a real daemon's sensor launch scheduled_retraining once;
+6. then the quick start's `ct` lines, as written, start the whole local stack (Airflow included) on what
+   the demo and the drill left, find it healthy, summarise it and stop it.
 """
 
 import contextlib
@@ -80,20 +82,30 @@ def test_shifted_batch_breaches_and_requests_retraining_once(drill):
     assert _sense(drill) == []
 
 
-def _readme_drill() -> list[str]:
-    """The drift drill's commands as the README writes them (continuation lines joined)."""
+def _readme_block(marker: str) -> list[str]:
+    """The commands of the README block after ``<!-- marker: ...-->``, as written (continuation lines joined)."""
     text = (ROOT / "README.md").read_text()
-    block = text.split("<!-- drift-drill:")[1].split("```bash\n")[1].split("```")[0]
+    block = text.split(f"<!-- {marker}:")[1].split("```bash\n")[1].split("```")[0]
     return [line for line in block.replace("\\\n", " ").splitlines() if line.strip()]
 
 
-def test_readme_drill_as_written_requests_retraining_once(tmp_path):
+PLAIN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8"}
+
+
+@pytest.fixture(scope="module")
+def project_copy(tmp_path_factory):
+    """A folder laid out like the project root, where the README's commands run."""
+    root = tmp_path_factory.mktemp("readme")
+    for name in (".venv", ".venv-airflow", "workspace.yaml"):
+        (root / name).symlink_to(ROOT / name)
+    return root
+
+
+def test_readme_drill_as_written_requests_retraining_once(project_copy):
     """The README's drift drill, run line by line in one bash with a plain PATH, from a folder laid out
     like the project root: a real daemon's sensor launches scheduled_retraining exactly once."""
-    for name in (".venv", "workspace.yaml"):
-        (tmp_path / name).symlink_to(ROOT / name)
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8"}
-    script = "set -euo pipefail\n" + "\n".join(_readme_drill()) + "\n"
+    tmp_path, env = project_copy, PLAIN_ENV
+    script = "set -euo pipefail\n" + "\n".join(_readme_block("drift-drill")) + "\n"
     shell = subprocess.Popen(["bash", "-c", script], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
@@ -116,3 +128,40 @@ def test_readme_drill_as_written_requests_retraining_once(tmp_path):
     finally:
         with contextlib.suppress(ProcessLookupError):
             stop_group(shell, timeout=30)  # the daemon the drill left running, and the run it launched
+
+
+def test_readme_ct_lines_after_the_demo_start_check_summarise_and_stop_everything(project_copy):
+    """The quick start's `ct` lines as written, in the home the demo and the drill filled: Dagster,
+    Airflow (scheduler and webserver), MLflow and the model server start, are healthy, the summary
+    shows the demo's runs, the champion and the Airflow DAGs, and `ct stop` leaves nothing running."""
+    from tests.kafka_broker import free_port
+
+    home = project_copy / ".ct" / "drill"
+    env = PLAIN_ENV | {"CT_HOME": str(home), "DAGSTER_HOME": str(home / "dagster")}
+    env |= {f"CT_{c.upper()}_PORT": str(free_port()) for c in ("dagster", "airflow", "mlflow", "serving")}
+    lines = _readme_block("ct-quickstart")
+    assert [line.split("#")[0].split()[:2] for line in lines] == [
+        [".venv/bin/ct", verb] for verb in ("start", "health-check", "summary", "stop")]
+    outputs = []
+    try:
+        for line in lines:
+            proc = subprocess.run(["bash", "-c", line], cwd=project_copy, env=env, capture_output=True, text=True,
+                                  timeout=600)
+            assert proc.returncode == 0, f"{line}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            outputs.append(proc.stdout)
+    finally:
+        subprocess.run([str(project_copy / ".venv/bin/ct"), "stop"], cwd=project_copy, env=env, capture_output=True,
+                       timeout=120)
+    started, health, summary, stopped = outputs
+    for component in ("dagster", "airflow", "mlflow", "serving"):
+        assert f"http://127.0.0.1:{env[f'CT_{component.upper()}_PORT']}" in started, started
+    assert health.rstrip().endswith("healthy: dagster, airflow, mlflow, serving"), health
+    assert "ok    airflow scheduler" in health and "ok    dagster daemon" in health, health
+    for job in ("clinical_data_pipeline", "model_monitoring", "scheduled_retraining"):
+        assert job in summary, summary
+    assert "champion    version" in summary and "no monitoring report yet" not in summary, summary
+    dags = summary.split("Airflow DAGs")[1]
+    for dag in ("clinical_data_pipeline", "model_monitoring", "data_quality_monitoring", "scheduled_retraining",
+                "feature_backfill"):
+        assert f"  {dag}" in dags, summary
+    assert "stopped:" in stopped and not list((home / "run").glob("*.pid"))
