@@ -67,6 +67,18 @@ class StudySource(dg.ConfigurableResource):
 
     def _paths(self, domain: str | None) -> list[Path]:
         if self.kind() == "kafka":
+    def write_dataset(self, domain: str, out_dir: Path) -> tuple[int, list[sdtm.FileRead]] | None:
+        """The domain as parts of a Parquet dataset in ``out_dir``, in bounded memory: (rows, how each file
+        was read), or None when the study lacks the domain."""
+        if self.kind() == "kafka":
+            frame = self.read(domain)
+            if frame is None:
+                return None
+            out_dir.mkdir(parents=True, exist_ok=True)
+            lake.write_parquet(frame, out_dir / "part-00000.parquet")
+            return len(frame), []
+        return sdtm.write_domain_dataset(self.path(), domain, out_dir, self.encoding or settings.study_encoding())
+
             landing = self.landing()
             return [f for b in landing.batches() for f in landing.files(b, "accepted", domain)]
         return [p for d in ([domain] if domain else sdtm.DOMAINS) for p in sdtm.domain_files(self.path(), d)]
@@ -216,10 +228,9 @@ class Lake(dg.ConfigurableResource):
 
     def quarantined_rows(self) -> dict[str, int]:
         """Rows in each domain's quarantine, from the Parquet footers."""
-        import pyarrow.parquet as pq
 
         paths = {d: self.path_for(f"quarantine_{d.lower()}") for d in sdtm.DOMAINS}
-        return {d: pq.ParquetFile(p).metadata.num_rows for d, p in paths.items() if p.exists()}
+        return {d: lake.parquet_rows(p) for d, p in paths.items() if p.exists()}
 
     def path_for(self, asset_name: str, suffix: str = ".parquet") -> Path:
         zone = next((z for prefix, z in ZONES.items() if asset_name.startswith(prefix)), "lake/training")
@@ -273,6 +284,10 @@ class Spark(dg.ConfigurableResource):
         return builder.getOrCreate()  # a stopped session is not reused: getOrCreate starts a new one
 
 
+        if "spark.pyspark.python" in self.spark_config:  # pyspark's driver reads its workers' Python from here only
+            import os
+
+            os.environ.setdefault("PYSPARK_PYTHON", self.spark_config["spark.pyspark.python"])
 class MlflowSettings(dg.ConfigurableResource):
     """MLflow, the one way every step reaches it: where it lives (a local SQLite store by default, a
     tracking server by configuration), its client, and the MLflow run of the Dagster run."""

@@ -46,6 +46,7 @@ def run_study(tmp_path_factory, spark):
         with pytest.MonkeyPatch.context() as mp, private_home(home):
             mp.setenv("CT_STUDY_DIR", str(study))
             mp.setenv("CT_DATA_CUTOFF", "2026-11-30")
+            mp.setenv("CT_SPARK_MIN_ROWS", "0")  # findings validated on Spark, however small the study
             with dg.DagsterInstance.get() as instance:
                 job = defs.resolve_implicit_global_asset_job_def()
                 keys_ = selection.required_multi_asset_neighbors().resolve(defs.resolve_asset_graph())

@@ -23,6 +23,11 @@ def _study_with_bad_vitals(folder, n_bad):
     return folder
 
 
+@pytest.fixture(autouse=True)
+def findings_on_spark(monkeypatch):
+    monkeypatch.setenv("CT_SPARK_MIN_ROWS", "0")  # the Spark path, however small the study
+
+
 @pytest.fixture
 def instance():
     # Results read the instance lazily: it must live as long as the test.

@@ -1,12 +1,18 @@
-"""Raw SDTM domains, read from the study source as they are (plus row provenance)."""
+"""Raw SDTM domains, read from the study source as they are (plus row provenance).
+
+Each domain lands as a Parquet dataset in the raw zone of the lake, streamed file by file and batch by
+batch (memory does not grow with the study), and published atomically: assets downstream get its
+location, never the rows.
+"""
 
 
 import dagster as dg
 import pandas as pd
 
 from ct_assets import keys
+from ct_assets.lib import lake as lake_files
 from ct_assets.lib.sdtm import DOMAINS, SOURCE_COLS, StudyFileError
-from ct_assets.resources import StudySource
+from ct_assets.resources import Lake, StudySource
 
 DOMAIN_TITLES = {
     "DM": "demographics",
@@ -23,41 +29,51 @@ def raw_domain_asset(domain: str) -> dg.AssetsDefinition:
     @dg.asset(
         key=keys.raw(domain),
         group_name="ingestion",
-        kinds={"pandas", "parquet"},
+        kinds={"pyarrow", "parquet"},
         description=f"SDTM {domain} ({DOMAIN_TITLES.get(domain, domain)}) as delivered by the study, untouched.",
     )
-    def _raw(context: dg.AssetExecutionContext, study: StudySource) -> dg.Output[pd.DataFrame]:
+    def _raw(context: dg.AssetExecutionContext, study: StudySource, lake: Lake) -> dg.Output:
+        link = lake.path_for(keys.raw(domain).path[-1])
+        version = lake_files.new_version_dir(link)
         try:
-            df, reads = study.read_files(domain)
+            landed = study.write_dataset(domain, version)
         except StudyFileError as err:
+            lake_files.discard(version)
             raise dg.Failure(description=str(err), allow_retries=False) from None
-        present = df is not None
-        if df is None:
+        present = landed is not None
+        if landed is None:
             if domain == "DM":
+                lake_files.discard(version)
                 raise dg.Failure(description=f"DM: the study at {study.path()} has no DM domain (dm.parquet, dm.csv "
                                              "or dm.xpt): subjects cannot be known", allow_retries=False)
             from ct_assets.quality.schemas import all_columns
 
             context.log.warning(f"study has no {domain} domain: downstream assets run on what it has")
-            df = pd.DataFrame({c: pd.Series(dtype=object) for c in all_columns(domain) + SOURCE_COLS})
+            empty = pd.DataFrame({c: pd.Series(dtype=object) for c in all_columns(domain) + SOURCE_COLS})
+            lake_files.write_parquet(empty, version / "part-00000.parquet")
+            rows, reads = 0, []
+        else:
+            rows, reads = landed
+        lake_files.publish_dir(version, link)
         if present:
             from ct_assets.lib import audit
             from ct_assets.lib.audit import dagster_actor
             from ct_assets.lib.provenance import source_digests
 
             digests = source_digests(study.source_files_of(domain))
-            audit.record("data_delivery", domain, dagster_actor(context), f"{len(df)} rows ingested",
-                         after={"files": digests, "rows": len(df)})
+            audit.record("data_delivery", domain, dagster_actor(context), f"{rows} rows ingested",
+                         after={"files": digests, "rows": rows})
         return dg.Output(
-            df,
+            None,
             metadata={
-                "dagster/row_count": len(df),
+                "dagster/row_count": rows,
                 "present_in_study": present,
                 "source_files": ", ".join(study.files(domain)) or "none",
                 "encodings": ", ".join(f"{r.name}: {r.encoding}" for r in reads) or "none",
                 "study_dir": dg.MetadataValue.path(str(study.path())),
-                "columns": len(df.columns),
+                "columns": len(lake_files.parquet_columns(link)),
                 "fingerprint": study.fingerprint(domain),
+                "path": dg.MetadataValue.path(str(link)),
             },
         )
 

@@ -9,9 +9,11 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 
 def _tmp_sibling(path: Path) -> Path:
@@ -25,11 +27,16 @@ def write_parquet(df: pd.DataFrame, path: Path) -> Path:
     empty_text = [c for c in df.columns if df[c].dtype == object and df[c].isna().all()]
     df = df.astype({c: "string" for c in empty_text}) if empty_text else df
     tmp = _tmp_sibling(path)
+    previous = path.resolve() if path.is_symlink() else None  # a dataset folder published earlier
     try:
         df.to_parquet(tmp, index=False)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
     return path
 
 
@@ -54,6 +61,11 @@ def new_version_dir(link: Path) -> Path:
     return link.with_name(f".{link.name}.{uuid.uuid4().hex}")
 
 
+def discard(version_dir: Path) -> None:
+    """Remove a version folder that will not be published (a failed write)."""
+    shutil.rmtree(version_dir, ignore_errors=True)
+
+
 def publish_dir(version_dir: Path, link: Path) -> Path:
     """Atomically point ``link`` (a symlink) at ``version_dir`` and remove the previous version.
 
@@ -61,7 +73,9 @@ def publish_dir(version_dir: Path, link: Path) -> Path:
     with a single rename.
     """
     previous = link.resolve() if link.is_symlink() else None
-    if link.exists() and not link.is_symlink():
+    if link.is_file() and not link.is_symlink():
+        link.unlink()  # a single file written by the IO manager
+    elif link.exists() and not link.is_symlink():
         shutil.rmtree(link)  # a plain folder left by an older layout
     tmp_link = _tmp_sibling(link)
     os.symlink(version_dir.name, tmp_link)
@@ -69,6 +83,49 @@ def publish_dir(version_dir: Path, link: Path) -> Path:
     if previous is not None and previous != version_dir.resolve() and previous.exists():
         shutil.rmtree(previous, ignore_errors=True)
     return link
+
+
+def parquet_files(path: Path) -> list[Path]:
+    """The data files of a Parquet file or dataset folder (Spark's ``_SUCCESS`` and hidden files left out)."""
+    path = Path(path)
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*.parquet") if not p.name.startswith(("_", ".")))
+    return [path] if path.exists() else []
+
+
+def parquet_rows(path: Path) -> int:
+    """Rows of a Parquet file or dataset, from the footers (nothing is read)."""
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in parquet_files(path))
+
+
+def parquet_columns(path: Path) -> list[str]:
+    import pyarrow.parquet as pq
+
+    files = parquet_files(path)
+    return pq.read_schema(files[0]).names if files else []
+
+
+def parquet_null_counts(path: Path, columns: list[str]) -> dict[str, int]:
+    """Nulls per column of a Parquet file or dataset, from the footers' statistics (a column without
+    statistics is counted by reading that column alone)."""
+    import pyarrow.parquet as pq
+
+    nulls = dict.fromkeys(columns, 0)
+    for file in parquet_files(path):
+        meta = pq.ParquetFile(file).metadata
+        index = {meta.schema.column(i).path: i for i in range(meta.num_columns)}
+        for col in columns:
+            if col not in index:
+                nulls[col] += meta.num_rows  # absent from this part: all null
+                continue
+            stats = [meta.row_group(g).column(index[col]).statistics for g in range(meta.num_row_groups)]
+            if all(st is not None and st.has_null_count for st in stats):
+                nulls[col] += sum(st.null_count for st in stats)
+            else:
+                nulls[col] += pq.read_table(file, columns=[col]).column(0).null_count
+    return nulls
 
 
 @contextlib.contextmanager

@@ -125,7 +125,7 @@ def module_code_version(*modules: str) -> str:
 
 # The modules holding each stage's logic: their source is the stage's Dagster code_version.
 STAGE_LOGIC = {
-    "validation": ("ct_assets.quality.schemas", "ct_assets.quality.validate"),
+    "validation": ("ct_assets.quality.schemas", "ct_assets.quality.validate", "ct_assets.quality.spark_validate"),
     "processing": ("spark.visits",),
     "features": ("ct_assets.features.logic",),
     "training": ("ct_assets.training.logic", "ct_assets.training.tracking"),

@@ -5,7 +5,7 @@ import dagster as dg
 import pandas as pd
 
 from ct_assets import keys
-from ct_assets.lib.lake import new_version_dir, publish_dir
+from ct_assets.lib.lake import new_version_dir, parquet_columns, parquet_rows, publish_dir
 from ct_assets.lib.sdtm import FINDINGS_DOMAINS
 from ct_assets.lib.faults import external
 from ct_assets.lib.provenance import STAGE_LOGIC, module_code_version
@@ -27,7 +27,7 @@ VISIT_COLUMNS = {"SUBJECT_KEY": "string", "VISITNUM": "float64", "STUDY_DAY": "f
 def processed_visits(context: dg.AssetExecutionContext, pyspark: Spark, lake: Lake) -> dg.MaterializeResult:
     out = lake.path_for(keys.PROCESSED_VISITS.path[-1])
     sources = {d: lake.path_for(keys.validated(d).path[-1]) for d in FINDINGS_DOMAINS}
-    present = {d: p for d, p in sources.items() if not pd.read_parquet(p, columns=["SUBJECT_KEY"]).empty}
+    present = {d: p for d, p in sources.items() if parquet_rows(p)}
     version = new_version_dir(out)
     if present:
         from spark import visits as job  # pyspark loads with the step, not with the code location
@@ -46,13 +46,13 @@ def processed_visits(context: dg.AssetExecutionContext, pyspark: Spark, lake: La
         pd.DataFrame({c: pd.Series(dtype=t) for c, t in VISIT_COLUMNS.items()}).to_parquet(version / "part-0.parquet")
         units, master = {}, "none"
     publish_dir(version, out)
-    visits = pd.read_parquet(out)
-    tests = [c for c in visits.columns if c not in VISIT_COLUMNS]
+    per_subject = pd.read_parquet(out, columns=["SUBJECT_KEY"])["SUBJECT_KEY"].value_counts()  # one column, not the table
+    tests = [c for c in parquet_columns(out) if c not in VISIT_COLUMNS]
     return dg.MaterializeResult(
         metadata={
-            "dagster/row_count": len(visits),
-            "subjects": int(visits["SUBJECT_KEY"].nunique()),
-            "visits_per_subject_median": float(visits.groupby("SUBJECT_KEY").size().median()) if len(visits) else 0.0,
+            "dagster/row_count": int(per_subject.sum()),
+            "subjects": len(per_subject),
+            "visits_per_subject_median": float(per_subject.median()) if len(per_subject) else 0.0,
             "tests": len(tests),
             "domains": ", ".join(sorted(present)) or "none",
             "spark_master": master,

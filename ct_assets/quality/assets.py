@@ -14,9 +14,9 @@ from pydantic import Field
 
 from ct_assets import keys
 from ct_assets.lib.provenance import STAGE_LOGIC, module_code_version
-from ct_assets.lib.sdtm import DOMAINS
+from ct_assets.lib.sdtm import DOMAINS, FINDINGS_DOMAINS
 from ct_assets.quality.validate import accepted_subjects, reconciles, validate_domain
-from ct_assets.resources import QualityPolicy
+from ct_assets.resources import Lake, QualityPolicy, Spark
 
 CODE_VERSION = module_code_version(*STAGE_LOGIC["validation"])  # stale in the UI when the rules change
 
@@ -36,7 +36,8 @@ def _rules_markdown(rule_counts: dict[str, int]) -> str:
 
 def validation_asset(domain: str) -> dg.AssetsDefinition:
     validated_key, quarantine_key = keys.validated(domain), keys.quarantine(domain)
-    ins = {"raw": dg.AssetIn(keys.raw(domain))}
+    on_spark = domain in FINDINGS_DOMAINS
+    ins = {} if on_spark else {"raw": dg.AssetIn(keys.raw(domain))}
     if domain != "DM":  # a row's subject must have passed DM validation, not merely be in raw DM
         ins |= {"raw_dm": dg.AssetIn(keys.raw("DM")), "validated_dm": dg.AssetIn(keys.validated("DM"))}
 
@@ -79,11 +80,13 @@ def validation_asset(domain: str) -> dg.AssetsDefinition:
 
     multi_asset = dg.multi_asset(
         name=f"validate_{domain.lower()}",
+        deps=[keys.raw(domain)] if on_spark else None,
         pool="data_validation",
         ins=ins,
         outs={
             "validated": dg.AssetOut(
-                key=validated_key, group_name="quality", kinds={"pandera", "parquet"}, code_version=CODE_VERSION,
+                key=validated_key, group_name="quality", code_version=CODE_VERSION,
+                kinds={"pandera", "spark", "parquet"} if on_spark else {"pandera", "parquet"},
                 description=f"SDTM {domain} rows that pass the SDTM rules, pseudonymised.",
             ),
             "quarantine": dg.AssetOut(
@@ -99,6 +102,9 @@ def validation_asset(domain: str) -> dg.AssetsDefinition:
         ],
     )
 
+    if domain in FINDINGS_DOMAINS:
+        return _spark_validation(domain, multi_asset)
+
     if domain == "DM":
         @multi_asset
         def _validate_dm(context: dg.AssetExecutionContext, config: QualityConfig, quality: QualityPolicy,
@@ -113,6 +119,66 @@ def validation_asset(domain: str) -> dg.AssetsDefinition:
         yield from validate(context, config, quality, raw, accepted_subjects(raw_dm, validated_dm))
 
     return _validate
+
+
+def _spark_validation(domain: str, multi_asset) -> dg.AssetsDefinition:
+    """A findings domain (tens of millions of rows in a pooled study) validated as a Spark job: raw,
+    validated and quarantined rows stay in the lake as Parquet datasets, published atomically; only
+    counts reach this process."""
+    validated_key = keys.validated(domain)
+
+    @multi_asset
+    def _validate_on_spark(context: dg.AssetExecutionContext, config: QualityConfig, quality: QualityPolicy,
+                           pyspark: Spark, lake: Lake, raw_dm: pd.DataFrame, validated_dm: pd.DataFrame) -> Iterator:
+        from ct_assets.lib import lake as lake_files
+        from ct_assets.lib.faults import external
+        from ct_assets.lib.privacy import pseudonymise
+        from ct_assets.quality.spark_validate import validate_findings, validate_in_process
+        from ct_assets.settings import spark_min_rows
+
+        threshold = quality.min_quality_score if config.min_quality_score is None else config.min_quality_score
+        known = pd.Series(sorted(accepted_subjects(raw_dm, validated_dm)), dtype=object)
+        subjects = pd.DataFrame({"USUBJID": known, "SUBJECT_KEY": pseudonymise(known)})
+        links = {name: lake.path_for(key.path[-1]) for name, key in (("validated", validated_key),
+                                                                      ("quarantine", keys.quarantine(domain)))}
+        versions = {name: lake_files.new_version_dir(link) for name, link in links.items()}
+        raw_path = lake.path_for(keys.raw(domain).path[-1])
+        try:
+            if lake_files.parquet_rows(raw_path) < spark_min_rows():
+                split = validate_in_process(domain, raw_path, set(known), quality.cutoff(), versions["validated"],
+                                            versions["quarantine"])
+                master = "none (in-process: fewer rows than CT_SPARK_MIN_ROWS)"
+            else:
+                with external("Spark", pyspark.master()):
+                    spark = pyspark.spark_session
+                    spark.sparkContext.setLogLevel("WARN")
+                    split = validate_findings(spark, domain, raw_path, subjects, quality.cutoff(), versions["validated"],
+                                              versions["quarantine"])
+                    master = spark.sparkContext.master
+        except BaseException:
+            for version in versions.values():
+                lake_files.discard(version)
+            raise
+        for name, version in versions.items():
+            lake_files.publish_dir(version, links[name])
+        yield dg.Output(None, output_name="validated", metadata={
+            "dagster/row_count": split.validated, "quality_score": round(split.score, 4), "subjects": split.subjects,
+            "absent_columns": ", ".join(split.absent_columns) or "none", "spark_master": master,
+            "path": dg.MetadataValue.path(str(links["validated"]))})
+        yield dg.Output(None, output_name="quarantine", metadata={
+            "dagster/row_count": split.quarantined, "rules": dg.MetadataValue.md(_rules_markdown(split.rules)),
+            "path": dg.MetadataValue.path(str(links["quarantine"]))})
+        yield dg.AssetCheckResult(check_name="rows_reconcile", asset_key=validated_key,
+                                  passed=split.validated + split.quarantined == split.raw,
+                                  metadata={"raw": split.raw, "validated": split.validated,
+                                            "quarantined": split.quarantined})
+        yield dg.AssetCheckResult(check_name="quality_score", asset_key=validated_key, passed=split.score >= threshold,
+                                  metadata={"score": round(split.score, 4), "threshold": threshold,
+                                            "rules": dg.MetadataValue.md(_rules_markdown(split.rules))})
+        if split.rules:
+            context.log.warning(f"{domain}: {split.quarantined} of {split.raw} rows quarantined: {split.rules}")
+
+    return _validate_on_spark
 
 
 validation_assets = [validation_asset(d) for d in DOMAINS]

@@ -9,11 +9,13 @@ from ct_assets import keys
 from ct_assets.resources import AlertWebhook
 from ct_assets.lib import audit
 from ct_assets.lib.audit import dagster_actor
+from ct_assets.lib.lake import parquet_columns, parquet_rows
+from ct_assets.lib.privacy import SUBJECT_KEY
 from ct_assets.lib.metadata import table_md
 from ct_assets.lib.sdtm import DOMAINS, FINDINGS_DOMAINS, SOURCE_COLS, domain_files
 from ct_assets.quality import report as quality_report
 from ct_assets.quality.validate import split_valid
-from ct_assets.resources import Lake, QualityPolicy, StudySource
+from ct_assets.resources import Lake, QualityPolicy, Spark, StudySource
 
 
 class FreshnessConfig(dg.Config):
@@ -38,12 +40,12 @@ def _rounded(values: dict) -> dict:
     return {k: "not assessable" if v is None else round(v, 4) for k, v in values.items()}
 
 
-@dg.asset(key=keys.DATA_COMPLETENESS, group_name="quality", kinds={"pandas"}, deps=[keys.raw(d) for d in DOMAINS],
+@dg.asset(key=keys.DATA_COMPLETENESS, group_name="quality", kinds={"parquet"}, deps=[keys.raw(d) for d in DOMAINS],
           description="Share of non-null values in the SDTM columns each domain carries, as received.")
 def data_completeness(lake: Lake) -> dg.Output[pd.DataFrame]:
-    rows = [{"domain": d, "rows": len(raw), "completeness": quality_report.completeness(raw, d)}
-            for d in DOMAINS for raw in [_read(lake, f"raw_{d.lower()}")]]
-    table = pd.DataFrame(rows)
+    # From the Parquet footers' null counts: no row is read, whatever the study's size.
+    measured = {d: quality_report.dataset_completeness(lake.path_for(f"raw_{d.lower()}"), d) for d in DOMAINS}
+    table = pd.DataFrame([{"domain": d, "rows": n, "completeness": c} for d, (n, c) in measured.items()])
     present = table[table["rows"] > 0]
     return dg.Output(table, metadata=_rounded({"completeness": _mean(present["completeness"])}) | {"by_domain": table_md(table)})
 
@@ -60,12 +62,17 @@ def data_consistency(lake: Lake) -> dg.Output[dict]:
         notes.append("dates_in_study_period not assessable: no subject has an end date "
                      f"({', '.join(c for c in quality_report.PERIOD_ENDS)} absent or empty in DM)")
     rows = []
-    for d in FINDINGS_DOMAINS:
-        findings = _read(lake, f"validated_{d.lower()}")
-        rows.append({"domain": d, "subjects_in_dm": quality_report.subjects_in_dm(_read(lake, f"raw_{d.lower()}"), raw_dm),
-                     "dates_in_study_period": quality_report.dates_within_period(findings, d, period)})
+    dm_subjects = set(raw_dm["USUBJID"])
+    for d in FINDINGS_DOMAINS:  # findings are streamed in batches: memory does not grow with the study
+        rows.append({"domain": d,
+                     "subjects_in_dm": quality_report.subjects_in_dm_share(lake.path_for(f"raw_{d.lower()}"), dm_subjects),
+                     "dates_in_study_period": quality_report.dates_within_period_share(
+                         lake.path_for(f"validated_{d.lower()}"), d, period)})
     sv = _read(lake, "validated_sv")
-    visits, date_col = (sv, "SVSTDTC") if len(sv) else (_read(lake, "validated_vs"), "VSDTC")
+    vs_path = lake.path_for("validated_vs")
+    visits, date_col = (sv, "SVSTDTC") if len(sv) else (
+        pd.read_parquet(vs_path, columns=[c for c in (SUBJECT_KEY, "VISITNUM", "VSDTC") if c in parquet_columns(vs_path)]),
+        "VSDTC")
     table = pd.DataFrame(rows)
     result = {"subjects_in_dm": _mean(table["subjects_in_dm"]), "dates_in_study_period": _mean(table["dates_in_study_period"]),
               "visit_order": quality_report.visit_order(visits, date_col) if len(visits) else 1.0}
@@ -88,12 +95,16 @@ def data_freshness(config: FreshnessConfig, study: StudySource):
                               metadata={"age_days": round(age, 2), "max_age_days": config.max_age_days})
 
 
-@dg.asset(key=keys.DATA_ANOMALIES, group_name="quality", kinds={"pandas"},
+@dg.asset(key=keys.DATA_ANOMALIES, group_name="quality", kinds={"spark"}, pool="spark_jobs",
           deps=[keys.validated(d) for d in FINDINGS_DOMAINS],
           description="Results far from their test's median (robust z-score on the median absolute deviation).")
-def data_anomalies(config: AnomalyConfig, lake: Lake) -> dg.Output[pd.DataFrame]:
-    table = pd.concat([quality_report.anomalies(_read(lake, f"validated_{d.lower()}"), d, config.anomaly_z) for d in FINDINGS_DOMAINS],
-                      ignore_index=True)
+def data_anomalies(config: AnomalyConfig, lake: Lake, pyspark: Spark) -> dg.Output[pd.DataFrame]:
+    from ct_assets.lib.faults import external
+
+    with external("Spark", pyspark.master()):
+        spark = pyspark.spark_session
+        table = pd.concat([quality_report.anomalies_spark(spark.read.parquet(str(lake.path_for(f"validated_{d.lower()}"))),
+                                                          d, config.anomaly_z) for d in FINDINGS_DOMAINS], ignore_index=True)
     share = float(table["anomalies"].sum() / table["results"].sum()) if len(table) else 0.0
     return dg.Output(table, metadata={"anomalies": int(table["anomalies"].sum()), "anomaly_share": round(share, 4),
                                       "anomalous_tests": table_md(table, 10)})
@@ -111,8 +122,8 @@ def data_anomalies(config: AnomalyConfig, lake: Lake) -> dg.Output[pd.DataFrame]
 )
 def data_quality_report(context: dg.AssetExecutionContext, quality: QualityPolicy, lake: Lake, alerts: AlertWebhook,
                         completeness: pd.DataFrame, consistency: dict, freshness: dict, anomalies: pd.DataFrame):
-    counts = pd.DataFrame([{"domain": d, "validated": len(_read(lake, f"validated_{d.lower()}")),
-                            "quarantined": len(_read(lake, f"quarantine_{d.lower()}"))} for d in DOMAINS])
+    counts = pd.DataFrame([{"domain": d, "validated": parquet_rows(lake.path_for(f"validated_{d.lower()}")),
+                            "quarantined": parquet_rows(lake.path_for(f"quarantine_{d.lower()}"))} for d in DOMAINS])
     per_domain = counts.merge(completeness[["domain", "completeness"]], on="domain")
     per_domain = per_domain.merge(pd.DataFrame(consistency["by_domain"], columns=["domain", "subjects_in_dm", "dates_in_study_period"]),
                                   on="domain", how="left")
@@ -140,13 +151,26 @@ def data_quality_report(context: dg.AssetExecutionContext, quality: QualityPolic
                               metadata={"score": round(score, 4), "threshold": quality.min_quality_score})
 
 
+def _released_on_spark(pyspark: Spark, lake: Lake, domain: str, known: set[str]) -> int:
+    from ct_assets.lib.faults import external
+    from ct_assets.lib.privacy import pseudonymise
+    from ct_assets.quality.spark_validate import released_rows
+    from ct_assets.settings import data_cutoff
+
+    ids = pd.Series(sorted(known), dtype=object)
+    with external("Spark", pyspark.master()):
+        return released_rows(pyspark.spark_session, domain, lake.path_for(f"raw_{domain.lower()}"),
+                             lake.path_for(f"quarantine_{domain.lower()}"),
+                             pd.DataFrame({"USUBJID": ids, "SUBJECT_KEY": pseudonymise(ids)}), data_cutoff())
+
+
 @dg.asset(
     key=keys.QUARANTINE_RECHECK, group_name="quality", kinds={"pandera"},
     deps=[keys.quarantine(d) for d in DOMAINS] + [keys.raw(d) for d in DOMAINS],
     description="Quarantined rows validated again, in their domain as delivered, with today's rules and subjects: "
                 "how many a rule or data fix would now release. The data_cleaning sensor re-runs validation for those domains.",
 )
-def quarantine_recheck(context: dg.AssetExecutionContext, lake: Lake) -> dg.Output[dict]:
+def quarantine_recheck(context: dg.AssetExecutionContext, lake: Lake, pyspark: Spark) -> dg.Output[dict]:
     from ct_assets.quality.schemas import domain_schema
 
     # Today's subjects: those whose DM row, as delivered now, passes today's rules.
@@ -156,15 +180,18 @@ def quarantine_recheck(context: dg.AssetExecutionContext, lake: Lake) -> dg.Outp
         path = lake.path_for(f"quarantine_{d.lower()}")
         if not path.exists():  # domain not validated yet: nothing quarantined to re-check
             continue
-        q = pd.read_parquet(path, columns=SOURCE_COLS)
+        q = pd.read_parquet(path, columns=SOURCE_COLS)  # quarantined rows are few; the domain may not be
         if q.empty:
             rows.append({"domain": d, "quarantined": 0, "now_valid": 0})
             continue
         # The whole domain again, not the quarantined rows alone: a rule such as "one version of
         # each DM subject" can only be judged next to the rows that were accepted.
-        again = split_valid(_read(lake, f"raw_{d.lower()}"), domain_schema(d, None if d == "DM" else known))
-        released = q.merge(again.accepted[SOURCE_COLS], on=SOURCE_COLS, how="inner")
-        rows.append({"domain": d, "quarantined": len(q), "now_valid": len(released)})
+        if d in FINDINGS_DOMAINS:  # on Spark, as they were validated
+            now_valid = _released_on_spark(pyspark, lake, d, known)
+        else:
+            again = split_valid(_read(lake, f"raw_{d.lower()}"), domain_schema(d, None if d == "DM" else known))
+            now_valid = len(q.merge(again.accepted[SOURCE_COLS], on=SOURCE_COLS, how="inner"))
+        rows.append({"domain": d, "quarantined": len(q), "now_valid": now_valid})
     table = pd.DataFrame(rows)
     release = table.loc[table["now_valid"] > 0, "domain"].tolist()
     audit.record("quarantine_recheck", "quarantine", dagster_actor(context), f"domains to re-validate: {release or 'none'}",

@@ -26,6 +26,64 @@ def completeness(validated: pd.DataFrame, domain: str) -> float:
     return float(validated[cols].notna().to_numpy().mean())
 
 
+def dataset_completeness(path: Path, domain: str) -> tuple[int, float]:
+    """(rows, completeness) of a domain's Parquet dataset, from the footers' null counts: the same measure
+    as ``completeness``, nothing read."""
+    from ct_assets.lib import lake
+    from ct_assets.quality.schemas import all_columns
+
+    rows, present = lake.parquet_rows(path), lake.parquet_columns(path)
+    cols = [c for c in all_columns(domain) if c in present and c != "USUBJID"]
+    if not rows or not cols:
+        return rows, 1.0
+    nulls = lake.parquet_null_counts(path, cols)
+    return rows, 1.0 - sum(nulls.values()) / (rows * len(cols))
+
+
+def batches(path: Path, columns: list[str], rows: int = 1_000_000):
+    """A Parquet dataset's ``columns`` (those it has) as pandas frames of at most ``rows`` rows."""
+    import pyarrow.dataset as ds
+
+    from ct_assets.lib import lake
+
+    dataset = ds.dataset([str(p) for p in lake.parquet_files(path)], format="parquet")
+    cols = [c for c in columns if c in dataset.schema.names]
+    for batch in dataset.to_batches(columns=cols, batch_size=rows):
+        yield batch.to_pandas()
+
+
+def subjects_in_dm_share(raw_path: Path, dm_subjects: set) -> float:
+    """``subjects_in_dm`` over a raw dataset, batch by batch."""
+    known = total = 0
+    for part in batches(raw_path, ["USUBJID"]):
+        if "USUBJID" in part:
+            known += int(part["USUBJID"].isin(dm_subjects).sum())
+        total += len(part)
+    return known / total if total else 1.0
+
+
+def dates_within_period_share(validated_path: Path, domain: str, period: pd.DataFrame) -> float | None:
+    """``dates_within_period`` over a validated dataset, batch by batch."""
+    inside = known = total = 0
+    dtc = f"{domain}DTC"
+    for part in batches(validated_path, [SUBJECT_KEY, dtc]):
+        total += len(part)
+        if dtc not in part:
+            return None
+        counts = _within_counts(part, dtc, period)
+        inside, known = inside + counts[0], known + counts[1]
+    if not total:
+        return 1.0
+    return inside / known if known else None
+
+
+def _within_counts(findings: pd.DataFrame, dtc: str, period: pd.DataFrame) -> tuple[int, int]:
+    df = findings[[SUBJECT_KEY, dtc]].merge(period, on=SUBJECT_KEY, how="left")
+    d = _dates(df[dtc])
+    known = d.notna() & df["start"].notna() & df["end"].notna()
+    return int(((d >= df["start"]) & (d <= df["end"]))[known].sum()), int(known.sum())
+
+
 def subjects_in_dm(raw: pd.DataFrame, raw_dm: pd.DataFrame) -> float:
     if raw.empty:
         return 1.0
@@ -60,12 +118,8 @@ def dates_within_period(findings: pd.DataFrame, domain: str, period: pd.DataFram
         return 1.0
     if dtc not in findings:
         return None
-    df = findings[[SUBJECT_KEY, dtc]].merge(period, on=SUBJECT_KEY, how="left")
-    d = _dates(df[dtc])
-    known = d.notna() & df["start"].notna() & df["end"].notna()
-    if not known.any():
-        return None
-    return float(((d >= df["start"]) & (d <= df["end"]))[known].mean())
+    inside, known = _within_counts(findings, dtc, period)
+    return inside / known if known else None
 
 
 def visit_order(visits: pd.DataFrame, date_col: str) -> float | None:
@@ -100,6 +154,27 @@ def anomalies(findings: pd.DataFrame, domain: str, z_limit: float = 6.0) -> pd.D
     z = (x[res] - med).abs() / mad.where(mad > 0)
     out = pd.DataFrame({"test": domain + "_" + x[test], "anomalous": z > z_limit}).groupby("test")["anomalous"].agg(["size", "sum"])
     out = out.rename(columns={"size": "results", "sum": "anomalies"}).reset_index()
+    out["share"] = out["anomalies"] / out["results"]
+    return out.sort_values("share", ascending=False, ignore_index=True)
+
+
+def anomalies_spark(findings, domain: str, z_limit: float = 6.0) -> pd.DataFrame:
+    """``anomalies`` as a Spark job over a validated findings dataset: exact medians per test, then the
+    median absolute deviation; only the per-test table comes back."""
+    from pyspark.sql import functions as F
+
+    res, test = f"{domain}STRESN", f"{domain}TESTCD"
+    if res not in findings.columns or test not in findings.columns:
+        return pd.DataFrame(columns=["test", "results", "anomalies", "share"])
+    x = findings.select(F.col(test).alias("T"), F.col(res).cast("double").alias("X")).where("T IS NOT NULL AND X IS NOT NULL")
+    med = x.groupBy("T").agg(F.median("X").alias("MED"))
+    dev = x.join(F.broadcast(med), "T").withColumn("DEV", F.abs(F.col("X") - F.col("MED")))
+    mad = dev.groupBy("T").agg((F.median("DEV") * 1.4826).alias("MAD"))
+    z = dev.join(F.broadcast(mad), "T").select("T", F.when(F.col("MAD") > 0, F.col("DEV") / F.col("MAD")).alias("Z"))
+    rows = z.groupBy("T").agg(F.count(F.lit(1)).alias("results"),
+                              F.sum(F.when(F.col("Z") > z_limit, 1).otherwise(0)).alias("anomalies")).collect()
+    out = pd.DataFrame([{"test": f"{domain}_{r['T']}", "results": int(r["results"]), "anomalies": int(r["anomalies"])}
+                        for r in rows], columns=["test", "results", "anomalies"])
     out["share"] = out["anomalies"] / out["results"]
     return out.sort_values("share", ascending=False, ignore_index=True)
 

@@ -64,6 +64,10 @@ PLAUSIBLE_RANGES: dict[tuple[str, str], tuple[float, float]] = {
 }
 
 NOT_DONE = "NOT DONE"
+SUBJECT_NOT_IN_DM = "subject not in DM"
+# The rules that need every row of a domain at once. On Spark they run as aggregations and joins over the
+# whole domain (quality/spark_validate.py), the rest of the schema per partition; the names are pandera's.
+UNIQUENESS = "multiple_fields_uniqueness"
 
 
 def _calendar_ok(text: pd.Series) -> pd.Series:
@@ -111,7 +115,7 @@ def _keys(domain: str, known_subjects: Iterable[str] | None) -> dict[str, pa.Col
     subject_checks = [pa.Check.str_length(min_value=1, name="subject_id_present")]
     if known_subjects is not None:
         subject_checks.append(
-            pa.Check.isin(sorted(set(known_subjects)), name="subject_in_dm", error="subject not in DM")
+            pa.Check.isin(sorted(set(known_subjects)), name="subject_in_dm", error=SUBJECT_NOT_IN_DM)
         )
     return {
         "STUDYID": pa.Column(str, pa.Check.str_length(min_value=1)),
@@ -155,25 +159,41 @@ def _findings_result_check(domain: str) -> pa.Check:
     return pa.Check(result_present, name="result_present", error="no result and not marked NOT DONE")
 
 
-def _findings_unit_check(domain: str) -> pa.Check:
+def standard_unit(unit: str) -> str:
+    """The unit a result is compared in (after the known conversions processing applies)."""
+    from spark.visits import UNIT_CONVERSIONS  # (imports pyspark: on use)
+
+    return UNIT_CONVERSIONS.get(unit, (unit,))[0]
+
+
+def unit_rule(domain: str) -> str:
+    return f"{domain}STRESU differs from the test's standard unit"
+
+
+def _findings_unit_check(domain: str, standard_units: dict[str, str] | None = None) -> pa.Check:
     """Standardised results use one unit per test (after the known conversions processing applies):
-    a row in any other unit cannot be compared with the rest."""
+    a row in any other unit cannot be compared with the rest. A test's unit is the most common one among
+    its rows; ``standard_units`` gives it when the frame is only part of the domain (a Spark partition)."""
     testcd, res, unit = f"{domain}TESTCD", f"{domain}STRESN", f"{domain}STRESU"
 
     def one_unit(df: pd.DataFrame) -> pd.Series:
-        from spark.visits import UNIT_CONVERSIONS  # the conversions processing applies (imports pyspark: on use)
+        from spark.visits import UNIT_CONVERSIONS  # (imports pyspark: on use)
 
         if unit not in df.columns or res not in df.columns:
             return pd.Series(True, index=df.index)
         has = df[res].notna() & df[unit].notna()
         standard = df[unit].map(lambda u: UNIT_CONVERSIONS.get(u, (u,))[0])
-        modal = standard[has].groupby(df.loc[has, testcd]).agg(lambda s: s.mode().iat[0])
+        modal = (standard[has].groupby(df.loc[has, testcd]).agg(lambda s: s.mode().iat[0])
+                 if standard_units is None else standard_units)
         return ~has | standard.eq(df[testcd].map(modal))
 
-    return pa.Check(one_unit, name="standard_unit", error=f"{unit} differs from the test's standard unit")
+    return pa.Check(one_unit, name="standard_unit", error=unit_rule(domain))
 
 
-def findings_schema(domain: str, known_subjects: Iterable[str] | None = None, cutoff: str | None = None) -> pa.DataFrameSchema:
+def findings_schema(domain: str, known_subjects: Iterable[str] | None = None, cutoff: str | None = None,
+                    standard_units: dict[str, str] | None = None, whole_domain: bool = True) -> pa.DataFrameSchema:
+    """``whole_domain=False``: the rules one partition of the domain can judge alone (no uniqueness; the
+    tests' standard units given), for Spark, which applies the rest across partitions."""
     d, cutoff = domain, cutoff or data_cutoff()
     columns = _keys(d, known_subjects) | {
         f"{d}SEQ": _seq(d),
@@ -187,10 +207,11 @@ def findings_schema(domain: str, known_subjects: Iterable[str] | None = None, cu
     }
     return pa.DataFrameSchema(
         columns,
-        checks=[_findings_result_check(d), _findings_range_check(d), _findings_unit_check(d)],
-        unique=["USUBJID", f"{d}SEQ"],
+        checks=[_findings_result_check(d), _findings_range_check(d), _findings_unit_check(d, standard_units)],
+        unique=["USUBJID", f"{d}SEQ"] if whole_domain else None,
         report_duplicates="exclude_first",
         name=f"{d}_findings",
+        metadata={"also_reads": [f"{d}STRESC"]},  # columns the checks read beyond the schema's own
     )
 
 

@@ -60,11 +60,12 @@ def _text_non_numbers(df: pd.DataFrame, schema: pa.DataFrameSchema) -> pd.DataFr
     return pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=["index", "rule"])
 
 
-def split_valid(df: pd.DataFrame, schema: pa.DataFrameSchema) -> Split:
+def split_valid(df: pd.DataFrame, schema: pa.DataFrameSchema, coerce_accepted: bool = True) -> Split:
     """Validate ``df`` lazily; rows named in the failure cases are quarantined with their rules.
 
     Failures that name no row (a required column missing, say) quarantine the whole domain with
-    that reason, rather than dropping it or failing the run without a trace.
+    that reason, rather than dropping it or failing the run without a trace. ``coerce_accepted=False``
+    returns the accepted rows as given (Spark applies the schema's types itself).
     """
     from pandera.errors import SchemaErrors
 
@@ -74,7 +75,7 @@ def split_valid(df: pd.DataFrame, schema: pa.DataFrameSchema) -> Split:
     try:
         accepted = schema.validate(df, lazy=True)
         if non_numbers.empty:
-            return Split(accepted, empty_q)
+            return Split(accepted if coerce_accepted else df, empty_q)
         cases = pd.DataFrame(columns=["index", "check", "column", "schema_context", "failure_case"])
     except SchemaErrors as err:
         cases = err.failure_cases
@@ -93,6 +94,8 @@ def split_valid(df: pd.DataFrame, schema: pa.DataFrameSchema) -> Split:
     bad = df.index.isin(rules.index)
     quarantined = df[bad].assign(**{RULES: rules, REASON: rules.map(lambda r: f"failed: {r}")})
     accepted = df[~bad]
+    if not coerce_accepted:
+        return Split(accepted, quarantined)
     # The accepted rows must now pass on their own; this also applies the schema's coercions.
     return Split(schema.validate(accepted, lazy=True), quarantined)
 

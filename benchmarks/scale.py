@@ -1,0 +1,236 @@
+"""Scale of the data path: the whole graph on synth studies of growing size, time and memory.
+
+For each size: a synth study (``python -m ct_assets.lib.synth``, not timed), then the whole graph as a
+user runs it (``python -m ct_assets.demo``, a new process, fresh $CT_HOME) while the resident memory of
+the whole process tree (Python, the Spark JVM and its Python workers) is sampled every 0.2 s; per-step
+times from the run's Dagster event log; validation throughput (raw findings rows / validation step
+time); then the Spark visit job against DuckDB on the same validated Parquet (DuckDB runs in its own
+environment: ``uv run --with duckdb``, never in the project's venv).
+
+    python benchmarks/scale.py --subjects 1000 20000            # the default
+    python benchmarks/scale.py --subjects 100000 --no-duckdb    # the big one, about 29 M findings rows
+
+Targets on a 2-core, 24 GiB machine: 100,000 subjects in at most 15 min and 6 GiB; 20,000 in at most
+2 min; validation at least 500 k rows/s; the Spark visit job within 3x DuckDB at 20,000 subjects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GIB = 1024**3
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            tree.setdefault(ppid, []).append(int(entry))
+    return tree
+
+
+def tree_rss(root: int) -> tuple[int, int]:
+    """Resident bytes of ``root`` and all its descendants: (total, of which JVMs)."""
+    tree, total, jvm, stack = _children(), 0, 0, [root]
+    while stack:
+        pid = stack.pop()
+        stack += tree.get(pid, [])
+        try:
+            with open(f"/proc/{pid}/statm") as fh:
+                rss = int(fh.read().split()[1]) * PAGE
+            with open(f"/proc/{pid}/comm") as fh:
+                is_java = fh.read().strip() == "java"
+        except OSError:
+            continue
+        total += rss
+        jvm += rss if is_java else 0
+    return total, jvm
+
+
+class PeakSampler(threading.Thread):
+    def __init__(self, pid: int, every: float = 0.2):
+        super().__init__(daemon=True)
+        self.pid, self.every, self.peak, self.peak_jvm, self.done = pid, every, 0, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.done.is_set():
+            total, jvm = tree_rss(self.pid)
+            if total > self.peak:
+                self.peak, self.peak_jvm = total, jvm
+            self.done.wait(self.every)
+
+
+def findings_rows(study: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in study.glob("*.parquet") if p.name[:2] in ("vs", "lb"))
+
+
+def step_times(dagster_home: Path) -> dict[str, float]:
+    """Seconds per step of the (only) run in the instance, from its event log."""
+    import dagster as dg
+
+    os.environ["DAGSTER_HOME"] = str(dagster_home)
+    with dg.DagsterInstance.get() as instance:
+        [run] = instance.get_runs(limit=1)
+        stats = instance.get_run_step_stats(run.run_id)
+    return {s.step_key: s.end_time - s.start_time for s in stats if s.end_time and s.start_time}
+
+
+def run_graph(study: Path, home: Path, env_extra: dict[str, str]) -> dict:
+    env = os.environ | {"CT_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"), "CT_STUDY_DIR": str(study),
+                        "PYTHONUNBUFFERED": "1"} | env_extra
+    log = home.parent / f"{home.name}-demo.out"
+    started = time.perf_counter()
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "ct_assets.demo"], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                cwd=ROOT)
+        sampler = PeakSampler(proc.pid)
+        sampler.start()
+        code = proc.wait()
+        sampler.done.set()
+        sampler.join()
+    wall = time.perf_counter() - started
+    summary = [line for line in log.read_text().splitlines() if line.startswith("Run ")]
+    return {"exit": code, "wall_s": wall, "peak_gib": sampler.peak / GIB, "peak_jvm_gib": sampler.peak_jvm / GIB,
+            "summary": summary[-1] if summary else log.read_text()[-1500:], "log": str(log)}
+
+
+VISITS_SPARK = """
+import sys, time, json
+from ct_assets.resources import Spark
+t0 = time.perf_counter()
+spark = Spark().spark_session
+start = time.perf_counter() - t0
+from spark import visits as job
+lake = sys.argv[1]
+def once():
+    t = time.perf_counter()
+    findings = {d: spark.read.parquet(f"{lake}/validated/validated_{d.lower()}.parquet") for d in ("VS", "LB")}
+    dm = spark.read.parquet(f"{lake}/validated/validated_dm.parquet")
+    job.process_visits(findings, dm).write.mode("overwrite").parquet(sys.argv[2])
+    return time.perf_counter() - t
+cold = once(); warm = once()
+print(json.dumps({"session_start_s": start, "cold_s": cold, "warm_s": warm}))
+"""
+
+# The same job in DuckDB SQL: long findings in standard units, study day from DM where missing, one column per test.
+VISITS_DUCKDB = """
+import sys, time, json, duckdb
+sys.path.insert(0, sys.argv[3])
+from spark_units import UNIT_CONVERSIONS
+lake, out = sys.argv[1], sys.argv[2]
+con = duckdb.connect()
+conv = " ".join(f"WHEN '{u}' THEN {f} * VALUE + {o}" for u, (_, f, o) in UNIT_CONVERSIONS.items())
+unit = " ".join(f"WHEN '{u}' THEN '{t}'" for u, (t, _, _) in UNIT_CONVERSIONS.items())
+flags = "('HIGH','LOW','ABNORMAL','H','L','A','HH','LL')"
+def long(d):
+    cols = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM read_parquet('{lake}/validated/validated_{d.lower()}.parquet/*.parquet')").fetchall()]
+    nrind = f"upper(coalesce({d}NRIND, ''))" if f"{d}NRIND" in cols else "''"
+    return (f"SELECT SUBJECT_KEY, CAST(VISITNUM AS DOUBLE) VISITNUM, CAST({d}DY AS DOUBLE) DY, {d}DTC DTC, "
+            f"'{d}_' || {d}TESTCD TEST, CAST({d}STRESN AS DOUBLE) VALUE, {d}STRESU UNIT, "
+            f"CAST({nrind} IN {flags} AS INT) ABNORMAL FROM read_parquet('{lake}/validated/validated_{d.lower()}.parquet/*.parquet') "
+            f"WHERE {d}STRESN IS NOT NULL")
+t = time.perf_counter()
+con.execute(f"CREATE TEMP VIEW long AS SELECT SUBJECT_KEY, VISITNUM, DY, DTC, TEST, CASE UNIT {conv} ELSE VALUE END VALUE, "
+            f"ABNORMAL FROM ({long('VS')} UNION ALL BY NAME {long('LB')})")
+con.execute(f"CREATE TEMP VIEW dm AS SELECT SUBJECT_KEY, CAST(substr(RFSTDTC, 1, 10) AS DATE) RFST FROM read_parquet('{lake}/validated/validated_dm.parquet')")
+con.execute("CREATE TEMP VIEW l2 AS SELECT l.*, coalesce(DY, CASE WHEN d >= 0 THEN d + 1 ELSE d END) DY2 FROM "
+            "(SELECT long.*, date_diff('day', dm.RFST, TRY_CAST(substr(DTC, 1, 10) AS DATE)) d FROM long LEFT JOIN dm USING (SUBJECT_KEY)) l")
+con.execute(f"COPY (SELECT s.*, p.* EXCLUDE (SUBJECT_KEY, VISITNUM) FROM "
+            f"(SELECT SUBJECT_KEY, VISITNUM, min(DY2) STUDY_DAY, sum(ABNORMAL) N_ABNORMAL, count(*) N_RESULTS FROM l2 GROUP BY ALL) s "
+            f"JOIN (PIVOT (SELECT SUBJECT_KEY, VISITNUM, TEST, VALUE FROM l2) ON TEST USING avg(VALUE) GROUP BY SUBJECT_KEY, VISITNUM) p "
+            f"USING (SUBJECT_KEY, VISITNUM) ORDER BY SUBJECT_KEY, VISITNUM) TO '{out}' (FORMAT parquet)")
+print(json.dumps({"duckdb_s": time.perf_counter() - t}))
+"""
+
+
+def visits_comparison(home: Path, work: Path, duckdb: bool) -> dict:
+    lake = home / "lake"
+    out = {}
+    proc = subprocess.run([sys.executable, "-c", VISITS_SPARK, str(lake), str(work / "visits_spark")], cwd=ROOT,
+                          capture_output=True, text=True, env=os.environ | {"CT_HOME": str(home)})
+    out["spark"] = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else proc.stderr[-800:]
+    if duckdb:
+        # The unit table, without importing pyspark in DuckDB's environment.
+        units = work / "spark_units.py"
+        text = (ROOT / "spark/visits.py").read_text()
+        start = text.index("UNIT_CONVERSIONS")
+        units.write_text(text[start:text.index("}\n", start) + 2])
+        uv = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
+        proc = subprocess.run([uv, "run", "--no-project", "--quiet", "--with", "duckdb", "python", "-c", VISITS_DUCKDB,
+                               str(lake), str(work / "visits_duckdb.parquet"), str(work)], capture_output=True, text=True)
+        out["duckdb"] = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else proc.stderr[-800:]
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--subjects", type=int, nargs="+", default=[1000, 20000])
+    parser.add_argument("--workdir", help="where studies and homes go (default: a temp dir, removed)")
+    parser.add_argument("--no-duckdb", action="store_true", help="skip the DuckDB comparison")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="ct-scale-"))
+    results = []
+    try:
+        for n in args.subjects:
+            study, home = work / f"study-{n}", work / f"home-{n}"
+            if not study.exists():
+                subprocess.run([sys.executable, "-m", "ct_assets.lib.synth", "--out", str(study), "--subjects", str(n)],
+                               check=True, cwd=ROOT, capture_output=True)
+            shutil.rmtree(home, ignore_errors=True)
+            rows = findings_rows(study)
+            print(f"--- {n:,} subjects, {rows / 1e6:.2f} M findings rows (VS+LB)", flush=True)
+            res = {"subjects": n, "findings_rows": rows} | run_graph(study, home, {})
+            print(f"whole graph: {res['wall_s']:.1f} s, peak {res['peak_gib']:.2f} GiB (JVM {res['peak_jvm_gib']:.2f}), "
+                  f"exit {res['exit']}\n  {res['summary']}", flush=True)
+            steps = step_times(home / "dagster")
+            res["steps"] = steps
+            for key, secs in sorted(steps.items(), key=lambda kv: -kv[1])[:12]:
+                print(f"  {secs:7.1f} s  {key}")
+            validation = sum(steps.get(f"validate_{d}", 0.0) for d in ("vs", "lb"))
+            if validation:
+                res["validation_rows_per_s"] = rows / validation
+                print(f"  validation: {rows / validation / 1e3:,.0f} k rows/s (VS+LB rows / validate_vs + validate_lb)")
+            if res["exit"] == 0 and (not args.no_duckdb or n <= 20000):
+                res["visits"] = visits_comparison(home, work, duckdb=not args.no_duckdb)
+                print(f"  visit job: {json.dumps(res['visits'])}", flush=True)
+            results.append(res)
+            shutil.rmtree(home / "lake", ignore_errors=True)
+        print("\nsubjects  rows(M)  wall(s)  peak(GiB)  validation(k rows/s)")
+        for r in results:
+            print(f"{r['subjects']:>8,}  {r['findings_rows'] / 1e6:7.2f}  {r['wall_s']:7.1f}  {r['peak_gib']:9.2f}  "
+                  f"{r.get('validation_rows_per_s', 0) / 1e3:8.0f}")
+        if len(results) > 1:
+            a, b = results[0], results[-1]
+            drows = (b["findings_rows"] - a["findings_rows"]) / 1e6
+            if drows > 0:
+                print(f"growth: {(b['wall_s'] - a['wall_s']) / drows:.1f} s and "
+                      f"{(b['peak_gib'] - a['peak_gib']) * 1024 / drows:.0f} MiB per million findings rows")
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+    finally:
+        if not args.workdir:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0 if all(r["exit"] == 0 for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

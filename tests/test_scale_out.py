@@ -1,0 +1,106 @@
+"""The data path scaled out: on a real Spark standalone cluster (master and worker on 127.0.0.1), and in
+memory that does not grow with the study (a 2,000-subject study against the pilot's 306).
+
+Each run is a new process, as a deployment's run worker is: the Spark session of the test process (local)
+cannot be pointed at a cluster once started, and the memory sampled is that run's whole process tree
+(Python, the Spark JVM, its Python workers).
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from benchmarks.scale import PeakSampler
+from tests.conftest import ROOT
+from tests.spark_cluster import standalone_cluster
+
+# The data path: ingestion, validation with quarantine, the Spark visit table and the data-quality monitors.
+DATA_PATH = """
+import json, sys
+import dagster as dg
+from ct_assets import keys
+from ct_assets.definitions import defs
+selection = dg.AssetSelection.assets(keys.PROCESSED_VISITS, keys.DATA_QUALITY_REPORT).upstream()
+with dg.DagsterInstance.get() as instance:
+    job = defs.resolve_implicit_global_asset_job_def()
+    found = selection.required_multi_asset_neighbors().resolve(defs.resolve_asset_graph())
+    result = job.execute_in_process(instance=instance, asset_selection=list(found), raise_on_error=False)
+    md = {e.asset_key.to_user_string(): {k: v.value for k, v in e.materialization.metadata.items()
+                                         if isinstance(v.value, (int, float, str))}
+          for e in result.get_asset_materialization_events()}
+    checks = {f"{c.asset_key.to_user_string()}.{c.check_name}": c.passed for c in result.get_asset_check_evaluations()}
+print(json.dumps({"success": result.success, "metadata": md, "checks": checks}))
+"""
+
+
+def run_data_path(home: Path, study: Path | None, **env) -> tuple[dict, float]:
+    """The data path in a new process; (its result, peak resident GiB of its process tree)."""
+    (home / "dagster").mkdir(parents=True, exist_ok=True)
+    environ = {k: v for k, v in os.environ.items() if k not in ("CT_STUDY_DIR", "CT_SPARK_MASTER", "CT_PSEUDONYM_KEY")}
+    environ |= {"CT_HOME": str(home), "DAGSTER_HOME": str(home / "dagster"), "CT_DATA_CUTOFF": "2026-11-30"} | env
+    if study is not None:
+        environ["CT_STUDY_DIR"] = str(study)
+    proc = subprocess.Popen([sys.executable, "-c", DATA_PATH], cwd=ROOT, env=environ, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    sampler = PeakSampler(proc.pid)
+    sampler.start()
+    out, err = proc.communicate(timeout=900)
+    sampler.done.set()
+    sampler.join()
+    assert proc.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1]), sampler.peak / 1024**3
+
+
+@pytest.fixture(scope="session")
+def spark_cluster(tmp_path_factory):
+    """One standalone master and one worker (2 cores, 2 GiB) for the whole session, stopped at its end."""
+    with standalone_cluster(tmp_path_factory.mktemp("spark-cluster")) as master:
+        yield master
+
+
+def test_data_path_runs_on_a_standalone_cluster(tmp_path, spark_cluster):
+    result, _ = run_data_path(tmp_path / "ct", None, CT_SPARK_MASTER=spark_cluster, SPARK_LOCAL_IP="127.0.0.1")
+    assert result["success"], result
+    md = result["metadata"]
+    for key in ("validated_vs", "validated_lb", "processed_visits"):
+        assert md[key]["spark_master"] == spark_cluster, key
+    assert all(result["checks"].values()), result["checks"]
+    lake = tmp_path / "ct/lake"
+    for d in ("vs", "lb"):
+        raw = pd.read_parquet(lake / f"raw/raw_{d}.parquet", columns=["_SOURCE_ROW"])
+        validated = pd.read_parquet(lake / f"validated/validated_{d}.parquet")
+        quarantined = pd.read_parquet(lake / f"quarantine/quarantine_{d}.parquet", columns=["_SOURCE_ROW"])
+        assert len(raw) == len(validated) + len(quarantined) == md[f"raw_{d}"]["dagster/row_count"]
+        assert "USUBJID" not in validated and validated["SUBJECT_KEY"].str.fullmatch(r"S-[0-9a-f]{20}").all()
+    visits = pd.read_parquet(lake / "processed/processed_visits.parquet")
+    assert len(visits) == md["processed_visits"]["dagster/row_count"] > 0
+
+
+# Peak memory of the data path at 2,000 subjects (0.6 M findings rows, 6.5x the pilot) may exceed the pilot's
+# by at most this much: the Spark JVM's heap is bounded, Python holds batches, not domains. (Before the
+# findings path moved to Spark, memory grew by about 1.5 KB per findings row: some 0.8 GiB here.)
+MEMORY_BOUND_GIB = 0.35
+
+
+def test_memory_stays_flat_from_the_pilot_to_2000_subjects(tmp_path):
+    from ct_assets.lib.synth import grow_study
+    from tests.studies import pilot_dir
+
+    study = tmp_path / "study"
+    grow_study(pilot_dir(), study, 2000, seed=1)
+    # Both on Spark (below CT_SPARK_MIN_ROWS a local run validates findings in-process).
+    pilot, pilot_peak = run_data_path(tmp_path / "pilot", None, CT_SPARK_MIN_ROWS="0")
+    grown, grown_peak = run_data_path(tmp_path / "grown", study, CT_SPARK_MIN_ROWS="0")
+    assert pilot["success"] and grown["success"]
+    rows = {name: sum(r["metadata"][f"raw_{d}"]["dagster/row_count"] for d in ("vs", "lb"))
+            for name, r in (("pilot", pilot), ("grown", grown))}
+    assert rows["grown"] > 6 * rows["pilot"]
+    print(f"data path peak: pilot {pilot_peak:.2f} GiB ({rows['pilot']:,} findings rows), "
+          f"2,000 subjects {grown_peak:.2f} GiB ({rows['grown']:,})")
+    assert grown_peak - pilot_peak <= MEMORY_BOUND_GIB, (
+        f"peak {grown_peak:.2f} GiB at {rows['grown']:,} findings rows against {pilot_peak:.2f} GiB at {rows['pilot']:,}")
