@@ -30,6 +30,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+# The Airflow venvs do not install the project (Airflow 2 pins SQLAlchemy 1.4); its settings module
+# is standard library only, so it is read from the checkout: one reader of the environment for all.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ct_assets import settings as ct_settings  # noqa: E402
+
 CONFIG = Path(__file__).with_name("config")
 # The REST API (/api/v1) answers to basic auth for Airflow users, as legacy ops scripts expect, and
 # to the UI's session. (airflow.api.auth.backend.basic_auth is the deprecated alias of the first.)
@@ -48,7 +53,7 @@ def airflow_major() -> int:
 
 def settings(dags: Path, home: Path) -> dict[tuple[str, str], str]:
     """Airflow settings of this deployment, as (section, key) -> value."""
-    db_url = os.environ.get("CT_AIRFLOW_DB_URL", f"sqlite:///{home / 'airflow.db'}")
+    db_url = ct_settings.airflow_db_url(home)
     if airflow_major() >= 3:
         return settings_3(dags, home, db_url)
     return {
@@ -59,8 +64,8 @@ def settings(dags: Path, home: Path) -> dict[tuple[str, str], str]:
         # (the legacy had them on: AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False make airflow).
         ("core", "dags_are_paused_at_creation"): "True",
         ("database", "sql_alchemy_conn"): db_url,
-        ("webserver", "web_server_host"): os.environ.get("CT_AIRFLOW_HOST", "127.0.0.1"),
-        ("webserver", "web_server_port"): os.environ.get("CT_AIRFLOW_PORT", "8085"),
+        ("webserver", "web_server_host"): ct_settings.airflow_host(),
+        ("webserver", "web_server_port"): str(ct_settings.service_port("airflow")),
         ("webserver", "expose_config"): "False",
         ("webserver", "workers"): "2",  # each gunicorn worker loads the whole UI; Airflow's default of 4 is for big teams
         ("api", "auth_backends"): AUTH_BACKENDS,
@@ -68,8 +73,7 @@ def settings(dags: Path, home: Path) -> dict[tuple[str, str], str]:
 
 
 def settings_3(dags: Path, home: Path, db_url: str) -> dict[tuple[str, str], str]:
-    host = os.environ.get("CT_AIRFLOW_HOST", "127.0.0.1")
-    port = os.environ.get("CT_AIRFLOW_PORT", "8085")
+    host, port = ct_settings.airflow_host(), str(ct_settings.service_port("airflow"))
     return {
         ("core", "dags_folder"): str(dags.resolve()),
         ("core", "load_examples"): "False",
@@ -93,9 +97,7 @@ def settings_3(dags: Path, home: Path, db_url: str) -> dict[tuple[str, str], str
 
 
 def _home() -> Path:
-    ct_home = Path(os.environ.get("CT_HOME", Path(__file__).resolve().parents[1] / ".ct"))
-    default = ct_home / ("airflow3" if airflow_major() >= 3 else "airflow")
-    return Path(os.environ.get("AIRFLOW_HOME", default)).resolve()
+    return ct_settings.airflow_home(airflow_major())
 
 
 def _var(section: str, key: str) -> str:
@@ -139,7 +141,7 @@ def write_config(env: dict[str, str], dags: Path) -> Path:
 
 def connections_file(env: dict[str, str]) -> Path:
     """config/connections.yaml, with ``CT_DAGSTER_URL`` as the Dagster URL when set (the file stays as it is)."""
-    url = os.environ.get("CT_DAGSTER_URL")
+    url = ct_settings.dagster_graphql_url()
     if not url:
         return CONFIG / "connections.yaml"
     import yaml  # Airflow's own dependency
@@ -164,10 +166,11 @@ def ensure_admin(env: dict[str, str]) -> None:
     users = json.loads(_airflow(env, "users", "list", "--output", "json", capture=True) or "[]")
     if any(u.get("username") == "admin" for u in users):
         return
-    password = os.environ.get("CT_AIRFLOW_ADMIN_PASSWORD") or secrets.token_urlsafe(16)
+    given = ct_settings.secret("CT_AIRFLOW_ADMIN_PASSWORD")
+    password = given or secrets.token_urlsafe(16)
     _airflow(env, "users", "create", "--username", "admin", "--role", "Admin", "--firstname", "Clinical",
              "--lastname", "Ops", "--email", "admin@localhost", "--password", password, capture=True)
-    if "CT_AIRFLOW_ADMIN_PASSWORD" not in os.environ:
+    if not given:
         print(f"Airflow user 'admin' created with password: {password}\n"
               "(shown once; reset with: airflow users reset-password --username admin)", flush=True)
 
@@ -179,12 +182,13 @@ def ensure_admin_3(env: dict[str, str]) -> None:
     passwords = json.loads(path.read_text()) if path.exists() else {}
     if "admin" in passwords:
         return
-    password = os.environ.get("CT_AIRFLOW_ADMIN_PASSWORD") or secrets.token_urlsafe(16)
+    given = ct_settings.secret("CT_AIRFLOW_ADMIN_PASSWORD")
+    password = given or secrets.token_urlsafe(16)
     tmp = path.with_suffix(".tmp")
     with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
         json.dump(passwords | {"admin": password}, f)
     tmp.replace(path)
-    if "CT_AIRFLOW_ADMIN_PASSWORD" not in os.environ:
+    if not given:
         print(f"Airflow user 'admin' created with password: {password}\n"
               f"(shown once; kept in {path}: edit it and restart the API server to change it)", flush=True)
 

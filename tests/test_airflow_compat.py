@@ -329,7 +329,8 @@ def _listeners(*roots: int) -> set[tuple[str, int, str]]:
         address, _, port = line.split()[3].rpartition(":")
         for name, pid in re.findall(r'\("([^"]+)",pid=(\d+)', line):
             if int(pid) in pids:
-                found.add((address.strip("[]"), int(port), name))
+                # A JVM (Spark) binds IPv4 through a dual-stack socket: ::ffff:127.0.0.1 is 127.0.0.1.
+                found.add((address.strip("[]").removeprefix("::ffff:"), int(port), name))
     return found
 
 

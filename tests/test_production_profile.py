@@ -1,6 +1,6 @@
 """The production profile, run for real on the machine's PostgreSQL (127.0.0.1:5432).
 
-`CT_PROFILE=production ct start` creates three databases and brings up: each Dagster code location in
+`CT_PROFILE=production ct start` creates four databases (Dagster, MLflow, Airflow, the Feast registry) and brings up: each Dagster code location in
 its own `dagster code-server start` (gRPC), the webserver and the daemon as separate processes on a
 PostgreSQL instance; `mlflow server` with its backend store on PostgreSQL and a local artifact
 destination; Airflow on PostgreSQL with the LocalExecutor; the model server reading the MLflow server.
@@ -29,7 +29,7 @@ import uuid
 import dagster as dg
 import pytest
 
-from ct_assets import keys
+from ct_assets import keys, settings
 from tests.conftest import ROOT, private_home
 from tests.kafka_broker import free_port
 from tests.test_ct_cli import ct, register_champion, small_training_set
@@ -89,7 +89,7 @@ def production(tmp_path_factory):
             yield home, env, prefix, proc.stdout
         finally:
             ct("stop", env=env)
-            for component in ("dagster", "mlflow", "airflow"):
+            for component in settings.PRODUCTION_DATABASES:
                 _psql(f"drop database if exists {prefix}_{component} with (force)")
 
 
@@ -128,7 +128,7 @@ def check_dagster_runs(home, code_ports: set[int]) -> None:
 def test_production_profile_end_to_end(production):
     home, env, prefix, out = production
     url = {c: f"http://127.0.0.1:{env[f'CT_{c.upper()}_PORT']}" for c in ("dagster", "airflow", "mlflow", "serving")}
-    assert f"created PostgreSQL databases: {prefix}_dagster, {prefix}_mlflow, {prefix}_airflow" in out
+    assert f"created PostgreSQL databases: {prefix}_dagster, {prefix}_mlflow, {prefix}_airflow, {prefix}_feast" in out
     assert PASSWORD not in out + "".join(p.read_text() for p in (home / "run").glob("*.log"))
     run_state = {p.stem: json.loads(p.read_text()) for p in (home / "run").glob("*.json")}
     assert set(run_state) == {"dagster-code-ct_assets", "dagster-code-ct_feature_backfill", "dagster-code-ct_kfp",

@@ -180,7 +180,7 @@ def postgres() -> list[Check]:
         conn.close()
     checks = [Check("postgres", "server", True, f"PostgreSQL {version} at {_redact(server)}")]
     if settings.profile() == "production":
-        wanted = [settings.postgres_database(c) for c in ("dagster", "mlflow", "airflow")]
+        wanted = [settings.postgres_database(c) for c in settings.PRODUCTION_DATABASES]
         missing = [d for d in wanted if d not in names]
         checks.append(Check("postgres", "databases", not missing,
                             f"missing {', '.join(missing)}" if missing else ", ".join(wanted)))

@@ -75,7 +75,7 @@ def ensure_databases() -> list[str]:
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
-            for component in ("dagster", "mlflow", "airflow"):
+            for component in settings.PRODUCTION_DATABASES:
                 name = settings.postgres_database(component)
                 cur.execute("select 1 from pg_database where datname = %s", (name,))
                 if cur.fetchone() is None:
