@@ -8,6 +8,8 @@ switches to its cluster counterpart through an environment variable only:
 - ``CT_KAFKA_BOOTSTRAP``    Kafka bootstrap servers (default ``127.0.0.1:9092``)
 - ``KFP_HOST`` / ``CT_KFP_IMAGE``  a Kubeflow Pipelines API and the components' image (default: kfp.local)
 - ``CT_SPARK_MASTER``       e.g. ``spark://host:7077`` or ``yarn`` (default ``local[*]``)
+- ``CT_SPARK_DRIVER_MEMORY`` the Spark driver's heap (default ``2g``: local mode runs the executors in it)
+- ``CT_SPARK_MIN_ROWS``     with local Spark, findings domains smaller than this are validated in-process (default 1,000,000)
 - ``MLFLOW_TRACKING_URI``   e.g. ``http://mlflow:5000`` (default ``sqlite:///$CT_HOME/mlflow.db``)
 - ``CT_PSEUDONYM_KEY``      the secret key for subject pseudonyms (default: a generated dev key)
 - ``CT_RETRIES`` / ``CT_RETRY_DELAY_SECONDS``  retries of a transient failure (default 3, 300 s apart)
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -182,6 +185,14 @@ def mlflow_artifact_root() -> str:
     return os.environ.get("CT_MLFLOW_ARTIFACT_ROOT") or (ct_home() / "mlflow-artifacts").as_uri()
 
 
+def spark_min_rows() -> int:
+    """Findings domains with fewer rows are validated in-process (pandas) when Spark is local: starting the
+    JVM and its Python workers costs more than a small domain's validation. On a cluster, always Spark."""
+    if not os.environ.get("CT_SPARK_MASTER", "local[*]").startswith("local"):
+        return 0
+    return int(os.environ.get("CT_SPARK_MIN_ROWS", "1000000"))
+
+
 def spark_config() -> dict[str, str]:
     """Spark settings: small and quiet locally, the master from the environment on a cluster."""
     master = os.environ.get("CT_SPARK_MASTER", "local[*]")
@@ -191,6 +202,12 @@ def spark_config() -> dict[str, str]:
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.ui.showConsoleProgress": "false",  # progress bars in a run's log are noise
+        "spark.driver.memory": os.environ.get("CT_SPARK_DRIVER_MEMORY", "2g"),
+        # Python workers run this interpreter (the project's venv) unless the cluster names its own.
+        "spark.pyspark.python": os.environ.get("PYSPARK_PYTHON", sys.executable),
+        # Validation hands Arrow batches to pandera in Python workers: big enough to amortise its per-call cost,
+        # small enough to keep each worker within a few hundred MB.
+        "spark.sql.execution.arrow.maxRecordsPerBatch": "100000",
     }
     if master.startswith("local"):
         # One machine: few shuffle partitions, no UI, loopback only.
