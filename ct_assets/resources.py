@@ -11,16 +11,18 @@ import json
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
-import pandas as pd
 from pydantic import Field
 
 from ct_assets.lib.registry import ensure_experiment, point_mlflow
 from ct_assets import settings
 from ct_assets.lib import lake, sdtm
 from ct_assets.lib.faults import external, probe_mlflow, probe_spark_master
+
+if TYPE_CHECKING:  # pandas is imported where frames are read or written, not when the code location loads
+    import pandas as pd
 
 
 class StudySource(dg.ConfigurableResource):
@@ -65,8 +67,6 @@ class StudySource(dg.ConfigurableResource):
             return (None if frame is None else sdtm.text_where_mixed(frame)), []
         return sdtm.read_domain_files(self.path(), domain, self.encoding or settings.study_encoding())
 
-    def _paths(self, domain: str | None) -> list[Path]:
-        if self.kind() == "kafka":
     def write_dataset(self, domain: str, out_dir: Path) -> tuple[int, list[sdtm.FileRead]] | None:
         """The domain as parts of a Parquet dataset in ``out_dir``, in bounded memory: (rows, how each file
         was read), or None when the study lacks the domain."""
@@ -79,6 +79,8 @@ class StudySource(dg.ConfigurableResource):
             return len(frame), []
         return sdtm.write_domain_dataset(self.path(), domain, out_dir, self.encoding or settings.study_encoding())
 
+    def _paths(self, domain: str | None) -> list[Path]:
+        if self.kind() == "kafka":
             landing = self.landing()
             return [f for b in landing.batches() for f in landing.files(b, "accepted", domain)]
         return [p for d in ([domain] if domain else sdtm.DOMAINS) for p in sdtm.domain_files(self.path(), d)]
@@ -245,6 +247,8 @@ class LakeIOManager(dg.ConfigurableIOManager):
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:
             return
+        import pandas as pd
+
         name = context.asset_key.to_python_identifier()
         if isinstance(obj, pd.DataFrame):
             path = lake.write_parquet(obj, self.lake.path_for(name, ".parquet"))
@@ -259,6 +263,8 @@ class LakeIOManager(dg.ConfigurableIOManager):
             return lake.read_json(json_path)
         if not frame_path.exists():
             raise FileNotFoundError(f"{context.asset_key.to_user_string()} has not been materialized ({frame_path})")
+        import pandas as pd
+
         return pd.read_parquet(frame_path)
 
 
@@ -278,16 +284,16 @@ class Spark(dg.ConfigurableResource):
         from pyspark.sql import SparkSession
 
         probe_spark_master(self.master())
+        if "spark.pyspark.python" in self.spark_config:  # pyspark's driver reads its workers' Python from here only
+            import os
+
+            os.environ.setdefault("PYSPARK_PYTHON", self.spark_config["spark.pyspark.python"])
         builder = SparkSession.builder
         for key, value in self.spark_config.items():
             builder = builder.config(key, value)
         return builder.getOrCreate()  # a stopped session is not reused: getOrCreate starts a new one
 
 
-        if "spark.pyspark.python" in self.spark_config:  # pyspark's driver reads its workers' Python from here only
-            import os
-
-            os.environ.setdefault("PYSPARK_PYTHON", self.spark_config["spark.pyspark.python"])
 class MlflowSettings(dg.ConfigurableResource):
     """MLflow, the one way every step reaches it: where it lives (a local SQLite store by default, a
     tracking server by configuration), its client, and the MLflow run of the Dagster run."""
