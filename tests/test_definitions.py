@@ -69,3 +69,13 @@ def test_plain_modules_do_not_build_the_code_location():
     code = "import sys, ct_assets.training.tracking, ct_assets.quality.validate; print('ct_assets.definitions' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_loading_the_code_locations_imports_nothing_heavy():
+    """Every `dagster` command, Airflow task and UI reload loads the code locations: no Spark, MLflow,
+    scikit-learn, scipy, pandera, pandas, numpy, pyarrow or feature-store client on the way (the
+    load-time benchmark's own check, run as a user runs it; its timing stays in the benchmark)."""
+    proc = subprocess.run([sys.executable, "benchmarks/load_time.py", "--imports-only"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("nothing heavy") == 4, proc.stdout

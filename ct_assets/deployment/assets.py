@@ -136,9 +136,10 @@ def served_arms_test(predictions: Frame, labels: Frame, versions: dict[str, int 
     Brier, mean risk; a permutation test of the AUROC difference between the arms (subjects
     reassigned between arms: each arm scored other subjects); a decision. (Champion and challenger on
     the same holdout subjects are compared by the KFP ab_test_pipeline, paired.)"""
-    from ct_assets.training import logic as training_logic
     import numpy as np
     import pandas as pd
+
+    from ct_assets.training import logic as training_logic
 
     from ct_assets.lib.stats import independent_auroc_test
 
@@ -187,8 +188,9 @@ def served_arms_test(predictions: Frame, labels: Frame, versions: dict[str, int 
 )
 def ab_test_report(context: dg.AssetExecutionContext, config: AbTestConfig, deployment: dict,
                    training_set: Frame) -> dg.Output[dict]:
-    from ct_assets.training import logic as training_logic
     import pandas as pd
+
+    from ct_assets.training import logic as training_logic
 
     path = settings.predictions_log()
     predictions = pd.read_json(path, lines=True) if path.exists() and path.stat().st_size else pd.DataFrame()

@@ -7,7 +7,6 @@ location, never the rows.
 
 
 import dagster as dg
-import pandas as pd
 
 from ct_assets import keys
 from ct_assets.lib import lake as lake_files
@@ -46,6 +45,8 @@ def raw_domain_asset(domain: str) -> dg.AssetsDefinition:
                 lake_files.discard(version)
                 raise dg.Failure(description=f"DM: the study at {study.path()} has no DM domain (dm.parquet, dm.csv "
                                              "or dm.xpt): subjects cannot be known", allow_retries=False)
+            import pandas as pd
+
             from ct_assets.quality.schemas import all_columns
 
             context.log.warning(f"study has no {domain} domain: downstream assets run on what it has")

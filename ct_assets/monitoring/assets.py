@@ -98,9 +98,10 @@ def feature_drift(config: MonitoringConfig, features: Frame, reference: Frame) -
                "reference_meta": dg.AssetIn(keys.MONITORING_REFERENCE_META)},
           description="The champion's risk scores on current subjects against its scores on its training population.")
 def prediction_drift(mlflow_settings: MlflowSettings, features: Frame, reference: Frame, reference_meta: dict) -> dg.Output[dict]:
-    from ct_assets.monitoring import logic as monitoring_logic
     import numpy as np
     import pandas as pd
+
+    from ct_assets.monitoring import logic as monitoring_logic
 
     with mlflow_settings.session():
         current = score(_model_uri(reference_meta), features)

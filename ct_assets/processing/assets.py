@@ -2,7 +2,6 @@
 
 
 import dagster as dg
-import pandas as pd
 
 from ct_assets import keys
 from ct_assets.lib.lake import new_version_dir, parquet_columns, parquet_rows, publish_dir
@@ -25,6 +24,8 @@ VISIT_COLUMNS = {"SUBJECT_KEY": "string", "VISITNUM": "float64", "STUDY_DAY": "f
     description="One row per subject per visit: findings (vital signs, labs) in standard units, one column per test.",
 )
 def processed_visits(context: dg.AssetExecutionContext, pyspark: Spark, lake: Lake) -> dg.MaterializeResult:
+    import pandas as pd
+
     out = lake.path_for(keys.PROCESSED_VISITS.path[-1])
     sources = {d: lake.path_for(keys.validated(d).path[-1]) for d in FINDINGS_DOMAINS}
     present = {d: p for d, p in sources.items() if parquet_rows(p)}

@@ -9,14 +9,13 @@ fixed; they stay in the restricted quarantine zone of the lake and their ids are
 from collections.abc import Iterator
 
 import dagster as dg
-import pandas as pd
 from pydantic import Field
 
 from ct_assets import keys
 from ct_assets.lib.provenance import STAGE_LOGIC, module_code_version
 from ct_assets.lib.sdtm import DOMAINS, FINDINGS_DOMAINS
-from ct_assets.quality.validate import accepted_subjects, reconciles, validate_domain
 from ct_assets.resources import Lake, QualityPolicy, Spark
+from ct_assets.lib.frames import Frame
 
 CODE_VERSION = module_code_version(*STAGE_LOGIC["validation"])  # stale in the UI when the rules change
 
@@ -41,8 +40,10 @@ def validation_asset(domain: str) -> dg.AssetsDefinition:
     if domain != "DM":  # a row's subject must have passed DM validation, not merely be in raw DM
         ins |= {"raw_dm": dg.AssetIn(keys.raw("DM")), "validated_dm": dg.AssetIn(keys.validated("DM"))}
 
-    def validate(context: dg.AssetExecutionContext, config: QualityConfig, quality: QualityPolicy, raw: pd.DataFrame,
+    def validate(context: dg.AssetExecutionContext, config: QualityConfig, quality: QualityPolicy, raw: Frame,
                  known: set[str] | None) -> Iterator:
+        from ct_assets.quality.validate import reconciles, validate_domain
+
         threshold = quality.min_quality_score if config.min_quality_score is None else config.min_quality_score
         split = validate_domain(domain, raw, known, quality.cutoff())
         validated, rules = split.validated, split.rules
@@ -108,14 +109,16 @@ def validation_asset(domain: str) -> dg.AssetsDefinition:
     if domain == "DM":
         @multi_asset
         def _validate_dm(context: dg.AssetExecutionContext, config: QualityConfig, quality: QualityPolicy,
-                         raw: pd.DataFrame) -> Iterator:
+                         raw: Frame) -> Iterator:
             yield from validate(context, config, quality, raw, None)
 
         return _validate_dm
 
     @multi_asset
-    def _validate(context: dg.AssetExecutionContext, config: QualityConfig, quality: QualityPolicy, raw: pd.DataFrame,
-                  raw_dm: pd.DataFrame, validated_dm: pd.DataFrame) -> Iterator:
+    def _validate(context: dg.AssetExecutionContext, config: QualityConfig, quality: QualityPolicy, raw: Frame,
+                  raw_dm: Frame, validated_dm: Frame) -> Iterator:
+        from ct_assets.quality.validate import accepted_subjects
+
         yield from validate(context, config, quality, raw, accepted_subjects(raw_dm, validated_dm))
 
     return _validate
@@ -129,11 +132,14 @@ def _spark_validation(domain: str, multi_asset) -> dg.AssetsDefinition:
 
     @multi_asset
     def _validate_on_spark(context: dg.AssetExecutionContext, config: QualityConfig, quality: QualityPolicy,
-                           pyspark: Spark, lake: Lake, raw_dm: pd.DataFrame, validated_dm: pd.DataFrame) -> Iterator:
+                           pyspark: Spark, lake: Lake, raw_dm: Frame, validated_dm: Frame) -> Iterator:
+        import pandas as pd
+
         from ct_assets.lib import lake as lake_files
         from ct_assets.lib.faults import external
         from ct_assets.lib.privacy import pseudonymise
         from ct_assets.quality.spark_validate import validate_findings, validate_in_process
+        from ct_assets.quality.validate import accepted_subjects
         from ct_assets.settings import spark_min_rows
 
         threshold = quality.min_quality_score if config.min_quality_score is None else config.min_quality_score

@@ -2,7 +2,6 @@
 anomalies feed the report and its score; the re-check of quarantined rows follows."""
 
 import dagster as dg
-import pandas as pd
 from pydantic import Field
 
 from ct_assets import keys
@@ -13,9 +12,8 @@ from ct_assets.lib.lake import parquet_columns, parquet_rows
 from ct_assets.lib.privacy import SUBJECT_KEY
 from ct_assets.lib.metadata import table_md
 from ct_assets.lib.sdtm import DOMAINS, FINDINGS_DOMAINS, SOURCE_COLS, domain_files
-from ct_assets.quality import report as quality_report
-from ct_assets.quality.validate import split_valid
 from ct_assets.resources import Lake, QualityPolicy, Spark, StudySource
+from ct_assets.lib.frames import Frame
 
 
 class FreshnessConfig(dg.Config):
@@ -26,7 +24,9 @@ class AnomalyConfig(dg.Config):
     anomaly_z: float = Field(default=6.0, description="Robust z-score above which a result is anomalous.")
 
 
-def _read(lake: Lake, name: str) -> pd.DataFrame:
+def _read(lake: Lake, name: str) -> Frame:
+    import pandas as pd
+
     return pd.read_parquet(lake.path_for(name))
 
 
@@ -42,8 +42,12 @@ def _rounded(values: dict) -> dict:
 
 @dg.asset(key=keys.DATA_COMPLETENESS, group_name="quality", kinds={"parquet"}, deps=[keys.raw(d) for d in DOMAINS],
           description="Share of non-null values in the SDTM columns each domain carries, as received.")
-def data_completeness(lake: Lake) -> dg.Output[pd.DataFrame]:
+def data_completeness(lake: Lake) -> dg.Output[Frame]:
     # From the Parquet footers' null counts: no row is read, whatever the study's size.
+    import pandas as pd
+
+    from ct_assets.quality import report as quality_report
+
     measured = {d: quality_report.dataset_completeness(lake.path_for(f"raw_{d.lower()}"), d) for d in DOMAINS}
     table = pd.DataFrame([{"domain": d, "rows": n, "completeness": c} for d, (n, c) in measured.items()])
     present = table[table["rows"] > 0]
@@ -55,6 +59,10 @@ def data_completeness(lake: Lake) -> dg.Output[pd.DataFrame]:
           description="Cross-domain consistency: findings subjects known to DM, dates within each subject's "
                       "study period, scheduled visits in date order.")
 def data_consistency(lake: Lake) -> dg.Output[dict]:
+    import pandas as pd
+
+    from ct_assets.quality import report as quality_report
+
     raw_dm, dm = _read(lake, "raw_dm"), _read(lake, "validated_dm")
     period = quality_report.study_period(dm)
     notes = []
@@ -88,6 +96,8 @@ def data_consistency(lake: Lake) -> dg.Output[dict]:
                                          description="newest study file younger than max_age_days")],
           description="Age of the newest file of the study source.")
 def data_freshness(config: FreshnessConfig, study: StudySource):
+    from ct_assets.quality import report as quality_report
+
     files = [p for d in DOMAINS for p in domain_files(study.path(), d)]
     age = quality_report.freshness_days(files)
     yield dg.Output({"age_days": age, "files": len(files)}, metadata={"age_days": round(age, 2), "files": len(files)})
@@ -98,7 +108,11 @@ def data_freshness(config: FreshnessConfig, study: StudySource):
 @dg.asset(key=keys.DATA_ANOMALIES, group_name="quality", kinds={"spark"}, pool="spark_jobs",
           deps=[keys.validated(d) for d in FINDINGS_DOMAINS],
           description="Results far from their test's median (robust z-score on the median absolute deviation).")
-def data_anomalies(config: AnomalyConfig, lake: Lake, pyspark: Spark) -> dg.Output[pd.DataFrame]:
+def data_anomalies(config: AnomalyConfig, lake: Lake, pyspark: Spark) -> dg.Output[Frame]:
+    import pandas as pd
+
+    from ct_assets.quality import report as quality_report
+
     from ct_assets.lib.faults import external
 
     with external("Spark", pyspark.master()):
@@ -121,7 +135,11 @@ def data_anomalies(config: AnomalyConfig, lake: Lake, pyspark: Spark) -> dg.Outp
                 "quality threshold; alerts below it.",
 )
 def data_quality_report(context: dg.AssetExecutionContext, quality: QualityPolicy, lake: Lake, alerts: AlertWebhook,
-                        completeness: pd.DataFrame, consistency: dict, freshness: dict, anomalies: pd.DataFrame):
+                        completeness: Frame, consistency: dict, freshness: dict, anomalies: Frame):
+    import pandas as pd
+
+    from ct_assets.quality import report as quality_report
+
     counts = pd.DataFrame([{"domain": d, "validated": parquet_rows(lake.path_for(f"validated_{d.lower()}")),
                             "quarantined": parquet_rows(lake.path_for(f"quarantine_{d.lower()}"))} for d in DOMAINS])
     per_domain = counts.merge(completeness[["domain", "completeness"]], on="domain")
@@ -152,6 +170,8 @@ def data_quality_report(context: dg.AssetExecutionContext, quality: QualityPolic
 
 
 def _released_on_spark(pyspark: Spark, lake: Lake, domain: str, known: set[str]) -> int:
+    import pandas as pd
+
     from ct_assets.lib.faults import external
     from ct_assets.lib.privacy import pseudonymise
     from ct_assets.quality.spark_validate import released_rows
@@ -171,6 +191,10 @@ def _released_on_spark(pyspark: Spark, lake: Lake, domain: str, known: set[str])
                 "how many a rule or data fix would now release. The data_cleaning sensor re-runs validation for those domains.",
 )
 def quarantine_recheck(context: dg.AssetExecutionContext, lake: Lake, pyspark: Spark) -> dg.Output[dict]:
+    import pandas as pd
+
+    from ct_assets.quality.validate import split_valid
+
     from ct_assets.quality.schemas import domain_schema
 
     # Today's subjects: those whose DM row, as delivered now, passes today's rules.

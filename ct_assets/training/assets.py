@@ -141,8 +141,9 @@ def candidate_model(context: dg.AssetExecutionContext, config: ModelConfig, mlfl
 )
 def model_evaluation(context: dg.AssetExecutionContext, mlflow_settings: MlflowSettings, candidate: dict,
                      training_set: Frame) -> dg.Output[dict]:
-    from ct_assets.training.tracking import evaluate_and_log
     import pandas as pd
+
+    from ct_assets.training.tracking import evaluate_and_log
 
     plot = settings.reports_dir() / f"calibration-{candidate['run_id']}.png"
     with mlflow_settings.active_run(context):
