@@ -67,12 +67,14 @@ class PeakSampler(threading.Thread):
     def __init__(self, pid: int, every: float = 0.2):
         super().__init__(daemon=True)
         self.pid, self.every, self.peak, self.peak_jvm, self.done = pid, every, 0, 0, threading.Event()
+        self.peak_python = self.max_jvm = 0  # each part's own peak: the Python processes' and the JVMs'
 
     def run(self) -> None:
         while not self.done.is_set():
             total, jvm = tree_rss(self.pid)
             if total > self.peak:
                 self.peak, self.peak_jvm = total, jvm
+            self.peak_python, self.max_jvm = max(self.peak_python, total - jvm), max(self.max_jvm, jvm)
             self.done.wait(self.every)
 
 
