@@ -45,7 +45,7 @@ test: install airflow-install
 
 dev: install
 	umask 077 && mkdir -p $(CT_HOME)/dagster && DAGSTER_HOME=$(CT_HOME)/dagster $(PY) -m ct_assets.pools
-	DAGSTER_HOME=$(CT_HOME)/dagster $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	DAGSTER_HOME=$(CT_HOME)/dagster $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p $${CT_DAGSTER_PORT:-3000}
 
 # The legacy Airflow UI on 127.0.0.1:8085 over DAGs emitted from the Dagster definitions:
 # Airflow 2.11 by default, Airflow 3 with `make airflow AIRFLOW=3` (same DAG files).
@@ -55,7 +55,7 @@ airflow: install airflow-install
 
 # The champion (and challenger at 10 % of subjects) of adverse-event-predictor on 127.0.0.1:8000.
 serve: install
-	$(PY) -m ct_assets.serving --port 8000
+	$(PY) -m ct_assets.serving --port $${CT_SERVING_PORT:-8000}
 
 clean:
 	rm -rf $(CT_HOME)

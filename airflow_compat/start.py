@@ -172,7 +172,8 @@ def ensure_admin(env: dict[str, str]) -> None:
              "--lastname", "Ops", "--email", "admin@localhost", "--password", password, capture=True)
     if not given:
         print(f"Airflow user 'admin' created with password: {password}\n"
-              "(shown once; reset with: airflow users reset-password --username admin)", flush=True)
+              f"(shown once; reset with: AIRFLOW_HOME={env['AIRFLOW_HOME']} {_bin() / 'airflow'} users reset-password "
+              "--username admin)", flush=True)
 
 
 def ensure_admin_3(env: dict[str, str]) -> None:

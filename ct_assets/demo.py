@@ -189,10 +189,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Full log of the run: {log_path}")
         return 1
     print(f"State in {settings.ct_home()} (MLflow: {settings.mlflow_tracking_uri()}); full log: {log_path}")
-    print("Lineage and run history: make dev   (Dagster UI on http://127.0.0.1:3000)")
-    print("Serve the champion:      make serve (http://127.0.0.1:8000/predict)")
+    ui, serving = (f"http://127.0.0.1:{settings.service_port(c)}" for c in ("dagster", "serving"))
+    print(f"See everything:          .venv/bin/ct start  (Dagster UI on {ui}, Airflow, MLflow, model server on {serving})")
+    print("                         or one at a time in the foreground: make dev, make serve")
     if key := sample_subject():
-        print(f"Score a subject by key:  curl -s http://127.0.0.1:8000/predict -H 'Content-Type: application/json' "
+        print(f"Score a subject by key:  curl -s {serving}/predict -H 'Content-Type: application/json' "
               f"-d '{{\"subject_key\": \"{key}\"}}'")
         print("                         (features from the online store; any subject_key of the study)")
     return 0

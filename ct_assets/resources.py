@@ -330,14 +330,14 @@ class MlflowSettings(dg.ConfigurableResource):
             import mlflow
 
             experiment_id = self.ensure_experiment()
-            found = mlflow.search_runs([experiment_id], filter_string=f"tags.dagster_run_id = '{context.run_id}'",
+            found = mlflow.search_runs([experiment_id], filter_string=f"tags.dagster_run_id = '{context.run.run_id}'",
                                        max_results=1, output_format="list")
             if mlflow.active_run():
                 mlflow.end_run()
             job = "materialize" if context.job_name.startswith("__") else context.job_name
             run = (mlflow.start_run(run_id=found[0].info.run_id) if found else
-                   mlflow.start_run(experiment_id=experiment_id, run_name=f"{job}-{context.run_id[:8]}",
-                                    tags={"dagster_run_id": context.run_id, "dagster_job": context.job_name}))
+                   mlflow.start_run(experiment_id=experiment_id, run_name=f"{job}-{context.run.run_id[:8]}",
+                                    tags={"dagster_run_id": context.run.run_id, "dagster_job": context.job_name}))
             status = "FAILED"
             try:
                 yield run

@@ -28,11 +28,16 @@ from ct_assets.lib.frames import Frame
 
 class DeploymentConfig(dg.Config):
     target: str = Field(default="local", description="'local' (the model server) or 'kserve' (write the manifest).")
-    endpoint: str = Field(default="http://127.0.0.1:8000", description="The local model server.")
+    endpoint: str | None = Field(default=None, description="The local model server (default "
+                                 "http://127.0.0.1:$CT_SERVING_PORT, 8000 unless set: the one `ct start` runs).")
     challenger_share: float = Field(default=0.1, description="Share of subjects the server routes to the challenger.")
     service_name: str = Field(default="adverse-event-predictor", description="KServe InferenceService name.")
     start_server: bool = Field(default=False, description="Start the local server when none answers at the endpoint "
                                                            "(it keeps running after the run; stop it by its pid).")
+
+
+    def url(self) -> str:
+        return (self.endpoint or f"http://127.0.0.1:{settings.service_port('serving')}").rstrip("/")
 
 
 def _call(url: str, method: str = "GET", timeout: float = 10) -> dict | None:
@@ -57,7 +62,7 @@ def _start_server(config: DeploymentConfig, mlflow_settings: MlflowSettings, tim
     import time
     from urllib.parse import urlparse
 
-    url = urlparse(config.endpoint)
+    url = urlparse(config.url())
     log = settings.ct_home() / "serving" / "server.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, MLFLOW_TRACKING_URI=mlflow_settings.uri())
@@ -66,7 +71,7 @@ def _start_server(config: DeploymentConfig, mlflow_settings: MlflowSettings, tim
                                  "--port", str(url.port or 8000), "--challenger-share", str(config.challenger_share)],
                                 env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + timeout
-    while (_call(config.endpoint.rstrip("/") + "/ready") or {}).get("ready") is not True:
+    while (_call(config.url() + "/ready") or {}).get("ready") is not True:
         if proc.poll() is not None or time.monotonic() > deadline:
             raise dg.Failure(f"the model server did not become ready; see {log}")
         time.sleep(0.5)
@@ -102,23 +107,23 @@ def model_deployment(context: dg.AssetExecutionContext, config: DeploymentConfig
         record |= {"manifest": str(path)}
         metadata["manifest"] = dg.MetadataValue.path(str(path))
     elif config.target == "local":
-        served = _call(config.endpoint.rstrip("/") + "/reload", "POST")
+        served = _call(config.url() + "/reload", "POST")
         if served is None and config.start_server:
             record["server_pid"] = _start_server(config, mlflow_settings)
-            served = _call(config.endpoint.rstrip("/") + "/models")
-            context.log.info(f"model server started at {config.endpoint} (pid {record['server_pid']})")
-        record |= {"endpoint": config.endpoint, "server": "running" if served else "not running",
+            served = _call(config.url() + "/models")
+            context.log.info(f"model server started at {config.url()} (pid {record['server_pid']})")
+        record |= {"endpoint": config.url(), "server": "running" if served else "not running",
                    "served": served}
         if served is None:
-            context.log.warning(f"no model server at {config.endpoint}: `make serve` starts one")
+            context.log.warning(f"no model server at {config.url()}: `make serve` starts one")
         elif served.get(CHAMPION) != int(champion.version):
-            raise dg.Failure(f"the server at {config.endpoint} serves champion {served.get(CHAMPION)}, "
+            raise dg.Failure(f"the server at {config.url()} serves champion {served.get(CHAMPION)}, "
                              f"the registry says {champion.version}")
-        metadata["endpoint"] = dg.MetadataValue.url(config.endpoint)
+        metadata["endpoint"] = dg.MetadataValue.url(config.url())
     else:
         raise dg.Failure(f"unknown deployment target {config.target!r}: 'local' or 'kserve'")
     metadata |= {k: v for k, v in record.items() if isinstance(v, int | float | str) and k != "manifest"}
-    audit.record("deployment", f"{config.target}:{config.service_name if config.target == 'kserve' else config.endpoint}",
+    audit.record("deployment", f"{config.target}:{config.service_name if config.target == 'kserve' else config.url()}",
                  dagster_actor(context), "the registry's champion and challenger deployed",
                  after={k: v for k, v in record.items() if isinstance(v, int | float | str | None)})
     return dg.Output(record, metadata=metadata)

@@ -99,7 +99,7 @@ def backfill_inputs(context: dg.AssetExecutionContext, lake: Lake) -> dg.Materia
     write_parquet(dm, stage / "dm.parquet")
     write_parquet(visits[visits[SUBJECT_KEY].isin(members)], stage / "visits.parquet")
     write_parquet(ex[ex[SUBJECT_KEY].isin(members)], stage / "ex.parquet")
-    write_json({"cohorts": chosen, "run_id": context.run_id}, stage / "manifest.json")
+    write_json({"cohorts": chosen, "run_id": context.run.run_id}, stage / "manifest.json")
     by_cohort = cohort_of(dm).value_counts().reindex(chosen, fill_value=0).rename_axis("cohort").reset_index(name="subjects")
     return dg.MaterializeResult(metadata={"cohorts": len(chosen), "subjects": len(members), "by_cohort": table_md(by_cohort)})
 

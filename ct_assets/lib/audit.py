@@ -44,12 +44,13 @@ def os_actor() -> str:
 
 def dagster_actor(context) -> str:
     """``dagster:<run id>`` and who launched the run (schedule, sensor, Airflow task, backfill, user)."""
-    tags = context.run.tags if hasattr(context, "run") else {}
+    run = getattr(context, "run", None)  # asset and op contexts; others have only a run id
+    tags, run_id = (run.tags, run.run_id) if run is not None else ({}, context.run_id)
     launcher = (tags.get("airflow/dag_id") and f"airflow:{tags['airflow/dag_id']}.{tags.get('airflow/task_id', '')}"
                 or tags.get("dagster/schedule_name") and f"schedule:{tags['dagster/schedule_name']}"
                 or tags.get("dagster/sensor_name") and f"sensor:{tags['dagster/sensor_name']}"
                 or tags.get("user") and f"user:{tags['user']}" or os_actor())
-    return f"dagster:{context.run_id} ({launcher})"
+    return f"dagster:{run_id} ({launcher})"
 
 
 def record(action: str, obj: str, actor: str | None = None, reason: str = "", before: Any = None, after: Any = None,

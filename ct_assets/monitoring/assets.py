@@ -200,7 +200,7 @@ def monitoring_report(context: dg.AssetExecutionContext, config: MonitoringConfi
     # The same breach (same champion, same kinds, same data) must trigger retraining only once.
     digest = hashlib.sha256(pd.util.hash_pandas_object(drift[["feature", "psi"]].round(6), index=False).values.tobytes()).hexdigest()
     breach_id = hashlib.sha256(json.dumps([reference_meta["version"], kinds, digest]).encode()).hexdigest()[:16] if found else None
-    plot = _drift_plot(drift, config.psi_threshold, settings.reports_dir() / f"drift-{context.run_id}.png")
+    plot = _drift_plot(drift, config.psi_threshold, settings.reports_dir() / f"drift-{context.run.run_id}.png")
     report = {"breach": bool(found), "breach_id": breach_id, "reasons": [str(b) for b in found], "kinds": kinds,
               "champion_version": reference_meta["version"], "drifted_features": int(drift["drifted"].sum()),
               "prediction_psi": prediction["psi"], "performance": performance, "concept": concept}

@@ -450,6 +450,10 @@ def create_app(model_name: str = settings.MODEL_NAME, tracking_uri: str | None =
     async def health(request: Request) -> Response:
         return json({"status": "ok"})
 
+    async def index(request: Request) -> Response:  # what `ct open` shows a browser
+        return json({"service": "adverse-event-predictor model server", "predict": "POST /predict",
+                     "api": "/openapi.json", "ready": "/ready", "health": "/health", "metrics": "/metrics"})
+
     async def ready(request: Request) -> Response:
         champion = models.slots[CHAMPION]
         if champion is None:
@@ -479,7 +483,7 @@ def create_app(model_name: str = settings.MODEL_NAME, tracking_uri: str | None =
 
     return Starlette(routes=[
         Route("/predict", predict, methods=["POST"]),
-        Route("/health", health), Route("/ready", ready), Route("/models", versions),
+        Route("/", index), Route("/health", health), Route("/ready", ready), Route("/models", versions),
         Route("/reload", reload, methods=["POST"]), Route("/metrics", metrics),
         Route("/openapi.json", openapi),
     ], lifespan=lifespan)

@@ -184,7 +184,7 @@ def registered_model(context: dg.AssetExecutionContext, config: PromotionConfig,
                                   holdout[SUBJECT_KEY], stage_code_versions())
     with mlflow_settings.session() as client:
         gate = register_challenger(client, name, candidate["model_uri"], auroc, holdout, config.min_auroc, config.tolerance,
-                                   {"dagster_run_id": context.run_id} | provenance, dagster_actor(context))
+                                   {"dagster_run_id": context.run.run_id} | provenance, dagster_actor(context))
     champion_version, champion_auroc = gate["champion_version"], gate["champion_auroc"]
     yield dg.Output(
         {"name": name, "version": gate["version"], "run_id": candidate["run_id"], "holdout_auroc": auroc,
