@@ -176,9 +176,15 @@ def visits_comparison(home: Path, work: Path, duckdb: bool) -> dict:
         start = text.index("UNIT_CONVERSIONS")
         units.write_text(text[start:text.index("}\n", start) + 2])
         uv = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
+        # uv trusts the system's certificate store (a proxy's CA there), as the Makefile has it.
         proc = subprocess.run([uv, "run", "--no-project", "--quiet", "--with", "duckdb", "python", "-c", VISITS_DUCKDB,
-                               str(lake), str(work / "visits_duckdb.parquet"), str(work)], capture_output=True, text=True)
+                               str(lake), str(work / "visits_duckdb.parquet"), str(work)], capture_output=True, text=True,
+                              env=os.environ | {"UV_NATIVE_TLS": os.environ.get("UV_NATIVE_TLS", "1")})
         out["duckdb"] = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else proc.stderr[-800:]
+    for engine, figures in out.items():
+        if not isinstance(figures, dict):
+            print(f"  visit job on {engine} FAILED: {figures.strip().splitlines()[-1] if figures.strip() else 'no output'}",
+                  file=sys.stderr, flush=True)
     return out
 
 
@@ -231,7 +237,8 @@ def main() -> int:
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
-    return 0 if all(r["exit"] == 0 for r in results) else 1
+    comparisons_ok = all(isinstance(v, dict) for r in results for v in r.get("visits", {}).values())
+    return 0 if all(r["exit"] == 0 for r in results) and comparisons_ok else 1
 
 
 if __name__ == "__main__":
