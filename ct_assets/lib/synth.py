@@ -4,7 +4,8 @@ For scale tests and drift drills: seeded, vectorized (merges, no loops over subj
 subjects to millions. Each new subject copies every row of a randomly chosen source subject across
 all domains, with a new USUBJID, dates moved by a random offset (study days unchanged), numeric
 findings jittered by a few percent, and optional shifts per test (e.g. VS SYSBP +40) to simulate
-drift.
+drift. Each domain is written a chunk of subjects at a time (one file per 5,000 subjects beyond
+the first 5,000: ``vs_part0001.parquet``, ...), so memory stays flat however many subjects.
 
     python -m ct_assets.lib.synth --out /tmp/big --subjects 5000 --seed 1
     python -m ct_assets.lib.synth --out /tmp/study --copy-source --subjects 0     # a copy of the pilot to add batches to
@@ -27,17 +28,61 @@ from ct_assets.lib.sdtm import DOMAINS, FINDINGS_DOMAINS, READERS, domain_files,
 DATE_SUFFIXES = ("DTC",)
 
 
-def _shift_dates(col: pd.Series, days: pd.Series) -> pd.Series:
+def _date_parts(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Per source row: the day of a full date (NaT if partial or not a date), and the text after it (a time)."""
     text = col.astype("string")
     full = text.str.len() >= 10
-    dates = pd.to_datetime(text.where(full).str.slice(0, 10), format="%Y-%m-%d", errors="coerce")
-    moved = (dates + pd.to_timedelta(days, unit="D")).dt.strftime("%Y-%m-%d")
-    return text.where(~full | dates.isna(), moved + text.str.slice(10))
+    day = pd.to_datetime(text.where(full).str.slice(0, 10), format="%Y-%m-%d", errors="coerce").to_numpy("datetime64[D]")
+    return day, text.str.slice(10).fillna("").to_numpy(dtype=str)
+
+
+# Subjects per Parquet file: each domain is written a chunk of subjects at a time, so memory stays flat
+# however many subjects (about 0.6 GiB per 5,000 subjects at the pilot's rows per subject).
+CHUNK_SUBJECTS = 5000
+
+
+def _grow_domain(src: pd.DataFrame, dates: dict[str, tuple[np.ndarray, np.ndarray]], domain: str,
+                 mapping: pd.DataFrame, rng: np.random.Generator, shift: dict[tuple[str, str], float],
+                 jitter: float) -> pd.DataFrame:
+    """The rows of ``mapping``'s new subjects in one domain, copied from their source subjects' rows."""
+    # Which source row each new row copies: a merge of the keys alone, then one take of the whole table.
+    rows = pd.DataFrame({"USUBJID": src["USUBJID"], "_ROW": np.arange(len(src))}).merge(mapping, on="USUBJID")
+    pos = rows["_ROW"].to_numpy()
+    df = src.take(pos).reset_index(drop=True)
+    df["USUBJID"] = rows["_NEW"]
+    if "SUBJID" in df:
+        df["SUBJID"] = rows["_SUBJID"]
+    days = rows["_DAYS"].to_numpy().astype("timedelta64[D]")
+    for col, (day, tail) in dates.items():
+        moved = day[pos] + days
+        ok = ~np.isnat(moved)
+        text = df[col].astype("string").to_numpy(dtype=object)
+        text[ok] = np.char.add(np.datetime_as_string(moved[ok]), tail[pos][ok])
+        df[col] = pd.array(text, dtype="string")
+    if domain in FINDINGS_DOMAINS:
+        res, testcd = f"{domain}STRESN", f"{domain}TESTCD"
+        factor = 1 + rng.normal(0, jitter, len(df))
+        df[res] = df[res] * factor
+        for (d, test), delta in shift.items():
+            if d == domain:
+                df.loc[df[testcd] == test, res] += delta
+        if f"{domain}STRESC" in df:
+            num = df[res].notna()
+            df.loc[num, f"{domain}STRESC"] = df.loc[num, res].round(3).astype(str)
+    return df
 
 
 def grow_study(source: Path, out: Path, n_subjects: int, seed: int = 0, shift: dict[tuple[str, str], float] | None = None,
-               suffix: str = "", id_prefix: str = "G", jitter: float = 0.02) -> dict[str, int]:
-    """Write ``n_subjects`` resampled subjects as Parquet SDTM domains under ``out``; returns rows per domain."""
+               suffix: str = "", id_prefix: str = "G", jitter: float = 0.02,
+               chunk_subjects: int = CHUNK_SUBJECTS) -> dict[str, int]:
+    """Write ``n_subjects`` resampled subjects as Parquet SDTM domains under ``out``; returns rows per domain.
+
+    Up to ``chunk_subjects`` subjects a domain is one file (``vs.parquet``, ``vs_<suffix>.parquet``); beyond,
+    one file per chunk of subjects (``vs_part0001.parquet``, ``vs_<suffix>_part0001.parquet``, ...), which
+    the study reader takes as one domain. Files of an earlier run under the same names are replaced."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     rng = np.random.default_rng(seed)
     dm = read_domain(source, "DM")
     src = dm["USUBJID"].to_numpy()
@@ -46,32 +91,29 @@ def grow_study(source: Path, out: Path, n_subjects: int, seed: int = 0, shift: d
         "_NEW": [f"{id_prefix}{seed:03d}-{i:07d}" for i in range(n_subjects)],
         "_DAYS": rng.integers(-365, 365, n_subjects),
     })
+    mapping["_SUBJID"] = mapping["_NEW"].str.split("-").str[-1]
+    chunks = range(0, max(n_subjects, 1), chunk_subjects)
     out.mkdir(parents=True, exist_ok=True)
     counts = {}
     for domain in DOMAINS:
         df = read_domain(source, domain)
         if df is None:
             continue
-        df = df.drop(columns=["_SOURCE_FILE", "_SOURCE_ROW"]).merge(mapping, on="USUBJID", how="inner")
-        df["USUBJID"] = df.pop("_NEW")
-        if "SUBJID" in df:
-            df["SUBJID"] = df["USUBJID"].str.split("-").str[-1]
-        days = df.pop("_DAYS")
-        for col in [c for c in df.columns if c.endswith(DATE_SUFFIXES)]:
-            df[col] = _shift_dates(df[col], days)
-        if domain in FINDINGS_DOMAINS:
-            res, testcd = f"{domain}STRESN", f"{domain}TESTCD"
-            factor = 1 + rng.normal(0, jitter, len(df))
-            df[res] = df[res] * factor
-            for (d, test), delta in (shift or {}).items():
-                if d == domain:
-                    df.loc[df[testcd] == test, res] += delta
-            if f"{domain}STRESC" in df:
-                num = df[res].notna()
-                df.loc[num, f"{domain}STRESC"] = df.loc[num, res].round(3).astype(str)
-        name = f"{domain.lower()}{('_' + suffix) if suffix else ''}.parquet"
-        df.to_parquet(out / name, index=False)
-        counts[domain] = len(df)
+        df = df.drop(columns=["_SOURCE_FILE", "_SOURCE_ROW"])
+        dates = {c: _date_parts(df[c]) for c in df.columns if c.endswith(DATE_SUFFIXES)}
+        base = f"{domain.lower()}{('_' + suffix) if suffix else ''}"
+        for stale in [out / f"{base}.parquet", *out.glob(f"{base}_part[0-9][0-9][0-9][0-9].parquet")]:
+            stale.unlink(missing_ok=True)
+        counts[domain], schema = 0, None
+        for part, start in enumerate(chunks, 1):
+            grown = _grow_domain(df, dates, domain, mapping.iloc[start:start + chunk_subjects], rng, shift or {}, jitter)
+            table = pa.Table.from_pandas(grown, preserve_index=False)
+            del grown
+            # One schema for all parts: a column empty in a small last chunk keeps the first part's type.
+            schema = schema or table.schema
+            name = f"{base}.parquet" if len(chunks) == 1 else f"{base}_part{part:04d}.parquet"
+            pq.write_table(table if table.schema.equals(schema) else table.cast(schema), out / name)
+            counts[domain] += table.num_rows
     return counts
 
 
