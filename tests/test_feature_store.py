@@ -162,6 +162,85 @@ def test_online_features_asset_fills_redis_and_its_check_can_fail(home):
     fs.write_online(store, latest[latest[SUBJECT_KEY] == key])  # put it right for the tests after
 
 
+@pytest.mark.parametrize("online", ["sqlite", "redis"])
+def test_online_write_is_byte_for_byte_what_feast_materialize_writes(home, tmp_path, monkeypatch, online):
+    """materialize_latest writes the online store itself, for the whole view at once (issue 16): its
+    SQLite rows and Redis hashes must be exactly those Feast's own materialize writes for the same
+    offline store, awkward values included, and Feast's reads must answer the same."""
+    import redis
+
+    from ct_assets.resources import FeatureStore
+
+    _, _, dm, _ = home
+    offline = pd.read_parquet(FeatureStore().store_settings().offline_path).head(30).reset_index(drop=True)
+    odd = [np.nan, -0.0, 0.0, np.inf, -np.inf, 1e300, 5e-324, 0.1, 3.0, -123456789.125]
+    offline.loc[: len(odd) - 1, "VS_SYSBP__change"] = odd
+    offline.loc[0, "SEX"], offline.loc[1, "SEX"], offline.loc[2, "RACE"] = None, "Ü ñ ✓", ""
+    offline["LB_ALT__slope"] = np.nan  # a feature no subject has
+    offline["AGE"] = offline["AGE"].fillna(0).astype("int64")  # integers in a Float64 feature
+    # A correction of subject 3 (same landmark, computed later) and an older row of subject 4: the latest wins.
+    fix = offline.iloc[[3]].assign(AGE=99)
+    fix[fs.CREATED_TS] += pd.Timedelta(hours=1)
+    old = offline.iloc[[4]].assign(AGE=11)
+    old[fs.EVENT_TS] -= pd.Timedelta(days=3)
+    offline = pd.concat([offline, fix, old], ignore_index=True)
+    if online == "sqlite":
+        monkeypatch.delenv("CT_REDIS_URL")
+    monkeypatch.setattr(fs, "WRITE_CHUNK", 8)  # several chunks, the last one short
+    monkeypatch.setattr(fs, "WRITE_GROUP", 7)  # SQLite: several statements per subject, the last one short
+    stores = {}
+    for way in ("feast", "ours"):
+        resource = FeatureStore(root=str(tmp_path / way), project=f"ct_test_{os.getpid()}_{way}")  # a registry each
+        s = resource.store_settings()
+        write_parquet(offline, s.offline_path)
+        store = resource.store()
+        fs.apply(store, s)
+        with monkeypatch.context() as mp:
+            if way == "feast":
+                mp.setattr(fs, "_writes_like_feast", lambda config, view: False)  # Feast's own materialize
+            else:
+                assert fs._writes_like_feast(store.config, store.get_feature_view(fs.FEATURE_VIEW))
+            fs.materialize_latest(store, s)
+        stores[way] = (store, s)
+    try:
+        (feast, sf), (ours, so) = stores["feast"], stores["ours"]
+        if online == "sqlite":
+            import sqlite3
+
+            def rows(s):
+                table = f"{s.project}_{fs.FEATURE_VIEW}"
+                with sqlite3.connect(s.online_path) as conn:
+                    return conn.execute(f'SELECT entity_key, feature_name, value, value_text, vector_value, event_ts, '
+                                        f'created_ts, typeof(value), typeof(event_ts) FROM "{table}" '
+                                        "ORDER BY entity_key, feature_name").fetchall()
+
+            written = rows(so)
+            assert written == rows(sf) and len(written) == 30 * len(fs.feature_names(so.offline_path))
+        else:
+            client = redis.Redis.from_url(so.redis_url)
+
+            def hashes(s):
+                suffix = s.project.encode()
+                return {k[:-len(suffix)]: client.hgetall(k) for k in client.scan_iter(match=b"*" + suffix, count=1000)}
+
+            written = hashes(so)
+            assert written == hashes(sf) and len(written) == 30
+        names = list(fs.feature_names(so.offline_path))
+        every = offline[SUBJECT_KEY].drop_duplicates().tolist()
+        assert fs.read_online(ours, every, names) == fs.read_online(feast, every, names)
+        got = {k: v for k, v in zip(every, fs.read_online(ours, every, ["AGE"]))}
+        assert got[offline[SUBJECT_KEY][3]][0] == {"AGE": 99.0} and got[offline[SUBJECT_KEY][4]][0]["AGE"] != 11
+        intervals = [v.materialization_intervals for v in (ours.get_feature_view(fs.FEATURE_VIEW),
+                                                          feast.get_feature_view(fs.FEATURE_VIEW))]
+        assert intervals[0] == intervals[1] and len(intervals[0]) == 1
+        latest = fs.latest_rows(offline)
+        verdict = fs.verify_online(ours, so, latest, sample=len(latest))
+        assert (verdict["found"], verdict["online_rows"], verdict["stale"], verdict["differing_features"]) == (30, 30, 0, {})
+    finally:
+        for store, _ in stores.values():
+            store.teardown()
+
+
 def _post(url: str, body: dict) -> tuple[int, dict]:
     req = urllib.request.Request(url + "/predict", json.dumps(body).encode(), {"Content-Type": "application/json"})
     try:
