@@ -138,7 +138,8 @@ def _spark_validation(domain: str, multi_asset) -> dg.AssetsDefinition:
         from ct_assets.lib import lake as lake_files
         from ct_assets.lib.faults import external
         from ct_assets.lib.privacy import pseudonymise
-        from ct_assets.quality.spark_validate import validate_findings, validate_in_process
+        from ct_assets.quality.spark_validate import validate_findings
+        from ct_assets.quality.stream_validate import validate_stream, workers
         from ct_assets.quality.validate import accepted_subjects
         from ct_assets.settings import spark_min_rows
 
@@ -151,9 +152,9 @@ def _spark_validation(domain: str, multi_asset) -> dg.AssetsDefinition:
         raw_path = lake.path_for(keys.raw(domain).path[-1])
         try:
             if lake_files.parquet_rows(raw_path) < spark_min_rows():
-                split = validate_in_process(domain, raw_path, set(known), quality.cutoff(), versions["validated"],
-                                            versions["quarantine"])
-                master = "none (in-process: fewer rows than CT_SPARK_MIN_ROWS)"
+                split = validate_stream(domain, raw_path, set(known), quality.cutoff(), versions["validated"],
+                                        versions["quarantine"])
+                master = f"none: streamed by {workers()} local processes (fewer rows than CT_SPARK_MIN_ROWS)"
             else:
                 with external("Spark", pyspark.master()):
                     spark = pyspark.spark_session

@@ -222,23 +222,6 @@ def validate_findings(spark, domain: str, raw_path: Path, subjects: pd.DataFrame
                       rules={r["rule"]: int(r["count"]) for r in rules}, absent_columns=absent)
 
 
-def validate_in_process(domain: str, raw_path: Path, known: set[str], cutoff: str, validated_dir: Path,
-                        quarantine_dir: Path) -> SparkSplit:
-    """The same split for a domain small enough for one process (pandas, ``validate_domain``), written
-    the same way: the Spark path's answer for a pilot-sized study, without starting a JVM."""
-    from ct_assets.lib import lake
-    from ct_assets.quality.validate import validate_domain
-
-    raw = pd.read_parquet(raw_path)
-    result = validate_domain(domain, raw, known, cutoff)
-    for frame, folder in ((result.validated, validated_dir), (result.quarantined, quarantine_dir)):
-        folder.mkdir(parents=True, exist_ok=True)
-        lake.write_parquet(frame, folder / "part-00000.parquet")
-    subjects = int(result.validated["SUBJECT_KEY"].nunique()) if "SUBJECT_KEY" in result.validated else 0
-    return SparkSplit(raw=len(raw), validated=len(result.validated), quarantined=len(result.quarantined),
-                      subjects=subjects, rules=result.rules, absent_columns=result.absent_columns)
-
-
 def released_rows(spark, domain: str, raw_path: Path, quarantine_path: Path, subjects: pd.DataFrame, cutoff: str) -> int:
     """How many quarantined rows the rules pass today, judged in their whole domain as delivered (a
     re-check: nothing is written)."""

@@ -54,8 +54,11 @@ def _text_non_numbers(df: pd.DataFrame, schema: pa.DataFrameSchema) -> pd.DataFr
     """(index, rule) pairs, 'COLUMN: not_numeric', for numeric columns holding text like "NaN" or "inf"."""
     found = []
     for name, col in schema.columns.items():
-        if name in df.columns and df[name].dtype == object and col.coerce and str(col.dtype).startswith(("float", "int")):
-            bad = df.index[df[name].map(lambda v: isinstance(v, str) and v.strip().lower() in NON_NUMBERS)]
+        if name in df.columns and (df[name].dtype == object or isinstance(df[name].dtype, pd.StringDtype)) \
+                and col.coerce and str(col.dtype).startswith(("float", "int")):
+            values = df[name]
+            text = values if values.dtype != object else values.where(values.map(lambda v: isinstance(v, str)))
+            bad = df.index[text.str.strip().str.lower().isin(NON_NUMBERS)]
             found.append(pd.DataFrame({"index": bad, "rule": f"{name}: not_numeric"}))
     return pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=["index", "rule"])
 

@@ -1,0 +1,237 @@
+"""A findings domain validated on one machine in bounded memory: the raw dataset streamed batch by batch
+through the rules of ``schemas.py`` by a few worker processes, without a JVM.
+
+What Spark does with aggregations and joins is done here in two narrow passes before the rows are judged:
+each test's standard unit (counts of test and unit over the domain) and the rows that repeat an earlier
+USUBJID + --SEQ (64-bit hashes of the key for every row, then the exact keys of the few rows whose hash
+repeats, so a hash collision cannot quarantine a row). Then each part of the raw dataset goes to a worker,
+which reads it in batches, applies the schema's row rules and DM's subjects (``findings_schema`` with
+``whole_domain=False``, as Spark's partitions do), adds the repeats' uniqueness rule, pseudonymises the
+accepted rows and writes both sides as Parquet parts. Rules, reasons and rows are those of the pandas and
+Spark paths (the tests hold the three to each other); memory is a batch per worker and 8 bytes per row for
+the hashes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from ct_assets.quality.validate import REASON, RULES
+
+BATCH_ROWS = 100_000  # rows a worker holds at once (pandas, pandera): about 150 MB for a findings domain
+
+
+def _parts(raw_path: Path) -> list[Path]:
+    from ct_assets.lib import lake
+
+    return sorted(lake.parquet_files(raw_path))  # part names follow delivery order (sdtm.write_domain_dataset)
+
+
+def _batches(part: Path, columns: list[str] | None = None, rows: int = BATCH_ROWS):
+    import pyarrow.parquet as pq
+
+    yield from pq.ParquetFile(part).iter_batches(batch_size=rows, columns=columns)
+
+
+def _standard(units):
+    from spark.visits import UNIT_CONVERSIONS  # (imports pyspark: on use)
+
+    return units.map({u: conv[0] for u, conv in UNIT_CONVERSIONS.items()}).fillna(units)
+
+
+def _key_hashes(df, domain: str):
+    import pandas as pd
+
+    key = pd.DataFrame({"u": df["USUBJID"].astype(object), "s": pd.to_numeric(df[f"{domain}SEQ"], errors="coerce")})
+    return pd.util.hash_pandas_object(key, index=False).to_numpy()
+
+
+@dataclass(frozen=True)
+class Scan:
+    units: dict[str, str]  # test -> standard unit, over the whole domain
+    repeats: dict[int, list[int]]  # part number -> positions in the part of rows repeating an earlier key
+    rows: list[int]  # rows per part
+
+
+def scan(domain: str, raw_path: Path, rows: int = BATCH_ROWS) -> Scan:
+    """The whole-domain facts the row rules need, from the narrow columns only."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    testcd, res, unit, seq = f"{domain}TESTCD", f"{domain}STRESN", f"{domain}STRESU", f"{domain}SEQ"
+    parts = _parts(raw_path)
+    names = set(pq.read_schema(parts[0]).names) if parts else set()
+    unit_cols = [testcd, res, unit] if {testcd, res, unit} <= names else []
+    key_cols = ["USUBJID", seq] if {"USUBJID", seq} <= names else []
+    counts: Counter = Counter()
+    hashes, part_rows = [], []
+    for part in parts:
+        n = 0
+        for batch in _batches(part, unit_cols + [c for c in key_cols if c not in unit_cols] or None, rows):
+            df = batch.to_pandas()
+            n += len(df)
+            if unit_cols:
+                has = df[res].notna() & df[unit].notna() & df[testcd].notna()
+                counts.update(pd.DataFrame({"t": df.loc[has, testcd], "u": _standard(df.loc[has, unit])})
+                              .value_counts().to_dict())
+            if key_cols:
+                hashes.append(_key_hashes(df, domain))
+        part_rows.append(n)
+    best: dict[str, tuple[int, str]] = {}
+    for (test, std), n in counts.items():  # the most common unit; ties: the first in sort order (pandas' mode)
+        if test not in best or (-n, std) < (-best[test][0], best[test][1]):
+            best[test] = (n, std)
+    repeats: dict[int, list[int]] = {}
+    if key_cols and hashes:
+        every = np.concatenate(hashes)
+        uniq, counted = np.unique(every, return_counts=True)
+        suspects = uniq[counted > 1]
+        if len(suspects):  # the exact keys of rows whose hash repeats: few, unless the delivery repeats itself
+            starts = np.cumsum([0] + part_rows)
+            rows_at = np.flatnonzero(np.isin(every, suspects))
+            keys = []
+            for p, part in enumerate(parts):
+                mine = rows_at[(rows_at >= starts[p]) & (rows_at < starts[p + 1])] - starts[p]
+                if len(mine):
+                    df = pq.read_table(part, columns=key_cols).to_pandas().iloc[mine]
+                    keys.append(pd.DataFrame({"p": p, "i": mine, "u": df["USUBJID"].astype(object).to_numpy(),
+                                              "s": pd.to_numeric(df[seq], errors="coerce").to_numpy()}))
+            keys = pd.concat(keys, ignore_index=True)
+            later = keys[keys.duplicated(subset=["u", "s"], keep="first")]  # delivery order: part, then row
+            repeats = {int(p): g["i"].astype(int).tolist() for p, g in later.groupby("p")}
+    return Scan({t: u for t, (_, u) in best.items()}, repeats, part_rows)
+
+
+def _judge(domain: str, df, schema, repeated):
+    """One batch: (accepted rows as given, quarantined rows with their rules and reason)."""
+    import numpy as np
+
+    from ct_assets.quality.schemas import UNIQUENESS
+    from ct_assets.quality.validate import split_valid
+
+    split = split_valid(df, schema, coerce_accepted=False)
+    accepted, quarantined = split.accepted, split.quarantined
+    if not len(repeated) or (len(quarantined) and not quarantined[REASON].iloc[0].startswith("failed: ")):
+        return accepted, quarantined  # nothing repeats here, or a rule failed the whole frame
+    unique = [f"USUBJID: {UNIQUENESS}", f"{domain}SEQ: {UNIQUENESS}"]
+    rules = quarantined[RULES].str.split("; ").to_dict()
+    for i in repeated:
+        rules[i] = sorted(set(rules.get(i, [])) | set(unique))
+    bad = np.zeros(len(df), dtype=bool)
+    bad[list(rules)] = True
+    joined = {i: "; ".join(r) for i, r in rules.items()}
+    out = df[bad]
+    out = out.assign(**{RULES: out.index.map(joined), REASON: out.index.map(lambda i: f"failed: {joined[i]}")})
+    return df[~bad], out
+
+
+def _typed(df, domain: str):
+    """Accepted rows as the validated zone holds them: the schema's numeric columns as floats, the optional
+    columns a delivery lacks as nulls, SUBJECT_KEY for USUBJID."""
+    import pandas as pd
+
+    from ct_assets.lib.privacy import replace_subject_ids
+    from ct_assets.quality.schemas import conform, domain_schema
+
+    schema = domain_schema(domain)
+    numeric = [n for n, c in schema.columns.items() if n in df.columns and c.coerce
+               and str(c.dtype).startswith(("float", "int"))]
+    df = df.assign(**{n: pd.to_numeric(df[n], errors="coerce").astype("float64") for n in numeric})
+    return replace_subject_ids(conform(df, domain)[0])
+
+
+def _arrow_strings(kind):
+    import pandas as pd
+    import pyarrow as pa
+
+    return pd.StringDtype("pyarrow") if kind in (pa.string(), pa.large_string()) else None
+
+
+_KNOWN: set[str] = set()
+
+
+def _init(known: set[str]) -> None:
+    global _KNOWN
+    _KNOWN = known
+
+
+def validate_part(domain: str, part: Path, number: int, repeats: list[int], cutoff: str, units: dict[str, str],
+                  validated_dir: Path, quarantine_dir: Path, rows: int = BATCH_ROWS) -> dict:
+    """One part of the raw dataset, batch by batch, into validated and quarantined parts; returns counts."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ct_assets.quality.schemas import findings_schema
+
+    schema = findings_schema(domain, _KNOWN, cutoff, units, whole_domain=False)
+    repeats_at = np.asarray(repeats, dtype=np.int64)
+    out = {"validated": 0, "quarantined": 0, "rules": Counter(), "subjects": set()}
+    start = 0
+    for b, batch in enumerate(_batches(part, rows=rows)):
+        df = batch.to_pandas(types_mapper=_arrow_strings)  # text stays in Arrow: vectorised rules, no copies
+        here = repeats_at[(repeats_at >= start) & (repeats_at < start + len(df))] - start
+        start += len(df)
+        accepted, quarantined = _judge(domain, df, schema, here.tolist())
+        validated = _typed(accepted, domain)
+        for frame, folder in ((validated, validated_dir), (quarantined, quarantine_dir)):
+            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), folder / f"part-{number:05d}-{b:04d}.parquet")
+        out["validated"] += len(validated)
+        out["quarantined"] += len(quarantined)
+        if len(quarantined):
+            out["rules"].update(quarantined[RULES].str.split("; ").explode().value_counts().to_dict())
+        if "SUBJECT_KEY" in validated:
+            out["subjects"].update(validated["SUBJECT_KEY"].dropna().unique())
+    return out
+
+
+def workers() -> int:
+    return max(1, min(os.cpu_count() or 1, int(os.environ.get("CT_VALIDATION_WORKERS", "0")) or (os.cpu_count() or 1)))
+
+
+def validate_stream(domain: str, raw_path: Path, known: set[str], cutoff: str, validated_dir: Path,
+                    quarantine_dir: Path, rows: int = BATCH_ROWS, processes: int | None = None):
+    """The split of ``spark_validate.validate_findings`` on one machine: parts in parallel worker processes
+    (one part in this process), validated and quarantined rows written as Parquet parts of the two folders
+    (the caller publishes them); the counts come from what was written."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import pyarrow.parquet as pq
+
+    from ct_assets.lib import lake
+    from ct_assets.lib.sdtm import _unify_parts
+    from ct_assets.quality.schemas import domain_schema
+    from ct_assets.quality.spark_validate import SparkSplit
+
+    facts = scan(domain, raw_path, rows)
+    parts = _parts(raw_path)
+    validated_dir.mkdir(parents=True, exist_ok=True)
+    quarantine_dir.mkdir(parents=True, exist_ok=True)
+    jobs = [(domain, part, p, facts.repeats.get(p, []), cutoff, facts.units, validated_dir, quarantine_dir, rows)
+            for p, part in enumerate(parts)]
+    processes = min(processes or workers(), len(jobs))
+    if processes > 1:  # spawn: the step's process has threads a fork would copy mid-flight
+        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"), initializer=_init,
+                                 initargs=(known,)) as pool:
+            results = list(pool.map(validate_part, *zip(*jobs)))
+    else:
+        _init(known)
+        results = [validate_part(*job) for job in jobs]
+    for folder in (validated_dir, quarantine_dir):  # one schema per dataset, whatever each batch held
+        _unify_parts([(p, pq.read_schema(p)) for p in sorted(folder.glob("*.parquet"))])
+    rules: Counter = Counter()
+    subjects: set = set()
+    for r in results:
+        rules.update(r["rules"])
+        subjects |= r["subjects"]
+    raw_columns = pq.read_schema(parts[0]).names if parts else []
+    absent = [c for c in domain_schema(domain).columns if c not in raw_columns and c != "USUBJID"]
+    ordered = dict(sorted(rules.items(), key=lambda kv: (-kv[1], kv[0])))
+    return SparkSplit(raw=lake.parquet_rows(raw_path), validated=lake.parquet_rows(validated_dir),
+                      quarantined=lake.parquet_rows(quarantine_dir), subjects=len(subjects), rules=ordered,
+                      absent_columns=absent)

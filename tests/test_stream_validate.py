@@ -1,0 +1,58 @@
+"""Validation streamed through local worker processes gives what validation of the whole domain in pandas
+gives: the same rows quarantined with the same rules and reasons, the same validated rows, whatever the
+parts and batches the domain is cut into (a repeat of a key in another part is still a repeat)."""
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ct_assets.quality.stream_validate import validate_stream
+from ct_assets.quality.validate import REASON, RULES, validate_domain
+from tests.test_spark_validate import CUTOFF, messy_vitals
+
+
+def delivered_in_parts(tmp_path, raw: pd.DataFrame, cut: int):
+    folder = tmp_path / "raw_vs"
+    folder.mkdir()
+    for i, part in enumerate((raw.iloc[:cut], raw.iloc[cut:])):
+        pq.write_table(pa.Table.from_pandas(part, preserve_index=False), folder / f"part-{i:05d}.parquet")
+    return folder
+
+
+def messy_with_a_late_repeat() -> pd.DataFrame:
+    raw = messy_vitals()
+    late = raw.iloc[[3]].assign(VSSTRESN="37.1", _SOURCE_ROW=len(raw))  # a's VSSEQ 3 again, in the second part
+    return pd.concat([raw, late], ignore_index=True)
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_streamed_validation_matches_the_whole_domain_in_pandas(tmp_path, ct_home, processes):
+    raw = messy_with_a_late_repeat()
+    folder = delivered_in_parts(tmp_path, raw, cut=6)
+    result = validate_stream("VS", folder, {"a", "b"}, CUTOFF, tmp_path / "v", tmp_path / "q", rows=3,
+                             processes=processes)
+    expected = validate_domain("VS", raw, {"a", "b"}, CUTOFF)
+
+    quarantined = pd.read_parquet(tmp_path / "q").set_index("_SOURCE_ROW")[[RULES, REASON]].sort_index()
+    want = expected.quarantined.set_index("_SOURCE_ROW")[[RULES, REASON]].sort_index()
+    assert len(want) == 7 and "VSSEQ: multiple_fields_uniqueness" in want[RULES][len(raw) - 1]
+    pd.testing.assert_frame_equal(quarantined, want, check_dtype=False)
+
+    validated = pd.read_parquet(tmp_path / "v").sort_values("_SOURCE_ROW", ignore_index=True)
+    want_v = expected.validated.sort_values("_SOURCE_ROW", ignore_index=True)
+    assert list(validated.columns) == list(want_v.columns) and "USUBJID" not in validated
+    pd.testing.assert_frame_equal(validated, want_v, check_dtype=False)
+
+    assert (result.raw, result.validated, result.quarantined) == (len(raw), len(want_v), len(want))
+    assert result.rules == expected.rules and result.subjects == want_v["SUBJECT_KEY"].nunique()
+    assert result.absent_columns == expected.absent_columns
+
+
+def test_a_missing_required_column_quarantines_every_batch_with_the_reason(tmp_path, ct_home):
+    raw = messy_vitals().drop(columns=["VSTESTCD"])
+    folder = delivered_in_parts(tmp_path, raw, cut=4)
+    result = validate_stream("VS", folder, {"a", "b"}, CUTOFF, tmp_path / "v", tmp_path / "q", rows=3, processes=1)
+    quarantined = pd.read_parquet(tmp_path / "q")
+    assert (result.validated, result.quarantined) == (0, len(raw))
+    assert quarantined[REASON].str.contains("VSTESTCD").all() and quarantined[RULES].notna().all()
