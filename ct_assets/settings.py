@@ -9,7 +9,8 @@ switches to its cluster counterpart through an environment variable only:
 - ``KFP_HOST`` / ``CT_KFP_IMAGE``  a Kubeflow Pipelines API and the components' image (default: kfp.local)
 - ``CT_SPARK_MASTER``       e.g. ``spark://host:7077`` or ``yarn`` (default ``local[*]``)
 - ``CT_SPARK_DRIVER_MEMORY`` the Spark driver's heap (default ``2g``: local mode runs the executors in it)
-- ``CT_SPARK_MIN_ROWS``     with local Spark, findings domains smaller than this are validated in-process (default 1,000,000)
+- ``CT_SPARK_MIN_ROWS``     with local Spark, findings domains smaller than this are validated by local worker
+                            processes instead, streamed in bounded memory (default 100,000,000; 0: always Spark)
 - ``MLFLOW_TRACKING_URI``   e.g. ``http://mlflow:5000`` (default ``sqlite:///$CT_HOME/mlflow.db``)
 - ``CT_PSEUDONYM_KEY``      the secret key for subject pseudonyms (default: a generated dev key)
 - ``CT_RETRIES`` / ``CT_RETRY_DELAY_SECONDS``  retries of a transient failure (default 3, 300 s apart)
@@ -186,11 +187,13 @@ def mlflow_artifact_root() -> str:
 
 
 def spark_min_rows() -> int:
-    """Findings domains with fewer rows are validated in-process (pandas) when Spark is local: starting the
-    JVM and its Python workers costs more than a small domain's validation. On a cluster, always Spark."""
+    """Findings domains with fewer rows are validated by local worker processes (``stream_validate``, bounded
+    memory) when Spark is local: on one machine that is several times faster than local Spark (1.9 M rows:
+    16 s against 140 s, same load), whose JVM, Arrow hand-over and Parquet writer cost more than the rules.
+    On a cluster, always Spark."""
     if not os.environ.get("CT_SPARK_MASTER", "local[*]").startswith("local"):
         return 0
-    return int(os.environ.get("CT_SPARK_MIN_ROWS", "1000000"))
+    return int(os.environ.get("CT_SPARK_MIN_ROWS", "100000000"))
 
 
 def spark_config() -> dict[str, str]:

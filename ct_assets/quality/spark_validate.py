@@ -66,11 +66,12 @@ def _partition_rules(domain: str, cutoff: str, units: dict[str, str]):
 
         from ct_assets.lib.sdtm import SOURCE_COLS
         from ct_assets.quality.schemas import findings_schema
+        from ct_assets.quality.stream_validate import _arrow_strings
         from ct_assets.quality.validate import split_valid
 
         schema = findings_schema(domain, None, cutoff, units, whole_domain=False)
         for batch in batches:
-            df = batch.to_pandas()
+            df = batch.to_pandas(types_mapper=_arrow_strings)  # text stays in Arrow: the rules run vectorised
             q = split_valid(df, schema, coerce_accepted=False).quarantined
             if not len(q):
                 continue

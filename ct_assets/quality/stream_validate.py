@@ -145,6 +145,7 @@ def _typed(df, domain: str):
 
 
 def _arrow_strings(kind):
+    """``types_mapper`` for ``to_pandas``: text as pandas' Arrow-backed strings."""
     import pandas as pd
     import pyarrow as pa
 
