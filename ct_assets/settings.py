@@ -196,6 +196,12 @@ def spark_min_rows() -> int:
     return int(os.environ.get("CT_SPARK_MIN_ROWS", "100000000"))
 
 
+def validation_workers() -> int:
+    """Worker processes of the local streaming validation: $CT_VALIDATION_WORKERS, at most one per core."""
+    cores = os.cpu_count() or 1
+    return max(1, min(cores, int(os.environ.get("CT_VALIDATION_WORKERS", "0")) or cores))
+
+
 def spark_config() -> dict[str, str]:
     """Spark settings: small and quiet locally, the master from the environment on a cluster."""
     master = os.environ.get("CT_SPARK_MASTER", "local[*]")

@@ -14,7 +14,6 @@ the hashes.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,7 +190,9 @@ def validate_part(domain: str, part: Path, number: int, repeats: list[int], cuto
 
 
 def workers() -> int:
-    return max(1, min(os.cpu_count() or 1, int(os.environ.get("CT_VALIDATION_WORKERS", "0")) or (os.cpu_count() or 1)))
+    from ct_assets.settings import validation_workers
+
+    return validation_workers()
 
 
 def validate_stream(domain: str, raw_path: Path, known: set[str], cutoff: str, validated_dir: Path,
