@@ -84,40 +84,46 @@ def with_study_day(long: DataFrame, dm: DataFrame) -> DataFrame:
 def visits_wide(long: DataFrame, tests: list[str]) -> DataFrame:
     """Pivot to one row per subject and visit; repeated measures (positions, time points) averaged."""
     keys = [SUBJECT, "VISITNUM"]
-    stats = long.groupBy(*keys).agg(
-        F.min("DY").alias("STUDY_DAY"),
-        F.sum("ABNORMAL").cast("int").alias("N_ABNORMAL"),
-        F.count(F.lit(1)).cast("int").alias("N_RESULTS"),
+    # One pass over the findings: per visit and test (Spark's own pivot does this step too), then per
+    # visit, the counts and each test's mean in one aggregate: no second scan for the counts, no join.
+    per_test = long.groupBy(*keys, "TEST").agg(
+        F.avg("VALUE").alias("_VALUE"),
+        F.min("DY").alias("_DY"),
+        F.sum("ABNORMAL").alias("_ABNORMAL"),
+        F.count(F.lit(1)).alias("_RESULTS"),
     )
-    values = long.groupBy(*keys).pivot("TEST", tests).agg(F.avg("VALUE"))
-    return stats.join(values, keys, "inner").orderBy(*keys)
+    return per_test.groupBy(*keys).agg(
+        F.min("_DY").alias("STUDY_DAY"),
+        F.sum("_ABNORMAL").cast("int").alias("N_ABNORMAL"),
+        F.sum("_RESULTS").cast("int").alias("N_RESULTS"),
+        *[F.max(F.when(F.col("TEST") == test, F.col("_VALUE"))).alias(test) for test in tests],
+    ).orderBy(*keys)
 
 
-def process_visits(findings: Mapping[str, DataFrame], dm: DataFrame) -> DataFrame:
-    """The whole job: findings domains (by SDTM code) and DM in, wide visit table out."""
+def _findings_long(findings: Mapping[str, DataFrame]) -> DataFrame:
     parts = [to_standard_units(findings_long(df, domain)) for domain, df in sorted(findings.items())]
     if not parts:
         raise ValueError("no findings domain to process")
     long = parts[0]
     for part in parts[1:]:
         long = long.unionByName(part)
+    return long
+
+
+def process_visits(findings: Mapping[str, DataFrame], dm: DataFrame, tests: list[str] | None = None) -> DataFrame:
+    """The whole job: findings domains (by SDTM code) and DM in, wide visit table out. ``tests``: the
+    test columns if already known (e.g. from ``test_units``), else found by a pass over the findings."""
+    long = _findings_long(findings)
     # No .cache(): Spark matches cached data by plan, and re-reading the same lake path gives the
     # same plan, so a long-lived session would serve the previous run's data.
-    long = with_study_day(long, dm)
-    tests = sorted(r["TEST"] for r in long.select("TEST").distinct().collect())
-    return visits_wide(long, tests)
+    if tests is None:
+        tests = [r["TEST"] for r in long.select("TEST").distinct().collect()]
+    return visits_wide(with_study_day(long, dm), sorted(tests))
 
 
 def test_units(findings: Mapping[str, DataFrame]) -> dict[str, str]:
-    """The standard unit of every test column, for the asset's metadata."""
-    rows = []
-    for domain, df in findings.items():
-        rows += (
-            to_standard_units(findings_long(df, domain))
-            .groupBy("TEST")
-            .agg(F.mode("UNIT").alias("UNIT"))
-            .collect()
-        )
+    """The standard unit of every test column (every test of the visit table), in one pass."""
+    rows = _findings_long(findings).groupBy("TEST").agg(F.mode("UNIT").alias("UNIT")).collect()
     return {r["TEST"]: r["UNIT"] or "" for r in rows}
 
 

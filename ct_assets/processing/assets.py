@@ -38,8 +38,8 @@ def processed_visits(context: dg.AssetExecutionContext, pyspark: Spark, lake: La
             spark.sparkContext.setLogLevel("WARN")
             findings = {d: spark.read.parquet(str(p)) for d, p in present.items()}
             dm = spark.read.parquet(str(lake.path_for(keys.validated("DM").path[-1])))
-            units = job.test_units(findings)
-            job.process_visits(findings, dm).write.mode("overwrite").parquet(str(version))
+            units = job.test_units(findings)  # its tests are the pivot's columns: no pass over the data to find them
+            job.process_visits(findings, dm, tests=list(units)).write.mode("overwrite").parquet(str(version))
             master = spark.sparkContext.master
     else:
         context.log.warning("no findings domain in this study: processed visits are empty")

@@ -109,16 +109,14 @@ def data_freshness(config: FreshnessConfig, study: StudySource):
           deps=[keys.validated(d) for d in FINDINGS_DOMAINS],
           description="Results far from their test's median (robust z-score on the median absolute deviation).")
 def data_anomalies(config: AnomalyConfig, lake: Lake, pyspark: Spark) -> dg.Output[Frame]:
-    import pandas as pd
-
     from ct_assets.quality import report as quality_report
 
     from ct_assets.lib.faults import external
 
     with external("Spark", pyspark.master()):
         spark = pyspark.spark_session
-        table = pd.concat([quality_report.anomalies_spark(spark.read.parquet(str(lake.path_for(f"validated_{d.lower()}"))),
-                                                          d, config.anomaly_z) for d in FINDINGS_DOMAINS], ignore_index=True)
+        findings = {d: spark.read.parquet(str(lake.path_for(f"validated_{d.lower()}"))) for d in FINDINGS_DOMAINS}
+        table = quality_report.anomalies_spark(findings, z_limit=config.anomaly_z)
     share = float(table["anomalies"].sum() / table["results"].sum()) if len(table) else 0.0
     return dg.Output(table, metadata={"anomalies": int(table["anomalies"].sum()), "anomaly_share": round(share, 4),
                                       "anomalous_tests": table_md(table, 10)})

@@ -158,25 +158,36 @@ def anomalies(findings: pd.DataFrame, domain: str, z_limit: float = 6.0) -> pd.D
     return out.sort_values("share", ascending=False, ignore_index=True)
 
 
-def anomalies_spark(findings, domain: str, z_limit: float = 6.0) -> pd.DataFrame:
-    """``anomalies`` as a Spark job over a validated findings dataset: exact medians per test, then the
-    median absolute deviation; only the per-test table comes back."""
+def anomalies_spark(findings, domain: str | None = None, z_limit: float = 6.0) -> pd.DataFrame:
+    """``anomalies`` as a Spark job: ``findings`` a validated findings dataset of ``domain``, or a mapping
+    of domains to datasets, all done in one pass. Each test's results meet in one Python worker, whose
+    exact median and median absolute deviation are those of ``anomalies`` (numpy's); only the per-test
+    table comes back."""
+    from functools import reduce
+
     from pyspark.sql import functions as F
 
-    res, test = f"{domain}STRESN", f"{domain}TESTCD"
-    if res not in findings.columns or test not in findings.columns:
+    parts = []
+    for d, df in (findings.items() if isinstance(findings, dict) else [(domain, findings)]):
+        res, test = f"{d}STRESN", f"{d}TESTCD"
+        if res in df.columns and test in df.columns:
+            parts.append(df.where(F.col(test).isNotNull() & F.col(res).isNotNull())
+                         .select(F.concat(F.lit(f"{d}_"), F.col(test)).alias("T"), F.col(res).cast("double").alias("X")))
+    if not parts:
         return pd.DataFrame(columns=["test", "results", "anomalies", "share"])
-    x = findings.select(F.col(test).alias("T"), F.col(res).cast("double").alias("X")).where("T IS NOT NULL AND X IS NOT NULL")
-    med = x.groupBy("T").agg(F.median("X").alias("MED"))
-    dev = x.join(F.broadcast(med), "T").withColumn("DEV", F.abs(F.col("X") - F.col("MED")))
-    mad = dev.groupBy("T").agg((F.median("DEV") * 1.4826).alias("MAD"))
-    z = dev.join(F.broadcast(mad), "T").select("T", F.when(F.col("MAD") > 0, F.col("DEV") / F.col("MAD")).alias("Z"))
-    rows = z.groupBy("T").agg(F.count(F.lit(1)).alias("results"),
-                              F.sum(F.when(F.col("Z") > z_limit, 1).otherwise(0)).alias("anomalies")).collect()
-    out = pd.DataFrame([{"test": f"{domain}_{r['T']}", "results": int(r["results"]), "anomalies": int(r["anomalies"])}
-                        for r in rows], columns=["test", "results", "anomalies"])
+
+    def count(group: pd.DataFrame) -> pd.DataFrame:
+        x = group["X"].to_numpy()
+        dev = np.abs(x - np.median(x))
+        mad = np.median(dev) * 1.4826
+        flagged = int((dev / mad > z_limit).sum()) if mad > 0 else 0
+        return pd.DataFrame({"test": [group["T"].iat[0]], "results": [len(x)], "anomalies": [flagged]})
+
+    x = reduce(lambda a, b: a.unionByName(b), parts)
+    rows = x.groupBy("T").applyInPandas(count, "test string, results long, anomalies long").collect()
+    out = pd.DataFrame([r.asDict() for r in rows], columns=["test", "results", "anomalies"])
     out["share"] = out["anomalies"] / out["results"]
-    return out.sort_values("share", ascending=False, ignore_index=True)
+    return out.sort_values(["share", "test"], ascending=[False, True], ignore_index=True)
 
 
 def quality_score(components: dict[str, float | None]) -> float:
