@@ -68,12 +68,13 @@ class PeakSampler(threading.Thread):
         super().__init__(daemon=True)
         self.pid, self.every, self.peak, self.peak_jvm, self.done = pid, every, 0, 0, threading.Event()
         self.peak_python = self.max_jvm = 0  # each part's own peak: the Python processes' and the JVMs'
+        self.peak_at = 0.0  # when the whole tree peaked (epoch seconds)
 
     def run(self) -> None:
         while not self.done.is_set():
             total, jvm = tree_rss(self.pid)
             if total > self.peak:
-                self.peak, self.peak_jvm = total, jvm
+                self.peak, self.peak_jvm, self.peak_at = total, jvm, time.time()
             self.peak_python, self.max_jvm = max(self.peak_python, total - jvm), max(self.max_jvm, jvm)
             self.done.wait(self.every)
 
@@ -84,15 +85,14 @@ def findings_rows(study: Path) -> int:
     return sum(pq.ParquetFile(p).metadata.num_rows for p in study.glob("*.parquet") if p.name[:2] in ("vs", "lb"))
 
 
-def step_times(dagster_home: Path) -> dict[str, float]:
-    """Seconds per step of the (only) run in the instance, from its event log."""
+def step_stats(dagster_home: Path) -> list:
+    """The steps of the (only) run in the instance, from its event log (start and end in epoch seconds)."""
     import dagster as dg
 
     os.environ["DAGSTER_HOME"] = str(dagster_home)
     with dg.DagsterInstance.get() as instance:
         [run] = instance.get_runs(limit=1)
-        stats = instance.get_run_step_stats(run.run_id)
-    return {s.step_key: s.end_time - s.start_time for s in stats if s.end_time and s.start_time}
+        return [s for s in instance.get_run_step_stats(run.run_id) if s.end_time and s.start_time]
 
 
 def run_graph(study: Path, home: Path, env_extra: dict[str, str]) -> dict:
@@ -111,6 +111,7 @@ def run_graph(study: Path, home: Path, env_extra: dict[str, str]) -> dict:
     wall = time.perf_counter() - started
     summary = [line for line in log.read_text().splitlines() if line.startswith("Run ")]
     return {"exit": code, "wall_s": wall, "peak_gib": sampler.peak / GIB, "peak_jvm_gib": sampler.peak_jvm / GIB,
+            "peak_at": sampler.peak_at,
             "summary": summary[-1] if summary else log.read_text()[-1500:], "log": str(log)}
 
 
@@ -209,8 +210,11 @@ def main() -> int:
             res = {"subjects": n, "findings_rows": rows} | run_graph(study, home, {})
             print(f"whole graph: {res['wall_s']:.1f} s, peak {res['peak_gib']:.2f} GiB (JVM {res['peak_jvm_gib']:.2f}), "
                   f"exit {res['exit']}\n  {res['summary']}", flush=True)
-            steps = step_times(home / "dagster")
-            res["steps"] = steps
+            stats = step_stats(home / "dagster")
+            steps = res["steps"] = {s.step_key: s.end_time - s.start_time for s in stats}
+            at_peak = sorted(s.step_key for s in stats if s.start_time <= res["peak_at"] <= s.end_time)
+            res["steps_at_peak"] = at_peak
+            print(f"  steps running at the peak: {', '.join(at_peak) or 'none (between steps)'}", flush=True)
             for key, secs in sorted(steps.items(), key=lambda kv: -kv[1])[:12]:
                 print(f"  {secs:7.1f} s  {key}")
             validation = sum(steps.get(f"validate_{d}", 0.0) for d in ("vs", "lb"))

@@ -92,15 +92,20 @@ JVM_ALLOWANCE_GIB = 1.0
 GIB = 1024**3
 
 
-def test_memory_stays_flat_from_the_pilot_to_2000_subjects(tmp_path):
+@pytest.fixture(scope="module")
+def study_2000(tmp_path_factory):
     from ct_assets.lib.synth import grow_study
     from tests.studies import pilot_dir
 
-    study = tmp_path / "study"
+    study = tmp_path_factory.mktemp("study-2000")
     grow_study(pilot_dir(), study, 2000, seed=1)
-    # Both on Spark (below CT_SPARK_MIN_ROWS a local run validates findings in-process).
-    pilot, pilot_mem = run_data_path(tmp_path / "pilot", None, CT_SPARK_MIN_ROWS="0")
-    grown, grown_mem = run_data_path(tmp_path / "grown", study, CT_SPARK_MIN_ROWS="0")
+    return study
+
+
+def assert_flat(tmp_path, study: Path, **env) -> dict:
+    """The data path on the pilot and on ``study``: the Python processes' peak grows by MEMORY_BOUND_GIB at most."""
+    pilot, pilot_mem = run_data_path(tmp_path / "pilot", None, **env)
+    grown, grown_mem = run_data_path(tmp_path / "grown", study, **env)
     assert pilot["success"] and grown["success"]
     rows = {name: sum(r["metadata"][f"raw_{d}"]["dagster/row_count"] for d in ("vs", "lb"))
             for name, r in (("pilot", pilot), ("grown", grown))}
@@ -110,6 +115,19 @@ def test_memory_stays_flat_from_the_pilot_to_2000_subjects(tmp_path):
               f"JVM {mem.max_jvm / GIB:.2f} GiB ({rows['pilot' if name == 'pilot' else 'grown']:,} findings rows)")
     growth = (grown_mem.peak_python - pilot_mem.peak_python) / GIB
     assert growth <= MEMORY_BOUND_GIB, f"the Python processes grew by {growth:.2f} GiB from the pilot to 2,000 subjects"
+    return {"result": grown, "memory": grown_mem}
+
+
+def test_memory_stays_flat_from_the_pilot_to_2000_subjects_on_spark(tmp_path, study_2000):
+    grown = assert_flat(tmp_path, study_2000, CT_SPARK_MIN_ROWS="0")  # findings validated on Spark, however small
     value = settings.spark_config()["spark.driver.memory"].lower()  # e.g. 2g or 1536m
     heap = float(value[:-1]) / (1024 if value.endswith("m") else 1)
-    assert grown_mem.max_jvm / GIB <= heap + JVM_ALLOWANCE_GIB, f"the JVM reached {grown_mem.max_jvm / GIB:.2f} GiB"
+    max_jvm = grown["memory"].max_jvm / GIB
+    assert max_jvm <= heap + JVM_ALLOWANCE_GIB, f"the JVM reached {max_jvm:.2f} GiB"
+
+
+def test_memory_stays_flat_on_the_default_local_path(tmp_path, study_2000):
+    """What a local run does by default: findings streamed through the rules by worker processes, no JVM."""
+    grown = assert_flat(tmp_path, study_2000)
+    md = grown["result"]["metadata"]
+    assert all(md[f"validated_{d}"]["spark_master"].startswith("none: streamed") for d in ("vs", "lb"))

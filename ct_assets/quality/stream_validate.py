@@ -189,6 +189,15 @@ def validate_part(domain: str, part: Path, number: int, repeats: list[int], cuto
     return out
 
 
+def _warm() -> None:
+    """What a worker imports before its first part."""
+    import pyarrow.parquet  # noqa: F401
+
+    import spark.visits  # noqa: F401
+    from ct_assets.lib import privacy  # noqa: F401
+    from ct_assets.quality import schemas  # noqa: F401
+
+
 def workers() -> int:
     from ct_assets.settings import validation_workers
 
@@ -200,6 +209,7 @@ def validate_stream(domain: str, raw_path: Path, known: set[str], cutoff: str, v
     """The split of ``spark_validate.validate_findings`` on one machine: parts in parallel worker processes
     (one part in this process), validated and quarantined rows written as Parquet parts of the two folders
     (the caller publishes them); the counts come from what was written."""
+    import contextlib
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -210,20 +220,24 @@ def validate_stream(domain: str, raw_path: Path, known: set[str], cutoff: str, v
     from ct_assets.quality.schemas import domain_schema
     from ct_assets.quality.spark_validate import SparkSplit
 
-    facts = scan(domain, raw_path, rows)
     parts = _parts(raw_path)
     validated_dir.mkdir(parents=True, exist_ok=True)
     quarantine_dir.mkdir(parents=True, exist_ok=True)
-    jobs = [(domain, part, p, facts.repeats.get(p, []), cutoff, facts.units, validated_dir, quarantine_dir, rows)
-            for p, part in enumerate(parts)]
-    processes = min(processes or workers(), len(jobs))
-    if processes > 1:  # spawn: the step's process has threads a fork would copy mid-flight
-        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"), initializer=_init,
-                                 initargs=(known,)) as pool:
+    processes = min(processes or workers(), len(parts))
+    with contextlib.ExitStack() as stack:
+        if processes > 1:  # spawn: the step's process has threads a fork would copy mid-flight
+            pool = stack.enter_context(ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
+                                                           initializer=_init, initargs=(known,)))
+            for _ in range(processes):  # the workers start and import while this process scans
+                pool.submit(_warm)
+        facts = scan(domain, raw_path, rows)
+        jobs = [(domain, part, p, facts.repeats.get(p, []), cutoff, facts.units, validated_dir, quarantine_dir, rows)
+                for p, part in enumerate(parts)]
+        if processes > 1:
             results = list(pool.map(validate_part, *zip(*jobs)))
-    else:
-        _init(known)
-        results = [validate_part(*job) for job in jobs]
+        else:
+            _init(known)
+            results = [validate_part(*job) for job in jobs]
     for folder in (validated_dir, quarantine_dir):  # one schema per dataset, whatever each batch held
         _unify_parts([(p, pq.read_schema(p)) for p in sorted(folder.glob("*.parquet"))])
     rules: Counter = Counter()
