@@ -153,6 +153,10 @@ def stop(processes: list[Started], timeout: float = 60) -> list[str]:
                 os.killpg(os.getpgid(pid), signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+    # SIGKILL is delivered asynchronously: return once what was killed is gone, not while it still runs.
+    deadline = time.monotonic() + 10
+    while (_members(groups) or [pid for pid in leftovers if alive(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
     for p in processes:
         forget(p.name)
     return [p.name for p in processes]
