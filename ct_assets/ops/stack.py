@@ -110,6 +110,11 @@ class Starter:
         self.results: dict[str, str] = {}
         self.failures: dict[str, str] = {}
         self.lock = threading.Lock()
+        # The model server reads the registry: on a fresh home it would create and migrate MLflow's SQLite
+        # store at the same moment as the tracking server (alembic fails one of them), so it starts after it.
+        self.mlflow_settled = threading.Event()
+        if "mlflow" not in components:
+            self.mlflow_settled.set()
 
     def _launch(self, name: str, component: str, argv: list[str], env: dict | None = None, url: str | None = None,
                 **extra) -> procs.Started:
@@ -197,11 +202,15 @@ class Starter:
             env.pop("MLFLOW_TRACKING_URI", None)
             argv += ["--backend-store-uri", settings.mlflow_tracking_uri(),
                      "--default-artifact-root", settings.mlflow_artifact_root()]
-        self._launch("mlflow", "mlflow", argv, env=env, url=url)
-        self._wait("mlflow", url, ["mlflow"])
+        try:
+            self._launch("mlflow", "mlflow", argv, env=env, url=url)
+            self._wait("mlflow", url, ["mlflow"])
+        finally:
+            self.mlflow_settled.set()  # up or failed: the model server's start says which
 
     def serving(self) -> None:
         url = health.url_of("serving")
+        self.mlflow_settled.wait(self.timeout)
         self._launch("serving", "serving", [sys.executable, "-m", "ct_assets.serving", "--port",
                                             str(settings.service_port("serving"))], url=url)
         self._wait("serving", url, ["serving"])
