@@ -139,7 +139,7 @@ def _spark_validation(domain: str, multi_asset) -> dg.AssetsDefinition:
         from ct_assets.lib.faults import external
         from ct_assets.lib.privacy import pseudonymise
         from ct_assets.quality.spark_validate import validate_findings
-        from ct_assets.quality.stream_validate import validate_stream, workers
+        from ct_assets.quality.stream_validate import validate_stream
         from ct_assets.quality.validate import accepted_subjects
         from ct_assets.settings import spark_min_rows
 
@@ -154,7 +154,7 @@ def _spark_validation(domain: str, multi_asset) -> dg.AssetsDefinition:
             if lake_files.parquet_rows(raw_path) < spark_min_rows():
                 split = validate_stream(domain, raw_path, set(known), quality.cutoff(), versions["validated"],
                                         versions["quarantine"])
-                master = f"none: streamed by {workers()} local processes (fewer rows than CT_SPARK_MIN_ROWS)"
+                master = f"none: streamed by {split.processes} local process(es) (fewer rows than CT_SPARK_MIN_ROWS)"
             else:
                 with external("Spark", pyspark.master()):
                     spark = pyspark.spark_session

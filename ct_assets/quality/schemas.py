@@ -251,6 +251,16 @@ def standard_unit(unit: str) -> str:
     return UNIT_CONVERSIONS.get(unit, (unit,))[0]
 
 
+def modal_units(counts) -> dict[str, str]:
+    """Each test's standard unit from ``{(test, unit): rows}`` over the whole domain: the most common; ties go
+    to the first in sort order, as pandas' ``mode`` (the Spark and the streamed validation both count)."""
+    best: dict[str, tuple[int, str]] = {}
+    for (test, unit), n in counts.items():
+        if test not in best or (-n, unit) < (-best[test][0], best[test][1]):
+            best[test] = (n, unit)
+    return {test: unit for test, (_, unit) in best.items()}
+
+
 def unit_rule(domain: str) -> str:
     return f"{domain}STRESU differs from the test's standard unit"
 

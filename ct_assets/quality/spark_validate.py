@@ -31,6 +31,7 @@ def standard_units(raw, domain: str) -> dict[str, str]:
     in sort order, as pandas' ``mode``), among rows with a result and a unit."""
     from pyspark.sql import functions as F
 
+    from ct_assets.quality.schemas import modal_units
     from spark.visits import UNIT_CONVERSIONS
 
     testcd, res, unit = f"{domain}TESTCD", f"{domain}STRESN", f"{domain}STRESU"
@@ -41,11 +42,7 @@ def standard_units(raw, domain: str) -> dict[str, str]:
     targets = F.create_map(*[F.lit(x) for u, conv in UNIT_CONVERSIONS.items() for x in (u, conv[0])])
     std = F.coalesce(targets[F.col(unit)], F.col(unit)).alias("U")
     counts = raw.where(has & F.col(testcd).isNotNull()).groupBy(F.col(testcd).alias("T"), std).count().collect()
-    best: dict[str, tuple[int, str]] = {}
-    for r in counts:
-        if r["T"] not in best or (-r["count"], r["U"]) < (-best[r["T"]][0], best[r["T"]][1]):
-            best[r["T"]] = (r["count"], r["U"])
-    return {t: u for t, (_, u) in best.items()}
+    return modal_units({(r["T"], r["U"]): r["count"] for r in counts})
 
 
 def rule_columns(domain: str) -> set[str]:
@@ -177,6 +174,7 @@ class SparkSplit:
     subjects: int
     rules: dict[str, int]
     absent_columns: list[str]
+    processes: int = 0  # local worker processes that validated it (the streamed path); 0 on Spark
 
     @property
     def score(self) -> float:

@@ -61,6 +61,8 @@ def scan(domain: str, raw_path: Path, rows: int = BATCH_ROWS) -> Scan:
     import pandas as pd
     import pyarrow.parquet as pq
 
+    from ct_assets.quality.schemas import modal_units
+
     testcd, res, unit, seq = f"{domain}TESTCD", f"{domain}STRESN", f"{domain}STRESU", f"{domain}SEQ"
     parts = _parts(raw_path)
     names = set(pq.read_schema(parts[0]).names) if parts else set()
@@ -80,10 +82,6 @@ def scan(domain: str, raw_path: Path, rows: int = BATCH_ROWS) -> Scan:
             if key_cols:
                 hashes.append(_key_hashes(df, domain))
         part_rows.append(n)
-    best: dict[str, tuple[int, str]] = {}
-    for (test, std), n in counts.items():  # the most common unit; ties: the first in sort order (pandas' mode)
-        if test not in best or (-n, std) < (-best[test][0], best[test][1]):
-            best[test] = (n, std)
     repeats: dict[int, list[int]] = {}
     if key_cols and hashes:
         every = np.concatenate(hashes)
@@ -102,7 +100,7 @@ def scan(domain: str, raw_path: Path, rows: int = BATCH_ROWS) -> Scan:
             keys = pd.concat(keys, ignore_index=True)
             later = keys[keys.duplicated(subset=["u", "s"], keep="first")]  # delivery order: part, then row
             repeats = {int(p): g["i"].astype(int).tolist() for p, g in later.groupby("p")}
-    return Scan({t: u for t, (_, u) in best.items()}, repeats, part_rows)
+    return Scan(modal_units(counts), repeats, part_rows)
 
 
 def _judge(domain: str, df, schema, repeated):
@@ -223,7 +221,7 @@ def validate_stream(domain: str, raw_path: Path, known: set[str], cutoff: str, v
     parts = _parts(raw_path)
     validated_dir.mkdir(parents=True, exist_ok=True)
     quarantine_dir.mkdir(parents=True, exist_ok=True)
-    processes = min(processes or workers(), len(parts))
+    processes = max(1, min(processes or workers(), len(parts)))
     with contextlib.ExitStack() as stack:
         if processes > 1:  # spawn: the step's process has threads a fork would copy mid-flight
             pool = stack.enter_context(ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
@@ -250,4 +248,4 @@ def validate_stream(domain: str, raw_path: Path, known: set[str], cutoff: str, v
     ordered = dict(sorted(rules.items(), key=lambda kv: (-kv[1], kv[0])))
     return SparkSplit(raw=lake.parquet_rows(raw_path), validated=lake.parquet_rows(validated_dir),
                       quarantined=lake.parquet_rows(quarantine_dir), subjects=len(subjects), rules=ordered,
-                      absent_columns=absent)
+                      absent_columns=absent, processes=processes)
