@@ -76,6 +76,28 @@ def test_split_is_deterministic_stratified_and_independent_of_key_names():
     assert (training_logic.assign_split(clash, 0.25) == training_logic.assign_split(clash_renamed, 0.25)).all()
 
 
+def test_cross_validation_and_fit_do_not_depend_on_the_pseudonym_key():
+    """Features are stored sorted by SUBJECT_KEY, a keyed hash that differs between machines. The
+    folds of cross-validation and the fitted model must not follow it, or the HPO selection moves
+    with the key (a CI run chose another point than this machine on the same study)."""
+    rng = np.random.default_rng(3)
+    n = 240
+    df = pd.DataFrame({SUBJECT_KEY: [f"S-{i:03d}" for i in range(n)], SPLIT_BUCKET: rng.permutation(n),
+                       "AGE": rng.normal(70, 8, n), "ALT": rng.lognormal(3, 0.5, n)})
+    df[training_logic.LABEL] = (rng.random(n) < 1 / (1 + np.exp(-(df["AGE"] - 70) / 8))).astype(int)
+    df[training_logic.SPLIT] = training_logic.assign_split(df, 0.25)
+    # Another key: other pseudonyms, so another stored order.
+    other = df.assign(**{SUBJECT_KEY: [f"S-{k:03d}" for k in rng.permutation(n)]}).sort_values(SUBJECT_KEY, ignore_index=True)
+    for params in (training_logic.ModelParams(), training_logic.ModelParams(model_type="hist_gradient_boosting", max_depth=2)):
+        assert training_logic.cross_validated_auroc(df, params, 5, 2) == training_logic.cross_validated_auroc(other, params, 5, 2)
+        model, cols = training_logic.fit(df, params)
+        model_other, _ = training_logic.fit(other, params)
+        np.testing.assert_array_equal(model.predict_proba(df[cols])[:, 1], model_other.predict_proba(df[cols])[:, 1])
+    shuffled = df.sample(frac=1, random_state=2)
+    assert (training_logic.cross_validated_auroc(shuffled, training_logic.ModelParams(), 5, 1)
+            == training_logic.cross_validated_auroc(df, training_logic.ModelParams(), 5, 1))
+
+
 def test_fit_refuses_a_single_class():
     df = pd.DataFrame({SUBJECT_KEY: ["a", "b"], "AGE": [1.0, 2.0], training_logic.LABEL: [0, 0], training_logic.SPLIT: ["train", "train"]})
     with pytest.raises(ValueError, match="one class"):

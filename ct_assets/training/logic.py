@@ -74,13 +74,20 @@ def assign_split(df: pd.DataFrame, holdout_fraction: float = 0.25, seed: int = 0
     (mixed with ``seed``), every k-th goes to the holdout. The same study gives the same split on
     every machine, whatever the pseudonym key."""
     every = max(2, round(1 / holdout_fraction))
+    order = df.loc[key_independent_order(df, seed), [LABEL]]
+    rank = order.groupby(LABEL).cumcount() + 1
+    return pd.Series(np.where(rank % every == 0, "holdout", "train"), index=order.index).reindex(df.index)
+
+
+def key_independent_order(df: pd.DataFrame, seed: int = 0) -> pd.Index:
+    """The rows' index ordered by their split bucket (mixed with ``seed``), ties broken by the
+    subject's data: never by the keyed pseudonym, which differs between machines. Whatever orders
+    subjects (the holdout, the folds of cross-validation, the rows a model is fitted on) goes through
+    this, so the same study gives the same models on every machine."""
     bucket = df[SPLIT_BUCKET].map(lambda b: hashlib.sha256(f"{seed}:{b}".encode()).hexdigest())
-    # Rare bucket collisions are broken by the subject's data, never by the keyed pseudonym.
     data = df.drop(columns=[c for c in NON_FEATURES if c in df])
     content = pd.util.hash_pandas_object(data, index=False) if len(data.columns) else pd.Series(0, index=df.index)
-    order = pd.DataFrame({"b": bucket, "c": content, "y": df[LABEL]}).sort_values(["b", "c"], kind="stable")
-    rank = order.groupby("y").cumcount() + 1
-    return pd.Series(np.where(rank % every == 0, "holdout", "train"), index=order.index).reindex(df.index)
+    return pd.DataFrame({"b": bucket, "c": content}, index=df.index).sort_values(["b", "c"], kind="stable").index
 
 
 def check_modellable(labelled: pd.DataFrame, ae: pd.DataFrame | None, ds: pd.DataFrame | None, outcome: Outcome) -> None:
@@ -165,8 +172,14 @@ def build_model(params: ModelParams, numeric: list[str], categorical: list[str])
     return Pipeline([("prep", prep), ("clf", clf)])
 
 
-def fit(training_set: pd.DataFrame, params: ModelParams):
+def train_split(training_set: pd.DataFrame) -> pd.DataFrame:
+    """The train rows in an order that does not depend on the pseudonym key (see key_independent_order)."""
     train = training_set[training_set[SPLIT] == "train"]
+    return train.loc[key_independent_order(train)] if SPLIT_BUCKET in train else train
+
+
+def fit(training_set: pd.DataFrame, params: ModelParams):
+    train = train_split(training_set)
     if train[LABEL].nunique() < 2:
         raise StudyDataError("the training split holds one class only: the outcome definition selects too few subjects")
     numeric, categorical = feature_columns(training_set)
@@ -181,7 +194,7 @@ def cross_validated_auroc(training_set: pd.DataFrame, params: ModelParams, folds
     times with other shuffles); the holdout is never seen."""
     from sklearn.model_selection import RepeatedStratifiedKFold, cross_val_score
 
-    train = training_set[training_set[SPLIT] == "train"]
+    train = train_split(training_set)
     numeric, categorical = feature_columns(training_set)
     splits = RepeatedStratifiedKFold(n_splits=max(2, min(folds, int(train[LABEL].value_counts().min()))),
                                      n_repeats=repeats, random_state=params.seed)
