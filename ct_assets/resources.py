@@ -281,17 +281,16 @@ class Spark(dg.ConfigurableResource):
 
     @property
     def spark_session(self) -> Any:
-        from pyspark.sql import SparkSession
+        # dagster-pyspark's session builder, imported here: its module imports pyspark, and the code
+        # location must load without it (benchmarks/load_time.py), so this is not its PySparkResource.
+        from dagster_pyspark.resources import spark_session_from_config
 
         probe_spark_master(self.master())
         if "spark.pyspark.python" in self.spark_config:  # pyspark's driver reads its workers' Python from here only
             import os
 
             os.environ.setdefault("PYSPARK_PYTHON", self.spark_config["spark.pyspark.python"])
-        builder = SparkSession.builder
-        for key, value in self.spark_config.items():
-            builder = builder.config(key, value)
-        return builder.getOrCreate()  # a stopped session is not reused: getOrCreate starts a new one
+        return spark_session_from_config(self.spark_config)  # getOrCreate: a stopped session is replaced
 
 
 class MlflowSettings(dg.ConfigurableResource):

@@ -97,7 +97,7 @@ def visits_wide(long: DataFrame, tests: list[str]) -> DataFrame:
         F.sum("_ABNORMAL").cast("int").alias("N_ABNORMAL"),
         F.sum("_RESULTS").cast("int").alias("N_RESULTS"),
         *[F.max(F.when(F.col("TEST") == test, F.col("_VALUE"))).alias(test) for test in tests],
-    ).orderBy(*keys)
+    ).orderBy(*keys)  # sorted across its files: subject_features reads it a batch at a time, subject by subject
 
 
 def _findings_long(findings: Mapping[str, DataFrame]) -> DataFrame:

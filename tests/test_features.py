@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from ct_assets.features.logic import subject_features
+from ct_assets.lib.faults import StudyDataError
 from ct_assets.lib.privacy import SPLIT_BUCKET, SUBJECT_KEY
 from ct_assets.training import logic as training_logic
 
@@ -157,3 +158,23 @@ def test_no_feature_uses_data_after_the_landmark(landmark):
     assert excluded == int((day <= landmark).sum())
     assert set(labelled[SUBJECT_KEY]) == set(day[day > landmark].index)  # every kept subject had a later event
     assert labelled[training_logic.LABEL].eq(1).all()
+
+
+@pytest.mark.parametrize("batch_rows", [1, 5, 19, 1000])
+def test_features_from_sorted_batches_equal_the_whole_table(batch_rows, tmp_path):
+    """subject_features reads the visit table a batch at a time (Spark wrote it sorted by subject):
+    a subject cut across batches or files still gets one row, equal to the whole table's."""
+    from ct_assets.lib.lake import parquet_batches, write_parquet
+
+    dm, visits, ex, _ = _study(4)
+    visits = visits.sort_values([SUBJECT_KEY, "VISITNUM"], ignore_index=True)
+    whole = subject_features(visits, dm, ex, landmark_day=30)
+    folder = tmp_path / "visits"
+    for i, edges in enumerate([(0, 30), (30, 101), (101, len(visits))]):  # three files, subjects cut at their edges
+        write_parquet(visits.iloc[slice(*edges)], folder / f"part-{i:05d}.parquet")
+    got = subject_features(parquet_batches(folder, batch_rows), dm, ex, landmark_day=30)
+    pd.testing.assert_frame_equal(got, whole)
+    with pytest.raises(StudyDataError, match="not sorted by SUBJECT_KEY"):
+        subject_features(iter([visits.iloc[::-1]]), dm, ex, landmark_day=30)
+    with pytest.raises(StudyDataError, match="not sorted by SUBJECT_KEY"):
+        subject_features(iter([visits.iloc[20:], visits.iloc[:20]]), dm, ex, landmark_day=30)

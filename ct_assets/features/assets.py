@@ -6,7 +6,7 @@ import dagster as dg
 from ct_assets import keys
 from ct_assets.lib.faults import fails_fast
 from ct_assets.lib.provenance import STAGE_LOGIC, module_code_version
-from ct_assets.resources import FeatureStore, StudyDesign
+from ct_assets.resources import FeatureStore, Lake, StudyDesign
 from ct_assets.lib.frames import Frame
 
 
@@ -32,8 +32,8 @@ def require_landmark(instance: dg.DagsterInstance, design: StudyDesign) -> None:
     kinds={"pandas", "parquet"},
     pool="feature_engineering",
     code_version=module_code_version(*STAGE_LOGIC["features"]),
+    deps=[keys.PROCESSED_VISITS],  # read a batch at a time, never whole: it grows with the findings
     ins={
-        "visits": dg.AssetIn(keys.PROCESSED_VISITS),
         "dm": dg.AssetIn(keys.validated("DM")),
         "ex": dg.AssetIn(keys.validated("EX")),
     },
@@ -42,12 +42,16 @@ def require_landmark(instance: dg.DagsterInstance, design: StudyDesign) -> None:
     description="Per subject: demographics, exposure and baseline / last / change / slope of every test in the "
     "first days on study, plus abnormal-result counts. Keyed by pseudonym.",
 )
-def subject_features(context: dg.AssetExecutionContext, study_design: StudyDesign, visits: Frame, dm: Frame,
-                     ex: Frame):
+def subject_features(context: dg.AssetExecutionContext, study_design: StudyDesign, lake: Lake, dm: Frame, ex: Frame):
     from ct_assets.features.logic import subject_features as build_features
     from ct_assets.features.store import stamp
+    from ct_assets.lib.lake import parquet_batches
 
+    path = lake.path_for(keys.PROCESSED_VISITS.path[-1])
+    if not path.exists():
+        raise dg.Failure(description=f"processed_visits has not been materialized ({path})", allow_retries=False)
     with fails_fast():
+        visits = parquet_batches(path)
         features = build_features(visits, dm, ex, study_design.landmark_day)
     # As of each subject's landmark, for the feature store's point-in-time joins.
     stored = stamp(features, dm, study_design.landmark_day)

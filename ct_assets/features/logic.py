@@ -9,6 +9,8 @@ processing produced.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 import numpy as np
 import pandas as pd
 
@@ -81,10 +83,34 @@ def exposure_features(ex: pd.DataFrame | None, dm: pd.DataFrame, landmark_day: i
     return out.groupby(SUBJECT_KEY)[cols].sum().astype(float)
 
 
+def whole_subjects(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """Frames of whole subjects from batches sorted by SUBJECT_KEY (the visit table as Spark wrote it):
+    the rows of each batch's last subject wait for the next batch. Unsorted input raises, since a subject
+    split across two frames would get two feature rows."""
+    carry, previous = None, None
+    for batch in batches:
+        if not len(batch):
+            continue
+        keys = batch[SUBJECT_KEY]
+        if not keys.is_monotonic_increasing or (previous is not None and keys.iloc[0] < previous):
+            raise StudyDataError(f"processed visits: rows are not sorted by {SUBJECT_KEY} (near {keys.iloc[0]!r}); "
+                                 "the visit job sorts them, so the table was written by something else")
+        previous = keys.iloc[-1]
+        frame = batch if carry is None else pd.concat([carry, batch], ignore_index=True)
+        last = frame[SUBJECT_KEY].to_numpy() == previous
+        carry = frame[last]
+        if not last.all():
+            yield frame[~last]
+    if carry is not None:
+        yield carry
+
+
 def subject_features(
-    visits: pd.DataFrame | None, dm: pd.DataFrame, ex: pd.DataFrame | None, landmark_day: int = 30
+    visits: pd.DataFrame | Iterable[pd.DataFrame] | None, dm: pd.DataFrame, ex: pd.DataFrame | None,
+    landmark_day: int = 30,
 ) -> pd.DataFrame:
-    """One row per subject who started treatment (RFSTDTC present; screen failures have none)."""
+    """One row per subject who started treatment (RFSTDTC present; screen failures have none).
+    ``visits``: the visit table, or its batches sorted by subject (features a few subjects at a time)."""
     on_study = dm[dm["RFSTDTC"].notna()].set_index(SUBJECT_KEY)
     if on_study.empty:
         raise StudyDataError(f"DM: none of {len(dm)} accepted subjects has RFSTDTC (reference start date, absent or empty): "
@@ -94,8 +120,9 @@ def subject_features(
     for col in CATEGORICAL:
         demo[col] = on_study[col].fillna("UNKNOWN").astype(str) if col in on_study else "UNKNOWN"
     parts = [demo, exposure_features(ex, dm, landmark_day)]
-    if visits is not None and len(visits):
-        parts.append(findings_features(visits, landmark_day))
+    chunks = [visits] if isinstance(visits, pd.DataFrame) else whole_subjects(visits) if visits is not None else []
+    if found := [findings_features(chunk, landmark_day) for chunk in chunks if len(chunk)]:
+        parts.append(pd.concat(found))
     features = pd.concat(parts, axis=1, join="outer").loc[on_study.index]
     numeric = [c for c in features.columns if c not in CATEGORICAL]
     features[numeric] = features[numeric].astype(float)

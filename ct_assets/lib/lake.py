@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,6 +92,16 @@ def parquet_files(path: Path) -> list[Path]:
     if path.is_dir():
         return sorted(p for p in path.rglob("*.parquet") if not p.name.startswith(("_", ".")))
     return [path] if path.exists() else []
+
+
+def parquet_batches(path: Path, batch_rows: int = 250_000) -> Iterator[pd.DataFrame]:
+    """A Parquet file or dataset as pandas frames of at most ``batch_rows`` rows, in file order (for a
+    dataset Spark sorted, the rows in sorted order): one batch in memory at a time."""
+    import pyarrow.parquet as pq
+
+    for file in parquet_files(path):
+        for batch in pq.ParquetFile(file).iter_batches(batch_size=batch_rows):
+            yield batch.to_pandas()
 
 
 def parquet_rows(path: Path) -> int:
