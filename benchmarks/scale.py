@@ -195,6 +195,7 @@ def main() -> int:
     parser.add_argument("--workdir", help="where studies and homes go (default: a temp dir, removed)")
     parser.add_argument("--no-duckdb", action="store_true", help="skip the DuckDB comparison")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--keep-lake", action="store_true", help="keep each run's lake under --workdir (for a closer look)")
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="ct-scale-"))
     results = []
@@ -225,7 +226,8 @@ def main() -> int:
                 res["visits"] = visits_comparison(home, work, duckdb=not args.no_duckdb)
                 print(f"  visit job: {json.dumps(res['visits'])}", flush=True)
             results.append(res)
-            shutil.rmtree(home / "lake", ignore_errors=True)
+            if not args.keep_lake:
+                shutil.rmtree(home / "lake", ignore_errors=True)
         print("\nsubjects  rows(M)  wall(s)  peak(GiB)  validation(k rows/s)")
         for r in results:
             print(f"{r['subjects']:>8,}  {r['findings_rows'] / 1e6:7.2f}  {r['wall_s']:7.1f}  {r['peak_gib']:9.2f}  "

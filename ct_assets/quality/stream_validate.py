@@ -4,8 +4,8 @@ through the rules of ``schemas.py`` by a few worker processes, without a JVM.
 What Spark does with aggregations and joins is done here in two narrow passes before the rows are judged:
 each test's standard unit (counts of test and unit over the domain) and the rows that repeat an earlier
 USUBJID + --SEQ (64-bit hashes of the key for every row, then the exact keys of the few rows whose hash
-repeats, so a hash collision cannot quarantine a row). Then each part of the raw dataset goes to a worker,
-which reads it in batches, applies the schema's row rules and DM's subjects (``findings_schema`` with
+repeats, so a hash collision cannot quarantine a row); the workers read the parts' narrow columns side
+by side. Then each part of the raw dataset goes to a worker, which reads it in batches, applies the schema's row rules and DM's subjects (``findings_schema`` with
 ``whole_domain=False``, as Spark's partitions do), adds the repeats' uniqueness rule, pseudonymises the
 accepted rows and writes both sides as Parquet parts. Rules, reasons and rows are those of the pandas and
 Spark paths (the tests hold the three to each other); memory is a batch per worker and 8 bytes per row for
@@ -55,8 +55,29 @@ class Scan:
     rows: list[int]  # rows per part
 
 
-def scan(domain: str, raw_path: Path, rows: int = BATCH_ROWS) -> Scan:
-    """The whole-domain facts the row rules need, from the narrow columns only."""
+def _scan_part(domain: str, part: Path, unit_cols: list[str], key_cols: list[str], rows: int):
+    """One part's share of the scan: counts of test and standard unit, the key hashes, the row count."""
+    import numpy as np
+    import pandas as pd
+
+    testcd, res, unit = f"{domain}TESTCD", f"{domain}STRESN", f"{domain}STRESU"
+    counts: Counter = Counter()
+    hashes, n = [], 0
+    for batch in _batches(part, unit_cols + [c for c in key_cols if c not in unit_cols] or None, rows):
+        df = batch.to_pandas()
+        n += len(df)
+        if unit_cols:
+            has = df[res].notna() & df[unit].notna() & df[testcd].notna()
+            counts.update(pd.DataFrame({"t": df.loc[has, testcd], "u": _standard(df.loc[has, unit])})
+                          .value_counts().to_dict())
+        if key_cols:
+            hashes.append(_key_hashes(df, domain))
+    return counts, np.concatenate(hashes) if hashes else np.empty(0, dtype=np.uint64), n
+
+
+def scan(domain: str, raw_path: Path, rows: int = BATCH_ROWS, pool=None) -> Scan:
+    """The whole-domain facts the row rules need, from the narrow columns only; the parts are read
+    in ``pool`` (an executor) if given."""
     import numpy as np
     import pandas as pd
     import pyarrow.parquet as pq
@@ -68,20 +89,10 @@ def scan(domain: str, raw_path: Path, rows: int = BATCH_ROWS) -> Scan:
     names = set(pq.read_schema(parts[0]).names) if parts else set()
     unit_cols = [testcd, res, unit] if {testcd, res, unit} <= names else []
     key_cols = ["USUBJID", seq] if {"USUBJID", seq} <= names else []
-    counts: Counter = Counter()
-    hashes, part_rows = [], []
-    for part in parts:
-        n = 0
-        for batch in _batches(part, unit_cols + [c for c in key_cols if c not in unit_cols] or None, rows):
-            df = batch.to_pandas()
-            n += len(df)
-            if unit_cols:
-                has = df[res].notna() & df[unit].notna() & df[testcd].notna()
-                counts.update(pd.DataFrame({"t": df.loc[has, testcd], "u": _standard(df.loc[has, unit])})
-                              .value_counts().to_dict())
-            if key_cols:
-                hashes.append(_key_hashes(df, domain))
-        part_rows.append(n)
+    n = len(parts)
+    found = list((pool.map if pool else map)(_scan_part, [domain] * n, parts, [unit_cols] * n, [key_cols] * n, [rows] * n))
+    counts: Counter = sum((c for c, _, _ in found), Counter())
+    hashes, part_rows = [h for _, h, _ in found if len(h)], [r for _, _, r in found]
     repeats: dict[int, list[int]] = {}
     if key_cols and hashes:
         every = np.concatenate(hashes)
@@ -187,15 +198,6 @@ def validate_part(domain: str, part: Path, number: int, repeats: list[int], cuto
     return out
 
 
-def _warm() -> None:
-    """What a worker imports before its first part."""
-    import pyarrow.parquet  # noqa: F401
-
-    import spark.visits  # noqa: F401
-    from ct_assets.lib import privacy  # noqa: F401
-    from ct_assets.quality import schemas  # noqa: F401
-
-
 def workers() -> int:
     from ct_assets.settings import validation_workers
 
@@ -223,15 +225,14 @@ def validate_stream(domain: str, raw_path: Path, known: set[str], cutoff: str, v
     quarantine_dir.mkdir(parents=True, exist_ok=True)
     processes = max(1, min(processes or workers(), len(parts)))
     with contextlib.ExitStack() as stack:
+        pool = None
         if processes > 1:  # spawn: the step's process has threads a fork would copy mid-flight
             pool = stack.enter_context(ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
                                                            initializer=_init, initargs=(known,)))
-            for _ in range(processes):  # the workers start and import while this process scans
-                pool.submit(_warm)
-        facts = scan(domain, raw_path, rows)
+        facts = scan(domain, raw_path, rows, pool)  # the parts scanned side by side
         jobs = [(domain, part, p, facts.repeats.get(p, []), cutoff, facts.units, validated_dir, quarantine_dir, rows)
                 for p, part in enumerate(parts)]
-        if processes > 1:
+        if pool is not None:
             results = list(pool.map(validate_part, *zip(*jobs)))
         else:
             _init(known)
