@@ -10,7 +10,8 @@ switches to its cluster counterpart through an environment variable only:
 - ``CT_SPARK_MASTER``       e.g. ``spark://host:7077`` or ``yarn`` (default ``local[*]``)
 - ``CT_SPARK_DRIVER_MEMORY`` the Spark driver's heap (default ``2g``: local mode runs the executors in it)
 - ``CT_SPARK_MIN_ROWS``     with local Spark, findings domains smaller than this are validated by local worker
-                            processes instead, streamed in bounded memory (default 100,000,000; 0: always Spark)
+                            processes instead, streamed in bounded memory, and their anomalies counted by numpy
+                            (default 100,000,000; 0: always Spark)
 - ``CT_VALIDATION_WORKERS`` worker processes of that local validation (default: one per core)
 - ``MLFLOW_TRACKING_URI``   e.g. ``http://mlflow:5000`` (default ``sqlite:///$CT_HOME/mlflow.db``)
 - ``CT_PSEUDONYM_KEY``      the secret key for subject pseudonyms (default: a generated dev key)
