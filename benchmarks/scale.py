@@ -191,7 +191,8 @@ def visits_comparison(home: Path, work: Path, duckdb: bool) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--subjects", type=int, nargs="+", default=[1000, 20000])
+    parser.add_argument("--subjects", type=int, nargs="+", default=[1000, 20000],
+                        help="study sizes to run, in subjects (default: 1000 20000)")
     parser.add_argument("--workdir", help="where studies and homes go (default: a temp dir, removed)")
     parser.add_argument("--no-duckdb", action="store_true", help="skip the DuckDB comparison")
     parser.add_argument("--json", help="also write the figures to this file")
@@ -223,15 +224,23 @@ def main() -> int:
                 res["validation_rows_per_s"] = rows / validation
                 print(f"  validation: {rows / validation / 1e3:,.0f} k rows/s (VS+LB rows / validate_vs + validate_lb)")
             if res["exit"] == 0 and (not args.no_duckdb or n <= 20000):
-                res["visits"] = visits_comparison(home, work, duckdb=not args.no_duckdb)
-                print(f"  visit job: {json.dumps(res['visits'])}", flush=True)
+                res["visits"] = visits = visits_comparison(home, work, duckdb=not args.no_duckdb)
+                spark, duck = visits.get("spark"), visits.get("duckdb")
+                if isinstance(spark, dict):
+                    line = (f"  visit job: Spark {spark['warm_s']:.1f} s warm ({spark['cold_s']:.1f} s cold, session start "
+                            f"{spark['session_start_s']:.1f} s)")
+                    if isinstance(duck, dict):
+                        res["visits_ratio"] = spark["warm_s"] / duck["duckdb_s"]
+                        line += f"; DuckDB {duck['duckdb_s']:.1f} s; Spark warm / DuckDB {res['visits_ratio']:.1f}x (target 3x)"
+                    print(line, flush=True)
             results.append(res)
             if not args.keep_lake:
                 shutil.rmtree(home / "lake", ignore_errors=True)
-        print("\nsubjects  rows(M)  wall(s)  peak(GiB)  validation(k rows/s)")
+        print("\nsubjects  rows(M)  wall(s)  peak(GiB)  of which JVM  validation(k rows/s)  visit job Spark/DuckDB")
         for r in results:
+            ratio = f"{r['visits_ratio']:.1f}x" if "visits_ratio" in r else "-"
             print(f"{r['subjects']:>8,}  {r['findings_rows'] / 1e6:7.2f}  {r['wall_s']:7.1f}  {r['peak_gib']:9.2f}  "
-                  f"{r.get('validation_rows_per_s', 0) / 1e3:8.0f}")
+                  f"{r['peak_jvm_gib']:12.2f}  {r.get('validation_rows_per_s', 0) / 1e3:19.0f}  {ratio:>22}")
         if len(results) > 1:
             a, b = results[0], results[-1]
             drows = (b["findings_rows"] - a["findings_rows"]) / 1e6

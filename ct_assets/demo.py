@@ -21,7 +21,7 @@ import uuid
 
 from ct_assets import settings
 
-SHOWN = ("dagster/row_count", "quality_score", "score", "holdout_auroc", "holdout_auprc", "holdout_brier", "version",
+SHOWN = ("dagster/row_count", "quality_score", "absent_columns", "engine", "score", "holdout_auroc", "holdout_auprc", "holdout_brier", "version",
          "champion_version", "drifted", "breach", "decision", "online_store")
 
 

@@ -10,8 +10,8 @@ switches to its cluster counterpart through an environment variable only:
 - ``CT_SPARK_MASTER``       e.g. ``spark://host:7077`` or ``yarn`` (default ``local[*]``)
 - ``CT_SPARK_DRIVER_MEMORY`` the Spark driver's heap (default ``2g``: local mode runs the executors in it)
 - ``CT_SPARK_MIN_ROWS``     with local Spark, findings domains smaller than this are validated by local worker
-                            processes instead, streamed in bounded memory, and their anomalies counted by numpy
-                            (default 100,000,000; 0: always Spark)
+                            processes instead, streamed in bounded memory, and if together smaller, their
+                            anomalies counted by numpy (default 100,000,000; 0: always Spark)
 - ``CT_VALIDATION_WORKERS`` worker processes of that local validation (default: one per core)
 - ``MLFLOW_TRACKING_URI``   e.g. ``http://mlflow:5000`` (default ``sqlite:///$CT_HOME/mlflow.db``)
 - ``CT_PSEUDONYM_KEY``      the secret key for subject pseudonyms (default: a generated dev key)
@@ -190,8 +190,9 @@ def mlflow_artifact_root() -> str:
 
 def spark_min_rows() -> int:
     """Findings domains with fewer rows are validated by local worker processes (``stream_validate``, bounded
-    memory) when Spark is local: on one machine that is several times faster than local Spark (1.9 M rows:
-    16 s against 140 s, same load), whose JVM, Arrow hand-over and Parquet writer cost more than the rules.
+    memory) when Spark is local: on one machine that is several times faster than local Spark (1.9 M rows,
+    both under the same heavy load: 16 s against 140 s), whose JVM, Arrow hand-over and Parquet writer cost
+    more than the rules. The anomaly monitor runs on numpy when the findings domains together hold fewer.
     On a cluster, always Spark."""
     if not os.environ.get("CT_SPARK_MASTER", "local[*]").startswith("local"):
         return 0

@@ -155,6 +155,7 @@ def _spark_validation(domain: str, multi_asset) -> dg.AssetsDefinition:
                 split = validate_stream(domain, raw_path, set(known), quality.cutoff(), versions["validated"],
                                         versions["quarantine"])
                 master = f"none: streamed by {split.processes} local process(es) (fewer rows than CT_SPARK_MIN_ROWS)"
+                engine = f"streamed by {split.processes} local process{'es' if split.processes > 1 else ''}"
             else:
                 with external("Spark", pyspark.master()):
                     spark = pyspark.spark_session
@@ -162,6 +163,7 @@ def _spark_validation(domain: str, multi_asset) -> dg.AssetsDefinition:
                     split = validate_findings(spark, domain, raw_path, subjects, quality.cutoff(), versions["validated"],
                                               versions["quarantine"])
                     master = spark.sparkContext.master
+                    engine = f"spark {master}"
         except BaseException:
             for version in versions.values():
                 lake_files.discard(version)
@@ -170,7 +172,7 @@ def _spark_validation(domain: str, multi_asset) -> dg.AssetsDefinition:
             lake_files.publish_dir(version, links[name])
         yield dg.Output(None, output_name="validated", metadata={
             "dagster/row_count": split.validated, "quality_score": round(split.score, 4), "subjects": split.subjects,
-            "absent_columns": ", ".join(split.absent_columns) or "none", "spark_master": master,
+            "absent_columns": ", ".join(split.absent_columns) or "none", "engine": engine, "spark_master": master,
             "path": dg.MetadataValue.path(str(links["validated"]))})
         yield dg.Output(None, output_name="quarantine", metadata={
             "dagster/row_count": split.quarantined, "rules": dg.MetadataValue.md(_rules_markdown(split.rules)),

@@ -116,12 +116,12 @@ def data_anomalies(config: AnomalyConfig, lake: Lake, pyspark: Spark) -> dg.Outp
 
     paths = {d: lake.path_for(f"validated_{d.lower()}") for d in FINDINGS_DOMAINS}
     if sum(parquet_rows(p) for p in paths.values()) < spark_min_rows():  # local Spark costs more than the work
-        table, engine = quality_report.anomalies_local(paths, z_limit=config.anomaly_z), "local (numpy)"
+        table, engine = quality_report.anomalies_local(paths, z_limit=config.anomaly_z), "numpy in the step's process"
     else:
         with external("Spark", pyspark.master()):
             spark = pyspark.spark_session
             findings = {d: spark.read.parquet(str(p)) for d, p in paths.items()}
-            table, engine = quality_report.anomalies_spark(findings, z_limit=config.anomaly_z), spark.sparkContext.master
+            table, engine = quality_report.anomalies_spark(findings, z_limit=config.anomaly_z), f"spark {spark.sparkContext.master}"
     share = float(table["anomalies"].sum() / table["results"].sum()) if len(table) else 0.0
     return dg.Output(table, metadata={"anomalies": int(table["anomalies"].sum()), "anomaly_share": round(share, 4),
                                       "anomalous_tests": table_md(table, 10), "engine": engine})
