@@ -61,3 +61,25 @@ def test_a_missing_required_column_quarantines_every_batch_with_the_reason(tmp_p
     quarantined = pd.read_parquet(tmp_path / "q")
     assert (result.validated, result.quarantined) == (0, len(raw))
     assert quarantined[REASON].str.contains("VSTESTCD").all() and quarantined[RULES].notna().all()
+
+
+def test_the_scan_counts_units_and_hashes_keys_as_pandas_would(tmp_path):
+    """The scan stays in Arrow; its facts are what pandas makes of the same columns: a result counts only
+    with a test, a unit and a value (NaN, null and absent alike are none; text counts), units standardised,
+    key hashes those of the ids and --SEQ as numbers (text that is no number as NaN)."""
+    from ct_assets.quality.stream_validate import _scan_part, _standard
+
+    raw = pd.DataFrame({"USUBJID": ["a", "a", None, "b", "b", "b"], "LBSEQ": ["1", "1", "2", "x", None, "3"],
+                        "LBTESTCD": ["ALT", "ALT", None, "AST", "AST", "AST"],
+                        "LBSTRESU": ["g/dL", "U/L", "U/L", None, "mg/dL", "mg/L"]})
+    for values in (pa.array([1.0, float("nan"), 3.0, None, 5.0, 6.0]), pa.array(["1", "", "abc", None, "5", "six"])):
+        part = tmp_path / "part-00000.parquet"
+        pq.write_table(pa.Table.from_pandas(raw, preserve_index=False).append_column("LBSTRESN", values), part)
+        counts, hashes, rows = _scan_part("LB", part, ["LBTESTCD", "LBSTRESN", "LBSTRESU"], ["USUBJID", "LBSEQ"], 4)
+        df = pq.read_table(part).to_pandas()
+        has = df["LBSTRESN"].notna() & df["LBSTRESU"].notna() & df["LBTESTCD"].notna()
+        expected = pd.DataFrame({"t": df.loc[has, "LBTESTCD"], "u": df.loc[has, "LBSTRESU"].map(_standard)}).value_counts()
+        assert dict(counts) == expected.to_dict() and sum(counts.values()) == int(has.sum()) >= 3
+        key = pd.DataFrame({"u": df["USUBJID"].astype(object), "s": pd.to_numeric(df["LBSEQ"], errors="coerce")})
+        assert (hashes == pd.util.hash_pandas_object(key, index=False).to_numpy()).all() and rows == len(df)
+        assert len(set(hashes.tolist())) == 4  # a + 1 twice; b + "x" and b + none both b + NaN

@@ -35,16 +35,20 @@ def _batches(part: Path, columns: list[str] | None = None, rows: int = BATCH_ROW
     yield from pq.ParquetFile(part).iter_batches(batch_size=rows, columns=columns)
 
 
-def _standard(units):
+def _standard(unit):
     from spark.visits import UNIT_CONVERSIONS  # (imports pyspark: on use)
 
-    return units.map({u: conv[0] for u, conv in UNIT_CONVERSIONS.items()}).fillna(units)
+    return UNIT_CONVERSIONS[unit][0] if unit in UNIT_CONVERSIONS else unit
 
 
-def _key_hashes(df, domain: str):
+def _key_hashes(batch, domain: str):
+    """64-bit hashes of USUBJID + --SEQ (as numbers), row by row. The subject ids go to pandas as a
+    categorical (Arrow's dictionary): hashed once per distinct id, the same hashes as the ids' own."""
     import pandas as pd
+    import pyarrow.compute as pc
 
-    key = pd.DataFrame({"u": df["USUBJID"].astype(object), "s": pd.to_numeric(df[f"{domain}SEQ"], errors="coerce")})
+    key = pd.DataFrame({"u": pc.dictionary_encode(batch.column("USUBJID")).to_pandas(),
+                        "s": pd.to_numeric(batch.column(f"{domain}SEQ").to_pandas(), errors="coerce")})
     return pd.util.hash_pandas_object(key, index=False).to_numpy()
 
 
@@ -56,22 +60,25 @@ class Scan:
 
 
 def _scan_part(domain: str, part: Path, unit_cols: list[str], key_cols: list[str], rows: int):
-    """One part's share of the scan: counts of test and standard unit, the key hashes, the row count."""
+    """One part's share of the scan: counts of test and standard unit, the key hashes, the row count.
+    In Arrow: text columns never become Python strings, units are counted before they are standardised."""
     import numpy as np
-    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
 
     testcd, res, unit = f"{domain}TESTCD", f"{domain}STRESN", f"{domain}STRESU"
     counts: Counter = Counter()
     hashes, n = [], 0
     for batch in _batches(part, unit_cols + [c for c in key_cols if c not in unit_cols] or None, rows):
-        df = batch.to_pandas()
-        n += len(df)
+        n += batch.num_rows
         if unit_cols:
-            has = df[res].notna() & df[unit].notna() & df[testcd].notna()
-            counts.update(pd.DataFrame({"t": df.loc[has, testcd], "u": _standard(df.loc[has, unit])})
-                          .value_counts().to_dict())
+            has = pc.and_(pc.and_(pc.is_valid(batch.column(testcd)), pc.is_valid(batch.column(unit))),
+                          pc.invert(pc.is_null(batch.column(res), nan_is_null=True)))
+            pairs = pa.table({"t": batch.column(testcd), "u": batch.column(unit)}).filter(has)
+            for row in pairs.group_by(["t", "u"]).aggregate([([], "count_all")]).to_pylist():
+                counts[(row["t"], _standard(row["u"]))] += row["count_all"]
         if key_cols:
-            hashes.append(_key_hashes(df, domain))
+            hashes.append(_key_hashes(batch, domain))
     return counts, np.concatenate(hashes) if hashes else np.empty(0, dtype=np.uint64), n
 
 
