@@ -4,7 +4,7 @@ For each size: a synth study (``python -m ct_assets.lib.synth``, not timed), the
 user runs it (``python -m ct_assets.demo``, a new process, fresh $CT_HOME) while the resident memory of
 the whole process tree (Python, the Spark JVM and its Python workers) is sampled every 0.2 s; per-step
 times from the run's Dagster event log; validation throughput (raw findings rows / validation step
-time); then the Spark visit job against DuckDB on the same validated Parquet (DuckDB runs in its own
+time, the steps sharing the cores with others; then VS and LB validated again alone); then the Spark visit job against DuckDB on the same validated Parquet (DuckDB runs in its own
 environment: ``uv run --with duckdb``, never in the project's venv).
 
     python benchmarks/scale.py --subjects 1000 20000            # the default
@@ -164,6 +164,36 @@ print(json.dumps({"duckdb_s": time.perf_counter() - t}))
 """
 
 
+# Validation of VS and LB on their own: the same streamed path as the steps, with nothing else running beside it.
+VALIDATION_ALONE = """
+import sys, json, time, tempfile
+from pathlib import Path
+import pandas as pd
+from ct_assets import settings
+from ct_assets.quality.stream_validate import validate_stream
+from ct_assets.quality.validate import accepted_subjects
+lake = Path(sys.argv[1])
+if __name__ == "__main__":
+    known = accepted_subjects(pd.read_parquet(lake / "raw/raw_dm.parquet"), pd.read_parquet(lake / "validated/validated_dm.parquet"))
+    out = {}
+    for d in ("VS", "LB"):
+        with tempfile.TemporaryDirectory(dir=sys.argv[2]) as tmp:
+            t = time.perf_counter()
+            split = validate_stream(d, lake / f"raw/raw_{d.lower()}.parquet", known, settings.data_cutoff(),
+                                    Path(tmp) / "validated", Path(tmp) / "quarantine")
+            out[d] = {"rows": split.raw, "s": time.perf_counter() - t}
+    print(json.dumps(out))
+"""
+
+
+def validation_alone(home: Path, work: Path) -> dict | str:
+    script = work / "validation_alone.py"  # a file, not -c: the worker processes are spawned and import __main__
+    script.write_text(VALIDATION_ALONE)
+    proc = subprocess.run([sys.executable, str(script), str(home / "lake"), str(work)], cwd=ROOT, capture_output=True,
+                          text=True, env=os.environ | {"CT_HOME": str(home), "PYTHONPATH": str(ROOT)})
+    return json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else proc.stderr[-800:]
+
+
 def visits_comparison(home: Path, work: Path, duckdb: bool) -> dict:
     lake = home / "lake"
     out = {}
@@ -223,6 +253,16 @@ def main() -> int:
             if validation:
                 res["validation_rows_per_s"] = rows / validation
                 print(f"  validation: {rows / validation / 1e3:,.0f} k rows/s (VS+LB rows / validate_vs + validate_lb)")
+            if res["exit"] == 0:
+                alone = res["validation_alone"] = validation_alone(home, work)
+                if isinstance(alone, dict):
+                    secs = sum(v["s"] for v in alone.values())
+                    res["validation_alone_rows_per_s"] = sum(v["rows"] for v in alone.values()) / secs
+                    print(f"  validation alone (nothing else running): {res['validation_alone_rows_per_s'] / 1e3:,.0f} k rows/s "
+                          f"(VS {alone['VS']['s']:.1f} s, LB {alone['LB']['s']:.1f} s)", flush=True)
+                else:
+                    print(f"  validation alone FAILED: {alone.strip().splitlines()[-1] if alone.strip() else 'no output'}",
+                          file=sys.stderr, flush=True)
             if res["exit"] == 0 and (not args.no_duckdb or n <= 20000):
                 res["visits"] = visits = visits_comparison(home, work, duckdb=not args.no_duckdb)
                 spark, duck = visits.get("spark"), visits.get("duckdb")
@@ -236,11 +276,13 @@ def main() -> int:
             results.append(res)
             if not args.keep_lake:
                 shutil.rmtree(home / "lake", ignore_errors=True)
-        print("\nsubjects  rows(M)  wall(s)  peak(GiB)  of which JVM  validation(k rows/s)  visit job Spark/DuckDB")
+        print("\nsubjects  rows(M)  wall(s)  peak(GiB)  of which JVM  validation in graph / alone (k rows/s)  "
+              "visit job Spark/DuckDB")
         for r in results:
             ratio = f"{r['visits_ratio']:.1f}x" if "visits_ratio" in r else "-"
             print(f"{r['subjects']:>8,}  {r['findings_rows'] / 1e6:7.2f}  {r['wall_s']:7.1f}  {r['peak_gib']:9.2f}  "
-                  f"{r['peak_jvm_gib']:12.2f}  {r.get('validation_rows_per_s', 0) / 1e3:19.0f}  {ratio:>22}")
+                  f"{r['peak_jvm_gib']:12.2f}  {r.get('validation_rows_per_s', 0) / 1e3:27.0f} / "
+                  f"{r.get('validation_alone_rows_per_s', 0) / 1e3:5.0f}  {ratio:>22}")
         if len(results) > 1:
             a, b = results[0], results[-1]
             drows = (b["findings_rows"] - a["findings_rows"]) / 1e6
@@ -252,7 +294,8 @@ def main() -> int:
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
-    comparisons_ok = all(isinstance(v, dict) for r in results for v in r.get("visits", {}).values())
+    comparisons_ok = all(isinstance(v, dict) for r in results for v in r.get("visits", {}).values()) and \
+        all(isinstance(r.get("validation_alone", {}), dict) for r in results)
     return 0 if all(r["exit"] == 0 for r in results) and comparisons_ok else 1
 
 

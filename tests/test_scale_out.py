@@ -131,3 +131,25 @@ def test_memory_stays_flat_on_the_default_local_path(tmp_path, study_2000):
     grown = assert_flat(tmp_path, study_2000)
     md = grown["result"]["metadata"]
     assert all(md[f"validated_{d}"]["spark_master"].startswith("none: streamed") for d in ("vs", "lb"))
+
+
+def test_the_scale_benchmark_prints_its_figures(tmp_path):
+    """`benchmarks/scale.py` as the README runs it, on a small study: the whole graph's time and peak memory
+    (with the JVM's share), per-step times, validation in the graph and alone, the visit job on Spark and on
+    DuckDB (in DuckDB's own `uv run` environment), and the summary table; the figures also as JSON."""
+    out = tmp_path / "figures.json"
+    proc = subprocess.run([sys.executable, "benchmarks/scale.py", "--subjects", "200", "--workdir", str(tmp_path / "work"),
+                           "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900,
+                          env={k: v for k, v in os.environ.items() if not k.startswith(("CT_", "DAGSTER_"))})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    [figures] = json.loads(out.read_text())
+    for line in ("--- 200 subjects", "whole graph:", "steps running at the peak:", "validation:", "validation alone",
+                 "visit job: Spark", "(target 3x)", "validation in graph / alone"):
+        assert line in proc.stdout, (line, proc.stdout)
+    assert figures["exit"] == 0 and figures["wall_s"] > 0 and figures["peak_gib"] >= figures["peak_jvm_gib"] > 0
+    assert {"raw_vs", "validate_lb", "processed_visits"} <= set(figures["steps"])
+    alone = figures["validation_alone"]
+    assert alone["VS"]["rows"] + alone["LB"]["rows"] == figures["findings_rows"] > 0
+    visits = figures["visits"]
+    assert visits["spark"]["warm_s"] > 0 and visits["duckdb"]["duckdb_s"] > 0
+    assert figures["visits_ratio"] == pytest.approx(visits["spark"]["warm_s"] / visits["duckdb"]["duckdb_s"])
