@@ -144,7 +144,7 @@ def test_the_scale_benchmark_prints_its_figures(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     [figures] = json.loads(out.read_text())
     for line in ("--- 200 subjects", "whole graph:", "steps running at the peak:", "validation:", "validation alone",
-                 "visit job: Spark", "(target 3x)", "validation in graph / alone"):
+                 "visit job: Spark", "Spark warm / DuckDB", "validation in graph / alone"):
         assert line in proc.stdout, (line, proc.stdout)
     assert figures["exit"] == 0 and figures["wall_s"] > 0 and figures["peak_gib"] >= figures["peak_jvm_gib"] > 0
     assert {"raw_vs", "validate_lb", "processed_visits"} <= set(figures["steps"])
@@ -153,3 +153,18 @@ def test_the_scale_benchmark_prints_its_figures(tmp_path):
     visits = figures["visits"]
     assert visits["spark"]["warm_s"] > 0 and visits["duckdb"]["duckdb_s"] > 0
     assert figures["visits_ratio"] == pytest.approx(visits["spark"]["warm_s"] / visits["duckdb"]["duckdb_s"])
+    assert "targets:" not in proc.stdout  # every target is for 20,000 subjects or more
+
+
+def test_the_scale_benchmark_says_which_targets_a_size_meets():
+    from benchmarks.scale import verdicts
+
+    big = {"subjects": 100_000, "wall_s": 398.0, "peak_gib": 6.2, "validation_rows_per_s": 544e3,
+           "validation_alone_rows_per_s": 608e3}
+    assert verdicts(big) == ["whole graph at most 15 min: met", "peak memory at most 6 GiB: NOT met",
+                             "validation alone at least 500 k rows/s: met",
+                             "validation in the graph at least 500 k rows/s: met"]
+    mid = {"subjects": 20_000, "wall_s": 121.0, "visits_ratio": 2.9, "validation_rows_per_s": 406e3}
+    assert verdicts(mid) == ["whole graph at most 2 min: NOT met", "visit job within 3x DuckDB: met",
+                             "validation in the graph at least 500 k rows/s: NOT met"]
+    assert verdicts({"subjects": 1000, "wall_s": 40.0, "validation_rows_per_s": 1.0}) == []
