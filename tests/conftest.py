@@ -48,3 +48,20 @@ def spark():
 
 def pytest_configure(config):
     os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stop Spark and its py4j gateway while logging still has somewhere to write: left to the interpreter's
+    exit, py4j's connections log their closing into streams pytest has closed ('--- Logging error ---')."""
+    import sys
+
+    if "pyspark" not in sys.modules:
+        return
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
+
+    if (active := SparkSession.getActiveSession()) is not None:
+        active.stop()
+    if SparkContext._gateway is not None:
+        SparkContext._gateway.shutdown()
+        SparkContext._gateway = SparkContext._jvm = None
