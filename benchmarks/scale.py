@@ -81,22 +81,24 @@ class PeakSampler(threading.Thread):
             self.done.wait(self.every)
 
 
-# (subjects the target is for or None for every size, what, the figure's key, bound, at most?) on 2 cores, 24 GiB.
+# (the subjects it is for: from, to or None for no upper bound; what; the figure's key; bound; at most?)
+# on 2 cores, 24 GiB. Validation from 20,000 subjects: below that, starting the workers dominates.
 TARGETS = [
-    (100_000, "whole graph at most 15 min", "wall_s", 900.0, True),
-    (100_000, "peak memory at most 6 GiB", "peak_gib", 6.0, True),
-    (20_000, "whole graph at most 2 min", "wall_s", 120.0, True),
-    (20_000, "visit job within 3x DuckDB", "visits_ratio", 3.0, True),
-    (None, "validation alone at least 500 k rows/s", "validation_alone_rows_per_s", 500_000.0, False),
-    (None, "validation in the graph at least 500 k rows/s", "validation_rows_per_s", 500_000.0, False),
+    ((100_000, 100_000), "whole graph at most 15 min", "wall_s", 900.0, True),
+    ((100_000, 100_000), "peak memory at most 6 GiB", "peak_gib", 6.0, True),
+    ((20_000, 20_000), "whole graph at most 2 min", "wall_s", 120.0, True),
+    ((20_000, 20_000), "visit job within 3x DuckDB", "visits_ratio", 3.0, True),
+    ((20_000, None), "validation alone at least 500 k rows/s", "validation_alone_rows_per_s", 500_000.0, False),
+    ((20_000, None), "validation in the graph at least 500 k rows/s", "validation_rows_per_s", 500_000.0, False),
 ]
 
 
 def verdicts(res: dict) -> list[str]:
-    """The targets that apply to this size, each met or not (validation: from 20,000 subjects, where it is stated)."""
+    """The targets that apply to this size, each met or not."""
     out = []
-    for size, what, key, bound, at_most in TARGETS:
-        if (size is None and res["subjects"] >= 20_000 or size == res["subjects"]) and key in res:
+    n = res["subjects"]
+    for (low, high), what, key, bound, at_most in TARGETS:
+        if low <= n <= (high or n) and key in res:
             ok = res[key] <= bound if at_most else res[key] >= bound
             out.append(f"{what}: {'met' if ok else 'NOT met'}")
     return out
