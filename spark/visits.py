@@ -1,8 +1,8 @@
 """Processed visits: one row per subject per visit, findings in standard units, one column per test.
 
 Pure ``DataFrame -> DataFrame`` functions, used by the Dagster asset ``processed_visits`` and by
-the ``spark-submit`` entry point below. This module imports nothing but PySpark so it can be
-shipped to a cluster on its own:
+the ``spark-submit`` entry point below. Besides PySpark it needs only ``ct_assets.lib.dates`` (the one
+reading of SDTM dates, pure Python), installed with the package or shipped with ``--py-files``:
 
     spark-submit --master spark://host:7077 spark/visits.py \
         --findings VS=/lake/validated/vs.parquet --findings LB=/lake/validated/lb.parquet \
@@ -16,6 +16,8 @@ from collections.abc import Mapping
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+
+from ct_assets.lib.dates import spark_day_bounds
 
 SUBJECT = "SUBJECT_KEY"
 ABNORMAL_FLAGS = ["HIGH", "LOW", "ABNORMAL", "H", "L", "A", "HH", "LL"]
@@ -70,19 +72,25 @@ def to_standard_units(long: DataFrame) -> DataFrame:
 
 
 def with_study_day(long: DataFrame, dm: DataFrame) -> DataFrame:
-    """Fill missing study days from the collection date and DM's reference start (no day 0)."""
-    ref = dm.select(SUBJECT, F.to_date(F.substring("RFSTDTC", 1, 10)).alias("_RFST"))
-    delta = F.datediff(F.to_date(F.substring("DTC", 1, 10)), F.col("_RFST"))
-    derived = F.when(delta >= 0, delta + 1).otherwise(delta).cast("double")
+    """Each result's study day interval (EARLIEST_DAY, LATEST_DAY) from --DY when delivered, else from its
+    date and DM's reference start (ct_assets.lib.dates: a partial date is bounded, never imputed); DY only
+    where the day is known."""
+    ref = dm.select(SUBJECT, F.col("RFSTDTC").alias("_RFST"))
+    lo, hi = spark_day_bounds(F.col("DTC"), F.col("_RFST"))
     return (
         long.join(ref, SUBJECT, "left")
-        .withColumn("DY", F.coalesce(F.col("DY"), derived))
+        .withColumn("EARLIEST_DAY", F.coalesce(F.col("DY"), lo))
+        .withColumn("LATEST_DAY", F.coalesce(F.col("DY"), hi))
+        .withColumn("DY", F.coalesce(F.col("DY"), F.when(lo == hi, lo)))
         .drop("_RFST", "DTC")
     )
 
 
 def visits_wide(long: DataFrame, tests: list[str]) -> DataFrame:
     """Pivot to one row per subject and visit; repeated measures (positions, time points) averaged.
+    STUDY_DAY is the visit's first known day; EARLIEST_DAY and LATEST_DAY bound every result of the visit
+    (a result with a partial date widens them), so features can keep a visit only when all of it lies
+    inside their window.
     One aggregate per visit, each test's mean a conditional average: a single shuffle, of rows already
     reduced map-side to one per visit (Spark's pivot aggregates per test first, then shuffles again)."""
     keys = [SUBJECT, "VISITNUM"]
@@ -90,6 +98,8 @@ def visits_wide(long: DataFrame, tests: list[str]) -> DataFrame:
     number = F.create_map(*[F.lit(x) for i, test in enumerate(tests) for x in (test, i)])[F.col("TEST")] if tests else F.lit(None)
     return long.withColumn("_TEST_NO", number).groupBy(*keys).agg(
         F.min("DY").alias("STUDY_DAY"),
+        F.min("EARLIEST_DAY").alias("EARLIEST_DAY"),
+        F.max("LATEST_DAY").alias("LATEST_DAY"),
         F.sum("ABNORMAL").cast("int").alias("N_ABNORMAL"),
         F.count(F.lit(1)).cast("int").alias("N_RESULTS"),
         *[F.avg(F.when(F.col("_TEST_NO") == i, F.col("VALUE"))).alias(test) for i, test in enumerate(tests)],

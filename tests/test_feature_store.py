@@ -56,6 +56,7 @@ def study(n: int = 80, seed: int = 7):
     days = np.arange(-7, 91, 14)
     visits = pd.DataFrame([(k, i + 1, float(d), int(rng.integers(0, 3)), 2) for k in keys for i, d in enumerate(days)],
                           columns=[SUBJECT_KEY, "VISITNUM", "STUDY_DAY", "N_ABNORMAL", "N_RESULTS"])
+    visits["EARLIEST_DAY"] = visits["LATEST_DAY"] = visits["STUDY_DAY"]
     visits["VS_SYSBP"] = rng.normal(130, 12, len(visits))
     visits["LB_ALT"] = rng.normal(25, 6, len(visits))
     ex = pd.DataFrame({SUBJECT_KEY: keys, "EXSTDY": 1.0, "EXENDY": rng.integers(5, 80, n).astype(float), "EXDOSE": 54.0,

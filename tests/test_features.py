@@ -22,6 +22,8 @@ VISITS = pd.DataFrame({
     "VS_SYSBP": [130.0, 120.0, 140.0, 200.0, 110.0, np.nan],
     "LB_ALT": [np.nan, 20.0, 30.0, 99.0, 25.0, 35.0],
 })
+VISITS.insert(3, "EARLIEST_DAY", VISITS["STUDY_DAY"].astype(float))
+VISITS.insert(4, "LATEST_DAY", VISITS["STUDY_DAY"].astype(float))
 
 
 def test_baseline_last_change_slope_and_window():
@@ -57,7 +59,7 @@ def test_landmark_labels_exclude_events_inside_the_window():
     dm = pd.DataFrame({SUBJECT_KEY: ["S-a", "S-b", "S-c", "S-d"], "RFSTDTC": ["2020-01-01"] * 4})
     events = training_logic.outcome_events(ae, None, dm, training_logic.Outcome())
     labelled, excluded = training_logic.label_subjects(features, events, after_day=30)
-    assert excluded == 1  # S-b: serious AE on day 10, inside the window
+    assert excluded == training_logic.Exclusions(prior_event=1)  # S-b: serious AE on day 10, inside the window
     assert dict(zip(labelled[SUBJECT_KEY], labelled[training_logic.LABEL])) == {"S-a": 1, "S-c": 0, "S-d": 1}
 
 
@@ -128,6 +130,7 @@ def _study(seed: int):
     days = np.arange(-10, 121, 7)
     visits = pd.DataFrame([(s, i + 1, float(d), 0, 2) for s in subjects for i, d in enumerate(days)],
                           columns=[SUBJECT_KEY, "VISITNUM", "STUDY_DAY", "N_ABNORMAL", "N_RESULTS"])
+    visits["EARLIEST_DAY"] = visits["LATEST_DAY"] = visits["STUDY_DAY"]
     visits["VS_SYSBP"] = rng.normal(130, 10, len(visits))
     visits["LB_ALT"] = rng.normal(25, 5, len(visits))
     ex = pd.DataFrame({SUBJECT_KEY: subjects, "EXSTDY": 1.0, "EXENDY": rng.integers(5, 100, 12).astype(float),
@@ -147,7 +150,8 @@ def test_no_feature_uses_data_after_the_landmark(landmark):
     tampered = visits.copy()
     tampered.loc[later, ["VS_SYSBP", "LB_ALT"]] = 9999.0
     tampered.loc[later, "N_ABNORMAL"] = 50
-    extra = tampered[later].assign(STUDY_DAY=lambda d: d["STUDY_DAY"] + 1, VISITNUM=lambda d: d["VISITNUM"] + 0.5)
+    extra = tampered[later].assign(STUDY_DAY=lambda d: d["STUDY_DAY"] + 1, EARLIEST_DAY=lambda d: d["STUDY_DAY"],
+                                   LATEST_DAY=lambda d: d["STUDY_DAY"], VISITNUM=lambda d: d["VISITNUM"] + 0.5)
     longer = ex.assign(EXENDY=ex["EXENDY"].where(ex["EXENDY"] <= landmark, 400.0), EXDOSE=ex["EXDOSE"])
     again = subject_features(pd.concat([tampered, extra], ignore_index=True), dm, longer, landmark_day=landmark)
     pd.testing.assert_frame_equal(features, again)
@@ -155,7 +159,7 @@ def test_no_feature_uses_data_after_the_landmark(landmark):
     events = training_logic.outcome_events(ae, None, dm, training_logic.Outcome(after_day=landmark))
     labelled, excluded = training_logic.label_subjects(features, events, after_day=landmark)
     day = ae.set_index(SUBJECT_KEY)["AESTDY"]
-    assert excluded == int((day <= landmark).sum())
+    assert excluded == training_logic.Exclusions(prior_event=int((day <= landmark).sum()))
     assert set(labelled[SUBJECT_KEY]) == set(day[day > landmark].index)  # every kept subject had a later event
     assert labelled[training_logic.LABEL].eq(1).all()
 

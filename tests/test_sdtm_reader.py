@@ -3,7 +3,8 @@
 import pandas as pd
 import pyreadstat
 
-from ct_assets.lib.sdtm import read_domain, study_day
+from ct_assets.lib.dates import study_day
+from ct_assets.lib.sdtm import read_domain
 from ct_assets.quality.schemas import domain_schema
 from ct_assets.quality.validate import split_valid
 from tests.studies import pilot_dir

@@ -3,8 +3,11 @@
 Study day 1 is the first day of treatment (DM.RFSTDTC). For every test column of the processed
 visits we take the baseline (last value on or before day 1), the last value in the window
 (day 2 to ``landmark_day``), the change from baseline and the slope over all values up to the end
-of the window. Nothing here knows a test code or visit number: the tests are whatever columns
-processing produced.
+of the window. A visit counts only when every result of it lies wholly on one side: its latest
+possible day (LATEST_DAY, which a partial date widens) on or before day 1 for the baseline, its
+whole interval inside days 2 to ``landmark_day`` for the window. A visit that may reach past the
+landmark never becomes a feature. Nothing here knows a test code or visit number: the tests are
+whatever columns processing produced.
 """
 
 from __future__ import annotations
@@ -16,9 +19,9 @@ import pandas as pd
 
 from ct_assets.lib.faults import StudyDataError
 from ct_assets.lib.privacy import SUBJECT_KEY
-from ct_assets.lib.sdtm import study_day
+from ct_assets.lib.dates import study_day
 
-VISIT_META = [SUBJECT_KEY, "VISITNUM", "STUDY_DAY", "N_ABNORMAL", "N_RESULTS"]
+VISIT_META = [SUBJECT_KEY, "VISITNUM", "STUDY_DAY", "EARLIEST_DAY", "LATEST_DAY", "N_ABNORMAL", "N_RESULTS"]
 CATEGORICAL = ["SEX", "RACE", "ARMCD"]
 STATS = ("baseline", "last", "change", "slope")
 
@@ -47,14 +50,17 @@ def _suffix(df: pd.DataFrame, stat: str) -> pd.DataFrame:
 
 def findings_features(visits: pd.DataFrame, landmark_day: int) -> pd.DataFrame:
     tests = test_columns(visits)
-    v = visits[visits["STUDY_DAY"].notna() & (visits["STUDY_DAY"] <= landmark_day)]
-    v = v.sort_values([SUBJECT_KEY, "STUDY_DAY", "VISITNUM"])
-    pre = v[v["STUDY_DAY"] <= 1]
-    window = v[v["STUDY_DAY"] > 1]
+    earliest, latest = visits["EARLIEST_DAY"], visits["LATEST_DAY"]
+    pre_mask = latest.notna() & (latest <= 1)
+    window_mask = earliest.notna() & (earliest >= 2) & latest.notna() & (latest <= landmark_day)
+    v = visits[pre_mask | window_mask].sort_values([SUBJECT_KEY, "EARLIEST_DAY", "VISITNUM"])
+    pre = v[v["LATEST_DAY"] <= 1]
+    window = v[v["EARLIEST_DAY"] >= 2]
     # groupby().last() takes the last non-null value per column: the latest measurement.
     baseline = pre.groupby(SUBJECT_KEY)[tests].last()
     last = window.groupby(SUBJECT_KEY)[tests].last()
     change = last.sub(baseline, fill_value=np.nan)
+    v = v[v["STUDY_DAY"].notna()]  # a slope needs the day itself
     slope = _slopes(v, tests) if len(v) else pd.DataFrame(columns=tests)
     counts = window.groupby(SUBJECT_KEY).agg(
         N_VISITS_WINDOW=("VISITNUM", "nunique"), N_ABNORMAL_WINDOW=("N_ABNORMAL", "sum")

@@ -145,16 +145,6 @@ def read_domain(study_dir: Path, domain: str, encoding: str | None = None) -> pd
     return read_domain_files(study_dir, domain, encoding)[0]
 
 
-def study_day(dtc: pd.Series, reference_dtc: pd.Series) -> pd.Series:
-    """SDTM study day: date minus reference start (+1 on or after it; there is no day 0)."""
-    import pandas as pd
-
-    dates = pd.to_datetime(dtc.str.slice(0, 10), format="%Y-%m-%d", errors="coerce")
-    ref = pd.to_datetime(reference_dtc.str.slice(0, 10), format="%Y-%m-%d", errors="coerce")
-    delta = (dates - ref).dt.days
-    return delta.where(delta < 0, delta + 1).astype("Float64")
-
-
 # --- Streaming a domain into the raw zone in bounded memory -------------------------------------------------------
 # A domain of tens of millions of rows never sits in memory whole: Parquet files are read batch by batch and
 # written as parts of one Parquet dataset; CSV and XPT files (deliveries of a few MB each) one file at a time.

@@ -11,6 +11,7 @@ from ct_assets.lib.provenance import STAGE_LOGIC, module_code_version
 from ct_assets.resources import Lake, Spark
 
 VISIT_COLUMNS = {"SUBJECT_KEY": "string", "VISITNUM": "float64", "STUDY_DAY": "float64",
+                 "EARLIEST_DAY": "float64", "LATEST_DAY": "float64",
                  "N_ABNORMAL": "int32", "N_RESULTS": "int32"}
 
 

@@ -89,14 +89,16 @@ def training_set(context: dg.AssetExecutionContext, config: OutcomeConfig, study
         labelled, excluded = training_logic.make_training_set(features, dm, ae, ds, config.outcome(study_design),
                                                  config.holdout_fraction, config.split_seed)
     counts = labelled.groupby(training_logic.SPLIT)[training_logic.LABEL].agg(["size", "sum"])
-    context.log.info(f"{len(labelled)} subjects labelled, {excluded} excluded (event inside the feature window)")
+    context.log.info(f"{len(labelled)} subjects labelled; excluded: {excluded.prior_event} with an event inside the feature "
+                     f"window, {excluded.ambiguous_event_dates} whose event dates allow either side of the landmark")
     return dg.Output(
         labelled,
         metadata={
             "dagster/row_count": len(labelled),
             "positives": int(labelled[training_logic.LABEL].sum()),
             "prevalence": round(float(labelled[training_logic.LABEL].mean()), 4) if len(labelled) else 0.0,
-            "excluded_prior_event": excluded,
+            "excluded_prior_event": excluded.prior_event,
+            "ambiguous_event_dates": excluded.ambiguous_event_dates,
             "train_subjects": int(counts.loc["train", "size"]) if "train" in counts.index else 0,
             "holdout_subjects": int(counts.loc["holdout", "size"]) if "holdout" in counts.index else 0,
             "outcome": dg.MetadataValue.json(config.model_dump() | {"after_day": study_design.landmark_day}),

@@ -5,7 +5,12 @@ serious AE (AESER = "Y"), a severe AE (AESEV = "SEVERE") or a discontinuation fo
 event (DS.DSDECOD = "ADVERSE EVENT"), starting after study day ``after_day`` (the end of the
 feature window). Subjects with such an event on or before that day are excluded (the landmark
 design): predicting an event that already happened would leak the answer into the features.
-Events whose day cannot be placed (partial dates) count as outcomes.
+
+An event with a partial start date (``2013-12``, ``2013``) is placed by the interval of days its
+date allows (ct_assets.lib.dates), never by a guessed day: wholly on or before ``after_day`` it is a
+prior event (the subject is excluded), wholly after it an outcome; an interval that straddles the
+landmark, or an event with no start date at all, is ambiguous, and its subject is left out of
+training and counted (``ambiguous_event_dates``), since it could be either.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import pandas as pd
 from ct_assets.features.logic import CATEGORICAL
 from ct_assets.lib.faults import StudyDataError
 from ct_assets.lib.privacy import SPLIT_BUCKET, SUBJECT_KEY
-from ct_assets.lib.sdtm import study_day
+from ct_assets.lib.dates import day_bounds
 
 LABEL = "LABEL"
 SPLIT = "SPLIT"
@@ -35,14 +40,31 @@ class Outcome:
     after_day: int = 30
 
 
-def _day(df: pd.DataFrame, day_col: str, dtc_col: str, dm: pd.DataFrame) -> pd.Series:
-    day = df[day_col] if day_col in df else pd.Series(np.nan, index=df.index)
-    ref = df[SUBJECT_KEY].map(dm.set_index(SUBJECT_KEY)["RFSTDTC"])
-    return day.astype("Float64").fillna(study_day(df[dtc_col].astype("string"), ref.astype("string")))
+@dataclass(frozen=True)
+class Exclusions:
+    """Subjects left out of the training set, by reason."""
+
+    prior_event: int = 0  # an outcome event on or before the landmark
+    ambiguous_event_dates: int = 0  # an outcome event whose dates allow either side of the landmark
+
+
+def _days(df: pd.DataFrame, day_col: str, dtc_col: str, dm: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Earliest and latest study day of each event: its --STDY when delivered, else bounds from its date."""
+    day = (df[day_col] if day_col in df else pd.Series(np.nan, index=df.index)).astype("Float64")
+    ref = df[SUBJECT_KEY].map(dm.set_index(SUBJECT_KEY)["RFSTDTC"]).astype("string")
+    dtc = df[dtc_col].astype("string") if dtc_col in df else pd.Series(pd.NA, index=df.index, dtype="string")
+    first, last = day_bounds(dtc, ref)
+    return day.fillna(first), day.fillna(last)
+
+
+def _events(sel: pd.DataFrame, prefix: str, dm: pd.DataFrame) -> pd.DataFrame:
+    first, last = _days(sel, f"{prefix}STDY", f"{prefix}STDTC", dm)
+    return pd.DataFrame({SUBJECT_KEY: sel[SUBJECT_KEY], "EARLIEST_DAY": first, "LATEST_DAY": last, "SOURCE": prefix})
 
 
 def outcome_events(ae: pd.DataFrame | None, ds: pd.DataFrame | None, dm: pd.DataFrame, outcome: Outcome) -> pd.DataFrame:
-    """Every event that meets the outcome definition, with its study day (NaN when unknown)."""
+    """Every event that meets the outcome definition, with the earliest and latest study day it can have
+    (equal when the day is known; NA when the event has no date)."""
     frames = []
     if ae is not None and len(ae):
         hit = pd.Series(False, index=ae.index)
@@ -50,23 +72,26 @@ def outcome_events(ae: pd.DataFrame | None, ds: pd.DataFrame | None, dm: pd.Data
             hit |= ae["AESER"].eq("Y")
         if outcome.ae_severities and "AESEV" in ae:
             hit |= ae["AESEV"].isin(outcome.ae_severities)
-        sel = ae[hit]
-        frames.append(pd.DataFrame({SUBJECT_KEY: sel[SUBJECT_KEY], "DAY": _day(sel, "AESTDY", "AESTDTC", dm), "SOURCE": "AE"}))
+        frames.append(_events(ae[hit], "AE", dm))
     if ds is not None and len(ds) and outcome.ds_terms:
-        sel = ds[ds["DSDECOD"].isin(outcome.ds_terms)]
-        frames.append(pd.DataFrame({SUBJECT_KEY: sel[SUBJECT_KEY], "DAY": _day(sel, "DSSTDY", "DSSTDTC", dm), "SOURCE": "DS"}))
+        frames.append(_events(ds[ds["DSDECOD"].isin(outcome.ds_terms)], "DS", dm))
     if not frames:
-        return pd.DataFrame({SUBJECT_KEY: pd.Series(dtype=str), "DAY": pd.Series(dtype=float), "SOURCE": pd.Series(dtype=str)})
+        return pd.DataFrame({SUBJECT_KEY: pd.Series(dtype=str), "EARLIEST_DAY": pd.Series(dtype="Float64"),
+                             "LATEST_DAY": pd.Series(dtype="Float64"), "SOURCE": pd.Series(dtype=str)})
     return pd.concat(frames, ignore_index=True)
 
 
-def label_subjects(features: pd.DataFrame, events: pd.DataFrame, after_day: int) -> tuple[pd.DataFrame, int]:
-    """Features with LABEL; subjects whose event came inside the window are excluded (and counted)."""
-    prior = set(events.loc[events["DAY"].notna() & (events["DAY"] <= after_day), SUBJECT_KEY])
-    later = set(events.loc[events["DAY"].isna() | (events["DAY"] > after_day), SUBJECT_KEY])
-    kept = features[~features[SUBJECT_KEY].isin(prior)].copy()
+def label_subjects(features: pd.DataFrame, events: pd.DataFrame, after_day: int) -> tuple[pd.DataFrame, Exclusions]:
+    """Features with LABEL. Subjects with an event inside the window are excluded; so are subjects with an
+    event whose dates allow either side of the landmark (both counted)."""
+    first, last = events["EARLIEST_DAY"].astype(float), events["LATEST_DAY"].astype(float)
+    prior = set(events.loc[last <= after_day, SUBJECT_KEY])
+    later = set(events.loc[first > after_day, SUBJECT_KEY])
+    ambiguous = set(events.loc[~(last <= after_day) & ~(first > after_day), SUBJECT_KEY]) - prior
+    subjects = features[SUBJECT_KEY]
+    kept = features[~subjects.isin(prior | ambiguous)].copy()
     kept[LABEL] = kept[SUBJECT_KEY].isin(later).astype(int)
-    return kept.reset_index(drop=True), len(features) - len(kept)
+    return kept.reset_index(drop=True), Exclusions(int(subjects.isin(prior).sum()), int(subjects.isin(ambiguous).sum()))
 
 
 def assign_split(df: pd.DataFrame, holdout_fraction: float = 0.25, seed: int = 0) -> pd.Series:
@@ -108,8 +133,8 @@ def check_modellable(labelled: pd.DataFrame, ae: pd.DataFrame | None, ds: pd.Dat
 
 
 def make_training_set(features: pd.DataFrame, dm: pd.DataFrame, ae: pd.DataFrame | None, ds: pd.DataFrame | None,
-                      outcome: Outcome, holdout_fraction: float = 0.25, seed: int = 0) -> tuple[pd.DataFrame, int]:
-    """Features with the outcome label and the fixed train / holdout split; also the excluded count.
+                      outcome: Outcome, holdout_fraction: float = 0.25, seed: int = 0) -> tuple[pd.DataFrame, Exclusions]:
+    """Features with the outcome label and the fixed train / holdout split; also who was excluded and why.
     A study that cannot be modelled raises StudyDataError saying why."""
     labelled, excluded = label_subjects(features, outcome_events(ae, ds, dm, outcome), outcome.after_day)
     labelled[SPLIT_BUCKET] = labelled[SUBJECT_KEY].map(dm.set_index(SUBJECT_KEY)[SPLIT_BUCKET])

@@ -79,5 +79,6 @@ def engineer_features(validated_dir: str, features_path: str, training_set_path:
     lake.write_parquet(features, Path(features_path))
     lake.write_parquet(labelled, Path(training_set_path))
     return {"subjects": len(features), "features": len(features.columns) - 1, "labelled": len(labelled),
-            "positives": int(labelled[training_logic.LABEL].sum()), "excluded_prior_event": excluded,
+            "positives": int(labelled[training_logic.LABEL].sum()), "excluded_prior_event": excluded.prior_event,
+            "ambiguous_event_dates": excluded.ambiguous_event_dates,
             "holdout": int((labelled[training_logic.SPLIT] == "holdout").sum())}
