@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from ct_assets.lib.dates import spark_day_bounds
+from ct_assets.lib.dates import spark_date_bounds, spark_study_days
 
 SUBJECT = "SUBJECT_KEY"
 ABNORMAL_FLAGS = ["HIGH", "LOW", "ABNORMAL", "H", "L", "A", "HH", "LL"]
@@ -75,14 +75,20 @@ def with_study_day(long: DataFrame, dm: DataFrame) -> DataFrame:
     """Each result's study day interval (EARLIEST_DAY, LATEST_DAY) from --DY when delivered, else from its
     date and DM's reference start (ct_assets.lib.dates: a partial date is bounded, never imputed); DY only
     where the day is known."""
-    ref = dm.select(SUBJECT, F.col("RFSTDTC").alias("_RFST"))
-    lo, hi = spark_day_bounds(F.col("DTC"), F.col("_RFST"))
+    ref_lo, ref_hi = spark_date_bounds(F.col("RFSTDTC"))
+    ref = dm.select(SUBJECT, ref_lo.alias("_REF_LO"), ref_hi.alias("_REF_HI"))
+    lo, hi = spark_date_bounds(F.col("DTC"))
+    # Each step its own columns: inlined into one expression the date parsing repeats until the generated code
+    # outgrows the JVM's 64 KB method limit.
+    first, last = spark_study_days(F.col("_LO"), F.col("_HI"), F.col("_REF_LO"), F.col("_REF_HI"))
     return (
-        long.join(ref, SUBJECT, "left")
-        .withColumn("EARLIEST_DAY", F.coalesce(F.col("DY"), lo))
-        .withColumn("LATEST_DAY", F.coalesce(F.col("DY"), hi))
-        .withColumn("DY", F.coalesce(F.col("DY"), F.when(lo == hi, lo)))
-        .drop("_RFST", "DTC")
+        long.withColumns({"_LO": lo, "_HI": hi})
+        .join(ref, SUBJECT, "left")
+        .withColumns({"_FIRST": first, "_LAST": last})
+        .withColumns({"EARLIEST_DAY": F.coalesce(F.col("DY"), F.col("_FIRST")),
+                      "LATEST_DAY": F.coalesce(F.col("DY"), F.col("_LAST")),
+                      "DY": F.coalesce(F.col("DY"), F.when(F.col("_FIRST") == F.col("_LAST"), F.col("_FIRST")))})
+        .drop("_LO", "_HI", "_REF_LO", "_REF_HI", "_FIRST", "_LAST", "DTC")
     )
 
 

@@ -91,14 +91,17 @@ def spark_date_bounds(dtc):
     return start, F.when(start.isNotNull(), latest)
 
 
-def spark_day_bounds(dtc, reference_dtc):
-    """``day_bounds`` as Spark columns: (earliest, latest) study day (double; null when unknown)."""
+def spark_study_days(earliest, latest, ref_earliest, ref_latest):
+    """``day_bounds``' arithmetic as Spark columns, from date bounds already computed (spark_date_bounds): (earliest,
+    latest) study day (double; null when unknown). Kept apart so a job can compute the bounds once per row."""
     from pyspark.sql import functions as F
-
-    lo, hi = spark_date_bounds(dtc)
-    ref_lo, ref_hi = spark_date_bounds(reference_dtc)
 
     def day(delta):
         return F.when(delta >= 0, delta + 1).otherwise(delta).cast("double")
 
-    return day(F.datediff(lo, ref_hi)), day(F.datediff(hi, ref_lo))
+    return day(F.datediff(earliest, ref_latest)), day(F.datediff(latest, ref_earliest))
+
+
+def spark_day_bounds(dtc, reference_dtc):
+    """``day_bounds`` as Spark columns: (earliest, latest) study day (double; null when unknown)."""
+    return spark_study_days(*spark_date_bounds(dtc), *spark_date_bounds(reference_dtc))
