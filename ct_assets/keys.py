@@ -48,3 +48,7 @@ CLUSTER_TRAINING = AssetKey("cluster_training")
 KAFKA_INGESTION = AssetKey("kafka_ingestion")
 MODEL_DEPLOYMENT = AssetKey("model_deployment")
 AB_TEST_REPORT = AssetKey("ab_test_report")
+
+# The data quality steps whose success, in the same run, anything that serves people (the champion alias, the
+# online store, and through the champion the deployment) waits for: a run whose quality steps fail moves none.
+SOUND_DATA = [DATA_QUALITY_REPORT, QUARANTINE_RECHECK]

@@ -79,6 +79,10 @@ class StudySource(dg.ConfigurableResource):
             return len(frame), []
         return sdtm.write_domain_dataset(self.path(), domain, out_dir, self.encoding or settings.study_encoding())
 
+    def ignored_files(self) -> list[str]:
+        """Files delivered in the study folder that no domain reads (none for Kafka: every record names its domain)."""
+        return [] if self.kind() == "kafka" else sdtm.ignored_files(self.path())
+
     def _paths(self, domain: str | None) -> list[Path]:
         if self.kind() == "kafka":
             landing = self.landing()

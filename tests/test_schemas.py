@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from ct_assets.lib.sdtm import DOMAINS, read_domain
-from ct_assets.quality.schemas import FEATURES_SCHEMA, domain_schema, iso8601
+from ct_assets.quality.schemas import FEATURES_SCHEMA, REPEATED_ROW_RULE, domain_schema, iso8601
 from ct_assets.quality.validate import RULES, split_valid
 from tests.studies import pilot_dir
 
@@ -53,10 +53,21 @@ def test_bad_row_is_quarantined_with_its_rule(pilot, mutate, rule):
 
 def test_duplicate_key_keeps_first_and_quarantines_the_copy(pilot):
     vs = _vs_sample(pilot)
-    dup = pd.concat([vs, vs.iloc[[3]]], ignore_index=True)
+    second_version = vs.iloc[[3]].assign(VSSTRESN=vs["VSSTRESN"].iat[3] + 1)
+    dup = pd.concat([vs, second_version], ignore_index=True)
     split = split_valid(dup, domain_schema("VS"))
     assert len(split.accepted) == len(vs)
     assert "multiple_fields_uniqueness" in split.quarantined[RULES].iat[0]
+
+
+@pytest.mark.parametrize("domain", ["VS", "AE", "SV"])
+def test_a_row_delivered_twice_is_a_repeat_not_a_key_violation(pilot, domain):
+    """As DM reports it: the copy is quarantined as a repeated row, and only as that."""
+    df = pilot[domain].head(10)
+    twice = pd.concat([df, df.iloc[[2]]], ignore_index=True).assign(_SOURCE_ROW=range(11))
+    split = split_valid(twice, domain_schema(domain))
+    assert len(split.accepted) == 10 and split.quarantined["_SOURCE_ROW"].tolist() == [10]
+    assert split.quarantined[RULES].iat[0] == REPEATED_ROW_RULE
 
 
 def test_not_done_without_result_is_valid(pilot):

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from ct_assets.lib.privacy import pseudonymise
-from ct_assets.quality.schemas import domain_schema
+from ct_assets.quality.schemas import REPEATED_ROW_RULE, domain_schema
 from ct_assets.quality.spark_validate import split_findings, standard_units, validated_rows
 from ct_assets.quality.validate import REASON, RULES, split_valid, validate_domain
 
@@ -14,7 +14,7 @@ CUTOFF = "2026-11-30"
 
 
 def messy_vitals() -> pd.DataFrame:
-    """Duplicates (the first copy kept), an unknown subject, a foreign unit, text in a number, a bad date."""
+    """Duplicate keys (the first kept), a repeated row, an unknown subject, a foreign unit, text in a number, a bad date."""
     rows = [
         ("a", 1, "SYSBP", "120", "mmHg", "2020-01-01"),
         ("a", 1, "SYSBP", "121", "mmHg", "2020-01-02"),   # same USUBJID + VSSEQ as the row before
@@ -27,9 +27,10 @@ def messy_vitals() -> pd.DataFrame:
         ("b", 4, "SYSBP", "135", "mmHg", "2020-01-05"),
         ("b", 5, "PULSE", None, None, "2020-01-05"),       # a result in text only: present
         ("b", 6, "PULSE", None, None, "2020-01-05"),       # no result at all
+        ("a", 3, "TEMP", "37.0", "C", "2020-01-01"),       # row 3 delivered again: a repeat, not a second version
     ]
     df = pd.DataFrame(rows, columns=["USUBJID", "VSSEQ", "VSTESTCD", "VSSTRESN", "VSSTRESU", "VSDTC"])
-    df["VSSTRESC"] = [None] * 9 + ["irregular", None]
+    df["VSSTRESC"] = [None] * 9 + ["irregular", None, None]
     df.insert(0, "STUDYID", "S1")
     df.insert(1, "DOMAIN", "VS")
     df["VISITNUM"] = 1.0
@@ -48,7 +49,8 @@ def test_spark_quarantines_the_rows_pandas_does_with_the_same_rules(spark, ct_ho
     raw = messy_vitals()
     pandas_split = split_valid(raw, domain_schema("VS", ["a", "b"], CUTOFF))
     expected = pandas_split.quarantined.set_index("_SOURCE_ROW")[[RULES, REASON]].sort_index()
-    assert len(expected) == 6  # the duplicate, "NaN", kPa, month 13, z, no result
+    assert len(expected) == 7  # the duplicate key, the repeated row, "NaN", kPa, month 13, z, no result
+    assert expected[RULES][11] == REPEATED_ROW_RULE and "VSSEQ: multiple_fields_uniqueness" in expected[RULES][1]
 
     _, split = _spark_split(spark, raw, ["a", "b"])
     out = split.toPandas()
@@ -84,5 +86,7 @@ def test_partition_schema_is_the_domain_schema_without_the_whole_domain_rules(do
     from ct_assets.quality.schemas import findings_schema
 
     whole, part = findings_schema(domain, None, CUTOFF), findings_schema(domain, None, CUTOFF, {}, whole_domain=False)
-    assert list(whole.columns) == list(part.columns) and [c.name for c in whole.checks] == [c.name for c in part.checks]
+    assert list(whole.columns) == list(part.columns)
+    # The repeated-row rule needs every row: the engines apply it across partitions, as they do uniqueness.
+    assert [c.name for c in whole.checks] == [c.name for c in part.checks] + ["repeated_row"]
     assert whole.unique == ["USUBJID", f"{domain}SEQ"] and not part.unique

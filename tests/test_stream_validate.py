@@ -7,6 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from ct_assets.quality.schemas import REPEATED_ROW_RULE
 from ct_assets.quality.stream_validate import validate_stream
 from ct_assets.quality.validate import REASON, RULES, validate_domain
 from tests.test_spark_validate import CUTOFF, messy_vitals
@@ -41,7 +42,8 @@ def test_streamed_validation_matches_the_whole_domain_in_pandas(tmp_path, ct_hom
 
     quarantined = pd.read_parquet(tmp_path / "q").set_index("_SOURCE_ROW")[[RULES, REASON]].sort_index()
     want = expected.quarantined.set_index("_SOURCE_ROW")[[RULES, REASON]].sort_index()
-    assert len(want) == 7 and "VSSEQ: multiple_fields_uniqueness" in want[RULES][len(raw) - 1]
+    assert len(want) == 8 and "VSSEQ: multiple_fields_uniqueness" in want[RULES][len(raw) - 1]
+    assert want[RULES][11] == REPEATED_ROW_RULE  # row 3 again, in the other part: a repeat, not a second version
     pd.testing.assert_frame_equal(quarantined, want, check_dtype=False)
 
     validated = pd.read_parquet(tmp_path / "v").sort_values("_SOURCE_ROW", ignore_index=True)

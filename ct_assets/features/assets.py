@@ -100,7 +100,7 @@ def schema_check(features: Frame) -> dg.AssetCheckResult:
     group_name="features",
     kinds={"feast", "redis"},
     pool="feature_engineering",
-    deps=[keys.SUBJECT_FEATURES],
+    deps=[keys.SUBJECT_FEATURES, *keys.SOUND_DATA],
     check_specs=[dg.AssetCheckSpec("online_matches_offline", asset=keys.ONLINE_FEATURES, blocking=True,
                                    description="rows online = subjects of the offline store, each with its latest "
                                                "feature timestamp, and a sample read back equals the offline values")],

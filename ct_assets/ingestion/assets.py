@@ -56,14 +56,17 @@ def raw_domain_asset(domain: str) -> dg.AssetsDefinition:
         else:
             rows, reads = landed
         lake_files.publish_dir(version, link)
+        ignored = study.ignored_files()
         if present:
             from ct_assets.lib import audit
             from ct_assets.lib.audit import dagster_actor
             from ct_assets.lib.provenance import source_digests
 
             digests = source_digests(study.source_files_of(domain))
-            audit.record("data_delivery", domain, dagster_actor(context), f"{rows} rows ingested",
-                         after={"files": digests, "rows": rows})
+            after = {"files": digests, "rows": rows}
+            if domain == "DM":  # the delivery's record, once: what arrived that no domain reads
+                after["ignored_files"] = ignored
+            audit.record("data_delivery", domain, dagster_actor(context), f"{rows} rows ingested", after=after)
         return dg.Output(
             None,
             metadata={
@@ -71,6 +74,7 @@ def raw_domain_asset(domain: str) -> dg.AssetsDefinition:
                 "present_in_study": present,
                 "source_files": ", ".join(study.files(domain)) or "none",
                 "encodings": ", ".join(f"{r.name}: {r.encoding}" for r in reads) or "none",
+                "ignored_files": ", ".join(ignored) or "none",
                 "study_dir": dg.MetadataValue.path(str(study.path())),
                 "columns": len(lake_files.parquet_columns(link)),
                 "fingerprint": study.fingerprint(domain),

@@ -51,6 +51,13 @@ def domain_files(study_dir: Path, domain: str) -> list[Path]:
     return files
 
 
+def ignored_files(study_dir: Path) -> list[str]:
+    """Files of the study folder that no ingested domain reads (SUPP--, RELREC, TS, TA, custom domains,
+    define.xml, ...): listed so there is a trace that they arrived."""
+    used = {p.name for d in DOMAINS for p in domain_files(study_dir, d)}
+    return sorted(p.name for p in Path(study_dir).iterdir() if p.is_file() and p.name not in used)
+
+
 class StudyFileError(ValueError):
     """A study file that cannot be read: the message names the domain and the file, in one line."""
 

@@ -33,6 +33,13 @@ def _rules_markdown(rule_counts: dict[str, int]) -> str:
     return "\n".join(lines)
 
 
+def partial_dates_in(validated) -> int:
+    """Partial dates in the --DTC columns of a validated frame: valid SDTM, counted, never quarantined."""
+    from ct_assets.lib.dates import is_partial
+
+    return sum(int(is_partial(validated[c]).sum()) for c in validated.columns if c.endswith("DTC"))
+
+
 def validation_asset(domain: str) -> dg.AssetsDefinition:
     validated_key, quarantine_key = keys.validated(domain), keys.quarantine(domain)
     on_spark = domain in FINDINGS_DOMAINS
@@ -55,6 +62,7 @@ def validation_asset(domain: str) -> dg.AssetsDefinition:
                 "quality_score": round(split.score, 4),
                 "subjects": int(validated["SUBJECT_KEY"].nunique()) if "SUBJECT_KEY" in validated else 0,
                 "absent_columns": ", ".join(split.absent_columns) or "none",
+                "partial_dates": partial_dates_in(validated),
             },
         )
         yield dg.Output(
@@ -139,6 +147,7 @@ def _spark_validation(domain: str, multi_asset) -> dg.AssetsDefinition:
         from ct_assets.lib.faults import external
         from ct_assets.lib.privacy import pseudonymise
         from ct_assets.quality.spark_validate import validate_findings
+        from ct_assets.quality import report as quality_report
         from ct_assets.quality.stream_validate import validate_stream
         from ct_assets.quality.validate import accepted_subjects
         from ct_assets.settings import spark_min_rows
@@ -173,6 +182,7 @@ def _spark_validation(domain: str, multi_asset) -> dg.AssetsDefinition:
         yield dg.Output(None, output_name="validated", metadata={
             "dagster/row_count": split.validated, "quality_score": round(split.score, 4), "subjects": split.subjects,
             "absent_columns": ", ".join(split.absent_columns) or "none", "engine": engine, "spark_master": master,
+            "partial_dates": quality_report.partial_dates(links["validated"]),
             "path": dg.MetadataValue.path(str(links["validated"]))})
         yield dg.Output(None, output_name="quarantine", metadata={
             "dagster/row_count": split.quarantined, "rules": dg.MetadataValue.md(_rules_markdown(split.rules)),

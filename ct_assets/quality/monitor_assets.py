@@ -144,7 +144,9 @@ def data_quality_report(context: dg.AssetExecutionContext, quality: QualityPolic
     from ct_assets.quality import report as quality_report
 
     counts = pd.DataFrame([{"domain": d, "validated": parquet_rows(lake.path_for(f"validated_{d.lower()}")),
-                            "quarantined": parquet_rows(lake.path_for(f"quarantine_{d.lower()}"))} for d in DOMAINS])
+                            "quarantined": parquet_rows(lake.path_for(f"quarantine_{d.lower()}")),
+                            "partial_dates": quality_report.partial_dates(lake.path_for(f"validated_{d.lower()}"))}
+                           for d in DOMAINS])
     per_domain = counts.merge(completeness[["domain", "completeness"]], on="domain")
     per_domain = per_domain.merge(pd.DataFrame(consistency["by_domain"], columns=["domain", "subjects_in_dm", "dates_in_study_period"]),
                                   on="domain", how="left")
@@ -166,6 +168,7 @@ def data_quality_report(context: dg.AssetExecutionContext, quality: QualityPolic
     report = {"score": score, "components": components, "age_days": freshness["age_days"], "anomaly_share": anomaly_share,
               "per_domain": per_domain.to_dict(orient="records")}
     yield dg.Output(report, metadata={"score": round(score, 4), "age_days": round(freshness["age_days"], 2),
+                                      "partial_dates": int(per_domain["partial_dates"].sum()),
                                       **_rounded(components), "per_domain": table_md(per_domain),
                                       "not_assessable": "; ".join(consistency.get("not_assessable", [])) or "none"})
     yield dg.AssetCheckResult(check_name="score_above_threshold", passed=score >= quality.min_quality_score,

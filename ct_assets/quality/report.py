@@ -52,6 +52,16 @@ def batches(path: Path, columns: list[str], rows: int = 1_000_000):
         yield batch.to_pandas()
 
 
+def partial_dates(path: Path) -> int:
+    """Partial dates (``2013-12``, ``2013``: valid SDTM, never quarantined for it) in every --DTC column of a
+    validated dataset, batch by batch."""
+    from ct_assets.lib import lake
+    from ct_assets.lib.dates import is_partial
+
+    columns = [c for c in lake.parquet_columns(path) if c.endswith("DTC")] if lake.parquet_files(path) else []
+    return sum(int(is_partial(part[c]).sum()) for part in batches(path, columns) for c in columns if c in part)
+
+
 def subjects_in_dm_share(raw_path: Path, dm_subjects: set) -> float:
     """``subjects_in_dm`` over a raw dataset, batch by batch."""
     known = total = 0
@@ -78,10 +88,16 @@ def dates_within_period_share(validated_path: Path, domain: str, period: pd.Data
 
 
 def _within_counts(findings: pd.DataFrame, dtc: str, period: pd.DataFrame) -> tuple[int, int]:
+    """(inside, assessable): a partial date is inside when its whole interval is, outside when none of it is,
+    and not assessable otherwise."""
+    from ct_assets.lib.dates import date_bounds
+
     df = findings[[SUBJECT_KEY, dtc]].merge(period, on=SUBJECT_KEY, how="left")
-    d = _dates(df[dtc])
-    known = d.notna() & df["start"].notna() & df["end"].notna()
-    return int(((d >= df["start"]) & (d <= df["end"]))[known].sum()), int(known.sum())
+    lo, hi = date_bounds(df[dtc])
+    inside = (lo >= df["start"]) & (hi <= df["end"])
+    outside = (hi < df["start"]) | (lo > df["end"])
+    known = lo.notna() & df["start"].notna() & df["end"].notna() & (inside | outside)
+    return int(inside[known].sum()), int(known.sum())
 
 
 def subjects_in_dm(raw: pd.DataFrame, raw_dm: pd.DataFrame) -> float:
@@ -94,7 +110,9 @@ PERIOD_STARTS, PERIOD_ENDS = ("RFICDTC", "DMDTC", "RFSTDTC"), ("RFPENDTC", "RFEN
 
 
 def _earliest_or_latest(dm: pd.DataFrame, cols: tuple[str, ...], latest: bool) -> pd.Series:
-    dates = [_dates(dm[c]) for c in cols if c in dm]
+    from ct_assets.lib.dates import date_bounds
+
+    dates = [date_bounds(dm[c])[1 if latest else 0] for c in cols if c in dm]  # the widest period the dates allow
     if not dates:
         return pd.Series(pd.NaT, index=dm.index, dtype="datetime64[ns]")
     both = pd.concat(dates, axis=1)

@@ -69,6 +69,10 @@ SUBJECT_NOT_IN_DM = "subject not in DM"
 # The rules that need every row of a domain at once. On Spark they run as aggregations and joins over the
 # whole domain (quality/spark_validate.py), the rest of the schema per partition; the names are pandera's.
 UNIQUENESS = "multiple_fields_uniqueness"
+# A row identical to an earlier one (a file or batch delivered twice) is a repeat, not a second version of its key:
+# it is quarantined under this rule alone, as DM's repeats are. The check's name, and the rule as reasons carry it.
+REPEATED_ROW = "repeated_row"
+REPEATED_ROW_RULE = "identical to an earlier row (kept once)"
 
 
 class Text(NpString):
@@ -313,7 +317,8 @@ def findings_schema(domain: str, known_subjects: Iterable[str] | None = None, cu
     }
     return pa.DataFrameSchema(
         columns,
-        checks=[_findings_result_check(d), _findings_range_check(d), _findings_unit_check(d, standard_units)],
+        checks=[_findings_result_check(d), _findings_range_check(d), _findings_unit_check(d, standard_units)]
+        + ([_repeat_check()] if whole_domain else []),  # across partitions, the engines find repeats themselves
         unique=["USUBJID", f"{d}SEQ"] if whole_domain else None,
         report_duplicates="exclude_first",
         name=f"{d}_findings",
@@ -337,6 +342,10 @@ def _not_a_repeat(df: pd.DataFrame) -> pd.Series:
     return ~df.duplicated(subset=_content_columns(df), keep="first")
 
 
+def _repeat_check() -> pa.Check:
+    return pa.Check(_not_a_repeat, name=REPEATED_ROW, error=REPEATED_ROW_RULE)
+
+
 def dm_schema(cutoff: str | None = None) -> pa.DataFrameSchema:
     cutoff = cutoff or data_cutoff()
     columns = _keys("DM", None) | {
@@ -349,7 +358,7 @@ def dm_schema(cutoff: str | None = None) -> pa.DataFrameSchema:
     return pa.DataFrameSchema(columns, name="DM", checks=[
         pa.Check(_one_version_per_subject, name="conflicting_dm_rows",
                  error="the subject has DM rows that disagree: every copy is quarantined"),
-        pa.Check(_not_a_repeat, name="repeated_row", error="identical to an earlier row (kept once)"),
+        _repeat_check(),
     ])
 
 
@@ -378,7 +387,7 @@ def events_schema(domain: str, known_subjects: Iterable[str] | None = None, cuto
             "EXENDY": pa.Column(float, coerce=True, nullable=True, required=False),
         }
     return pa.DataFrameSchema(
-        columns, unique=["USUBJID", f"{d}SEQ"], report_duplicates="exclude_first", name=d
+        columns, checks=[_repeat_check()], unique=["USUBJID", f"{d}SEQ"], report_duplicates="exclude_first", name=d
     )
 
 
@@ -388,7 +397,8 @@ def sv_schema(known_subjects: Iterable[str] | None = None, cutoff: str | None = 
         "SVSTDTC": _dtc_column(cutoff or data_cutoff(), required=False),
         "SVSTDY": pa.Column(float, coerce=True, nullable=True, required=False),
     }
-    return pa.DataFrameSchema(columns, unique=["USUBJID", "VISITNUM"], report_duplicates="exclude_first", name="SV")
+    return pa.DataFrameSchema(columns, checks=[_repeat_check()], unique=["USUBJID", "VISITNUM"],
+                              report_duplicates="exclude_first", name="SV")
 
 
 def domain_schema(domain: str, known_subjects: Iterable[str] | None = None, cutoff: str | None = None) -> pa.DataFrameSchema:

@@ -115,10 +115,11 @@ def split_findings(raw, subjects, domain: str, cutoff: str, units: dict[str, str
     """Raw rows -> raw rows with SUBJECT_KEY, _QUARANTINE_RULES and _QUARANTINE_REASON (null when the row
     passes). ``subjects``: DM's accepted subjects as (_USUBJID, SUBJECT_KEY); ``failures`` and ``repeated``
     (row_failures, repeated_keys) when the caller has them at hand."""
+    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     from ct_assets.lib.sdtm import SOURCE_COLS
-    from ct_assets.quality.schemas import SUBJECT_NOT_IN_DM, UNIQUENESS
+    from ct_assets.quality.schemas import REPEATED_ROW_RULE, SUBJECT_NOT_IN_DM, UNIQUENESS
 
     d, cols = domain, raw.columns
     failures = row_failures(raw, d, cutoff, units) if failures is None else failures
@@ -137,7 +138,15 @@ def split_findings(raw, subjects, domain: str, cutoff: str, units: dict[str, str
         on = (F.col("USUBJID").eqNullSafe(F.col("_K1")) & F.col(seq).try_cast("double").eqNullSafe(F.col("_K2")))
         checked = checked.join(F.broadcast(repeated), on, "left")
         later = F.col("_FIRST").isNotNull() & (F.struct("_SOURCE_FILE", "_SOURCE_ROW") != F.col("_FIRST"))
-        found += [F.when(later, F.lit(f"USUBJID: {UNIQUENESS}")), F.when(later, F.lit(f"{seq}: {UNIQUENESS}"))]
+        # Of the rows that repeat a key (few), those identical to an earlier row: a repeat, not a second version.
+        content = [c for c in cols if not c.startswith("_")]
+        order = Window.partitionBy(*content).orderBy("_SOURCE_FILE", "_SOURCE_ROW")
+        copies = (checked.where(F.col("_FIRST").isNotNull()).select(*content, *SOURCE_COLS)
+                  .withColumn("_COPY", F.row_number().over(order) > 1).where("_COPY").select(*SOURCE_COLS, "_COPY"))
+        checked = checked.join(F.broadcast(copies), SOURCE_COLS, "left")
+        copy = F.coalesce(F.col("_COPY"), F.lit(False))
+        found += [F.when(later & copy, F.lit(REPEATED_ROW_RULE)),
+                  F.when(later & ~copy, F.lit(f"USUBJID: {UNIQUENESS}")), F.when(later & ~copy, F.lit(f"{seq}: {UNIQUENESS}"))]
 
     local = F.when(F.col(_LOCAL).isNull(), F.array().cast("array<string>")).otherwise(F.split(F.col(_LOCAL), "; "))
     every = F.array_sort(F.array_distinct(F.concat(local, F.array_compact(F.array(*found)) if found else

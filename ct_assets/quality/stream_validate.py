@@ -14,8 +14,9 @@ the hashes.
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ct_assets.quality.validate import REASON, RULES
@@ -57,6 +58,7 @@ class Scan:
     units: dict[str, str]  # test -> standard unit, over the whole domain
     repeats: dict[int, list[int]]  # part number -> positions in the part of rows repeating an earlier key
     rows: list[int]  # rows per part
+    copies: dict[int, list[int]] = field(default_factory=dict)  # of those, the rows identical to an earlier row
 
 
 def _scan_part(domain: str, part: Path, unit_cols: list[str], key_cols: list[str], rows: int):
@@ -101,6 +103,7 @@ def scan(domain: str, raw_path: Path, rows: int = BATCH_ROWS, pool=None) -> Scan
     counts: Counter = sum((c for c, _, _ in found), Counter())
     hashes, part_rows = [h for _, h, _ in found if len(h)], [r for _, _, r in found]
     repeats: dict[int, list[int]] = {}
+    copies: dict[int, list[int]] = {}
     if key_cols and hashes:
         every = np.concatenate(hashes)
         uniq, counted = np.unique(every, return_counts=True)
@@ -108,24 +111,28 @@ def scan(domain: str, raw_path: Path, rows: int = BATCH_ROWS, pool=None) -> Scan
         if len(suspects):  # the exact keys of rows whose hash repeats: few, unless the delivery repeats itself
             starts = np.cumsum([0] + part_rows)
             rows_at = np.flatnonzero(np.isin(every, suspects))
+            content = [c for c in names if not c.startswith("_")]  # a row's values, not its provenance
             keys = []
             for p, part in enumerate(parts):
                 mine = rows_at[(rows_at >= starts[p]) & (rows_at < starts[p + 1])] - starts[p]
                 if len(mine):
-                    df = pq.read_table(part, columns=key_cols).to_pandas().iloc[mine]
-                    keys.append(pd.DataFrame({"p": p, "i": mine, "u": df["USUBJID"].astype(object).to_numpy(),
-                                              "s": pd.to_numeric(df[seq], errors="coerce").to_numpy()}))
+                    df = pq.read_table(part, columns=content).take(mine).to_pandas()
+                    keys.append(df.assign(_p=p, _i=mine, _u=df["USUBJID"].astype(object).to_numpy(),
+                                          _s=pd.to_numeric(df[seq], errors="coerce").to_numpy()))
             keys = pd.concat(keys, ignore_index=True)
-            later = keys[keys.duplicated(subset=["u", "s"], keep="first")]  # delivery order: part, then row
-            repeats = {int(p): g["i"].astype(int).tolist() for p, g in later.groupby("p")}
-    return Scan(modal_units(counts), repeats, part_rows)
+            later = keys.duplicated(subset=["_u", "_s"], keep="first")  # delivery order: part, then row
+            copy = later & keys.duplicated(subset=content, keep="first")
+            repeats = {int(p): g["_i"].astype(int).tolist() for p, g in keys[later].groupby("_p")}
+            copies = {int(p): g["_i"].astype(int).tolist() for p, g in keys[copy].groupby("_p")}
+    return Scan(modal_units(counts), repeats, part_rows, copies)
 
 
-def _judge(domain: str, df, schema, repeated):
-    """One batch: (accepted rows as given, quarantined rows with their rules and reason)."""
+def _judge(domain: str, df, schema, repeated, copies=()):
+    """One batch: (accepted rows as given, quarantined rows with their rules and reason). ``repeated``: positions
+    of rows repeating an earlier key; ``copies``: those of them identical to an earlier row."""
     import numpy as np
 
-    from ct_assets.quality.schemas import UNIQUENESS
+    from ct_assets.quality.schemas import REPEATED_ROW_RULE, UNIQUENESS
     from ct_assets.quality.validate import split_valid
 
     split = split_valid(df, schema, coerce_accepted=False)
@@ -134,8 +141,9 @@ def _judge(domain: str, df, schema, repeated):
         return accepted, quarantined  # nothing repeats here, or a rule failed the whole frame
     unique = [f"USUBJID: {UNIQUENESS}", f"{domain}SEQ: {UNIQUENESS}"]
     rules = quarantined[RULES].str.split("; ").to_dict()
+    copies = set(copies)
     for i in repeated:
-        rules[i] = sorted(set(rules.get(i, [])) | set(unique))
+        rules[i] = sorted(set(rules.get(i, [])) | ({REPEATED_ROW_RULE} if i in copies else set(unique)))
     bad = np.zeros(len(df), dtype=bool)
     bad[list(rules)] = True
     joined = {i: "; ".join(r) for i, r in rules.items()}
@@ -176,7 +184,7 @@ def _init(known: set[str]) -> None:
 
 
 def validate_part(domain: str, part: Path, number: int, repeats: list[int], cutoff: str, units: dict[str, str],
-                  validated_dir: Path, quarantine_dir: Path, rows: int = BATCH_ROWS) -> dict:
+                  validated_dir: Path, quarantine_dir: Path, rows: int = BATCH_ROWS, copies: list[int] = ()) -> dict:
     """One part of the raw dataset, batch by batch, into validated and quarantined parts; returns counts."""
     import numpy as np
     import pyarrow as pa
@@ -185,14 +193,19 @@ def validate_part(domain: str, part: Path, number: int, repeats: list[int], cuto
     from ct_assets.quality.schemas import findings_schema
 
     schema = findings_schema(domain, _KNOWN, cutoff, units, whole_domain=False)
-    repeats_at = np.asarray(repeats, dtype=np.int64)
+    repeats_at, copies_at = np.asarray(repeats, dtype=np.int64), np.asarray(copies, dtype=np.int64)
     out = {"validated": 0, "quarantined": 0, "rules": Counter(), "subjects": set()}
     start = 0
-    for b, batch in enumerate(_batches(part, rows=rows)):
+    batches = _batches(part, rows=rows)
+    first = next(batches, None)
+    if first is None:  # an empty part (a domain the study lacks): judged as one empty batch, so both folders
+        first = pq.read_schema(part).empty_table()  # get a part with the domain's columns, readable downstream
+    for b, batch in enumerate(itertools.chain([first], batches)):
         df = batch.to_pandas(types_mapper=_arrow_strings)  # text stays in Arrow: vectorised rules, no copies
         here = repeats_at[(repeats_at >= start) & (repeats_at < start + len(df))] - start
+        copied = copies_at[(copies_at >= start) & (copies_at < start + len(df))] - start
         start += len(df)
-        accepted, quarantined = _judge(domain, df, schema, here.tolist())
+        accepted, quarantined = _judge(domain, df, schema, here.tolist(), copied.tolist())
         validated = _typed(accepted, domain)
         for frame, folder in ((validated, validated_dir), (quarantined, quarantine_dir)):
             pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), folder / f"part-{number:05d}-{b:04d}.parquet")
@@ -237,8 +250,8 @@ def validate_stream(domain: str, raw_path: Path, known: set[str], cutoff: str, v
             pool = stack.enter_context(ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
                                                            initializer=_init, initargs=(known,)))
         facts = scan(domain, raw_path, rows, pool)  # the parts scanned side by side
-        jobs = [(domain, part, p, facts.repeats.get(p, []), cutoff, facts.units, validated_dir, quarantine_dir, rows)
-                for p, part in enumerate(parts)]
+        jobs = [(domain, part, p, facts.repeats.get(p, []), cutoff, facts.units, validated_dir, quarantine_dir, rows,
+                 facts.copies.get(p, [])) for p, part in enumerate(parts)]
         if pool is not None:
             results = list(pool.map(validate_part, *zip(*jobs)))
         else:

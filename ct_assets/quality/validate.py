@@ -63,6 +63,17 @@ def _text_non_numbers(df: pd.DataFrame, schema: pa.DataFrameSchema) -> pd.DataFr
     return pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=["index", "rule"])
 
 
+def _row_rules(rules: pd.Series) -> str:
+    """A row's failed rules, joined; an exact repeat of an earlier row is reported as the repeat it is, not also
+    as a second version of its key."""
+    from ct_assets.quality.schemas import REPEATED_ROW_RULE, UNIQUENESS
+
+    found = set(rules)
+    if REPEATED_ROW_RULE in found:
+        found = {r for r in found if not r.endswith(UNIQUENESS)}
+    return "; ".join(sorted(found))
+
+
 def split_valid(df: pd.DataFrame, schema: pa.DataFrameSchema, coerce_accepted: bool = True) -> Split:
     """Validate ``df`` lazily; rows named in the failure cases are quarantined with their rules.
 
@@ -93,7 +104,7 @@ def split_valid(df: pd.DataFrame, schema: pa.DataFrameSchema, coerce_accepted: b
     row_cases["index"] = row_cases["index"].astype(int)
     row_cases["rule"] = row_cases.apply(_describe, axis=1) if len(row_cases) else pd.Series(dtype=str)
     row_rules = pd.concat([row_cases[["index", "rule"]], non_numbers])
-    rules = row_rules.groupby("index")["rule"].agg(lambda s: "; ".join(sorted(set(s))))
+    rules = row_rules.groupby("index")["rule"].agg(_row_rules)
     bad = df.index.isin(rules.index)
     quarantined = df[bad].assign(**{RULES: rules, REASON: rules.map(lambda r: f"failed: {r}")})
     accepted = df[~bad]

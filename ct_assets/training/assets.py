@@ -222,8 +222,10 @@ def _split_seed(context: dg.AssetExecutionContext) -> int:
     kinds={"mlflow"},
     pool="mlflow_operations",
     ins={"registered": dg.AssetIn(keys.REGISTERED_MODEL)},
-    description="The production model: alias 'champion', set only when the champion gate passed. The replaced "
-    "champion keeps alias 'previous_champion' so that a rollback is one alias switch.",
+    deps=keys.SOUND_DATA,
+    description="The production model: alias 'champion', set only when the champion gate passed and, in the same run, "
+    "the data quality steps succeeded. The replaced champion keeps alias 'previous_champion' so that a rollback is one "
+    "alias switch.",
 )
 def champion_model(context: dg.AssetExecutionContext, mlflow_settings: MlflowSettings, registered: dict) -> dg.Output[dict]:
     name = registered["name"]
