@@ -20,9 +20,9 @@ def test_pseudonyms_are_keyed_stable_and_shaped(ct_home):
 
 
 def test_key_from_environment_wins(ct_home, monkeypatch):
-    monkeypatch.setenv("CT_PSEUDONYM_KEY", "k1")
+    monkeypatch.setenv("CT_PSEUDONYM_KEY", "k1" * 16)
     a = privacy.pseudonymise(pd.Series(["x"]))
-    monkeypatch.setenv("CT_PSEUDONYM_KEY", "k2")
+    monkeypatch.setenv("CT_PSEUDONYM_KEY", "k2" * 16)
     assert privacy.pseudonymise(pd.Series(["x"])).iat[0] != a.iat[0]
     assert not (ct_home / "secrets").exists()
 

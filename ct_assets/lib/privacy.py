@@ -32,23 +32,61 @@ def is_pseudonym(value: object) -> bool:
     return isinstance(value, str) and len(value) == len(PREFIX) + DIGEST_CHARS and PSEUDONYM_RE.match(value) is not None
 
 
+MIN_SECRET_CHARS = 32  # what local_secret generates is 64 hex characters; anything much shorter is a mistake
+
+
+class SecretError(RuntimeError):
+    """A secret that is empty or too short: the message names where it came from, never its value."""
+
+
+def _checked(value: str, source: str) -> str:
+    value = value.strip()
+    if len(value) < MIN_SECRET_CHARS:
+        what = "is empty" if not value else f"holds {len(value)} characters, fewer than {MIN_SECRET_CHARS}"
+        raise SecretError(f"the secret {source} {what}: set it to at least {MIN_SECRET_CHARS} random characters "
+                          "(a file under $CT_HOME/secrets may be removed to have a new one generated)")
+    return value
+
+
+def _write_atomically(path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all: a temporary file (0600) beside it, fsync, rename, fsync of
+    the folder. A full disk leaves no file, never an empty one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
 def local_secret(env_var: str, filename: str) -> str:
-    """A secret from ``env_var``, else from ``$CT_HOME/secrets/<filename>``, generated there once
-    (32 random bytes as hex, folder 0700, file 0600) when absent. Never committed."""
+    """A secret from ``env_var``, else from ``$CT_HOME/secrets/<filename>``, generated there once (32 random bytes as
+    hex; folder 0700, file 0600) when absent: under a lock, so processes starting together share one, and written
+    atomically. An empty or short secret raises SecretError naming the variable or the file. Never committed."""
+    import fcntl
+
     given = settings.secret(env_var)
     if given:
-        return given
+        return _checked(given, f"${env_var}")
     path = settings.ct_home() / "secrets" / filename
     if not path.exists():
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(path.parent, 0o700)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process made it first
-            return path.read_text().strip()
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_hex(32))
-    return path.read_text().strip()
+        with open(path.parent / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+            if not path.exists():  # another process may have made it while this one waited
+                _write_atomically(path, secrets.token_hex(32))
+    return _checked(path.read_text(), str(path))
 
 
 def pseudonym_key() -> bytes:

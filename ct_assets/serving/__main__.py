@@ -57,9 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     from ct_assets.serving.server import MAX_BODY_BYTES, create_app
 
     settings.ct_home()  # owner-only state before anything is written
-    app = create_app(args.model_name or settings.MODEL_NAME, challenger_share=args.challenger_share,
-                     reload_seconds=args.reload_seconds, max_body_bytes=args.max_body_bytes or MAX_BODY_BYTES,
-                     require_auth=args.require_auth, feature_log_share=args.feature_log_share)
+    from ct_assets.lib.privacy import SecretError
+
+    try:
+        app = create_app(args.model_name or settings.MODEL_NAME, challenger_share=args.challenger_share,
+                         reload_seconds=args.reload_seconds, max_body_bytes=args.max_body_bytes or MAX_BODY_BYTES,
+                         require_auth=args.require_auth, feature_log_share=args.feature_log_share)
+    except SecretError as err:  # an empty token would let anyone in: refuse to start, in one line
+        print(f"python -m ct_assets.serving: {err}", file=sys.stderr)
+        return 2
     url = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
     line = (f"serving {args.model_name or settings.MODEL_NAME} on http://{args.host}:{args.port} "
             f"(POST /predict, GET /ready /models /metrics /openapi.json); registry {settings.mlflow_tracking_uri()}")
