@@ -212,7 +212,8 @@ def audit() -> None:
 
 @audit.command("verify")
 def audit_verify() -> None:
-    """Recompute the hash chain of $CT_HOME/audit/audit.jsonl; exit 1 naming every broken line."""
+    """Recompute the keyed hash chain of $CT_HOME/audit/audit.jsonl, compare it with its checkpoint and the registry's
+    aliases; exit 1 naming every broken line, removed entry and unexplained alias."""
     from ct_assets import review
 
     raise SystemExit(review.main(["verify"]))
@@ -233,14 +234,14 @@ def audit_trace(model: str, version: str, out: str | None = None) -> None:
 @click.argument("model")
 @click.argument("version")
 @click.option("--reason", required=True, help="why it is approved (recorded)")
-@click.option("--approver", default=None, help="who approves (default: the OS user)")
-def approve(model: str, version: str, reason: str, approver: str | None = None) -> None:
+@click.option("--comment", default="", help="free text recorded with the approval")
+def approve(model: str, version: str, reason: str, comment: str = "") -> None:
     """Approve MODEL VERSION for deployment: a signed, time-stamped record bound to the version's provenance
-    (required before promotion in the production profile)."""
+    (required before promotion in the production profile). The approver is the authenticated operator: the OS
+    user, or in the production profile the registry's identity ($MLFLOW_TRACKING_USERNAME)."""
     from ct_assets import review
 
-    raise SystemExit(review.main(["approve", model, version, "--reason", reason]
-                                 + (["--approver", approver] if approver else [])))
+    raise SystemExit(review.main(["approve", model, version, "--reason", reason, "--comment", comment]))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,43 @@ from ct_assets import settings
 from ct_assets.lib import audit
 
 
+def logged_tags(name: str, version: str) -> dict[str, str]:
+    """The ct.* tags the audit log recorded when the version was registered (none for versions registered before
+    the log kept them)."""
+    recorded = audit.find("model_registered", f"{name}/{version}")
+    return dict((recorded[-1].get("after") or {}).get("tags") or {}) if recorded else {}
+
+
+def alias_problems(client) -> list[str]:
+    """Every alias of every registered model that the audit log's last alias_set for it does not explain: an alias
+    moved, added or removed behind the platform's back."""
+    last: dict[str, int] = {}
+    for e in audit.find("alias_set"):
+        last[e["object"]] = e["after"]
+    problems, seen = [], set()
+    for model in client.search_registered_models():
+        for alias, version in (model.aliases or {}).items():
+            obj = f"{model.name}@{alias}"
+            seen.add(obj)
+            if obj not in last:
+                problems.append(f"{obj} is version {version}, but the audit log never set it (set outside the platform)")
+            elif str(last[obj]) != str(version):
+                problems.append(f"{obj} is version {version}, but the audit log's last alias_set made it {last[obj]} "
+                                "(moved outside the platform)")
+    names = {m.name for m in client.search_registered_models()}
+    for obj, version in last.items():
+        if obj not in seen and obj.split("@")[0] in names and version is not None:
+            problems.append(f"{obj} is not set, but the audit log's last alias_set made it {version} (removed outside the platform)")
+    return problems
+
+
+def operator() -> str:
+    """Who is acting: in the production profile the identity the registry authenticates ($MLFLOW_TRACKING_USERNAME),
+    else the OS user. Never free text."""
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME") if settings.profile() == "production" else None
+    return f"mlflow:{user}" if user else audit.os_actor()
+
+
 def trace(client, name: str, version: str, out_dir: Path) -> str:
     """The chain from source files to the served version, as Markdown a reviewer can file (its plot is
     copied into ``out_dir``, next to the report)."""
@@ -30,22 +67,33 @@ def trace(client, name: str, version: str, out_dir: Path) -> str:
     metrics = {k: v for k, v in (run.data.metrics if run else {}).items() if k.startswith("holdout_")}
     served = [alias for alias in (CHAMPION, CHALLENGER, "previous_champion")
               if (v := alias_version(client, name, alias)) is not None and str(v.version) == str(version)]
-    events = [e for e in audit.entries() if e["object"].startswith(f"{name}/{version}") or
+    events = [e for e in audit.entries() if e["object"] == f"{name}/{version}" or
               (e["action"] == "alias_set" and e["after"] == int(version) and e["object"].startswith(f"{name}@"))]
+    logged = logged_tags(name, version)
+
+    def tag(key: str, default: str = "?") -> str:
+        """A provenance tag as the registry has it, marked where it differs from what the audit log recorded."""
+        value = tags.get(key, default)
+        if key in logged and logged[key] != value:
+            return f"`{value}` **(differs from the audit log, which recorded `{logged[key]}` at registration)**"
+        return f"`{value}`"
+
     lines = [f"# {name} version {version}: trace", "",
              f"- Registered: {dt.datetime.fromtimestamp(mv.creation_timestamp / 1000, dt.UTC).isoformat()}",
              f"- MLflow run: {mv.run_id}", f"- Aliases now: {', '.join(served) or 'none'}",
-             f"- Provenance digest: `{tags.get('ct.provenance', 'none')}`", "", "## Sources", "",
-             "| file | SHA-256 |", "|---|---|"]
+             f"- Provenance digest: {tag('ct.provenance', 'none')}", "", "## Sources", ""]
+    if "ct.sources" in logged and logged["ct.sources"] != tags.get("ct.sources"):
+        lines += ["**The registry's sources differ from those the audit log recorded at registration.**", ""]
+    lines += ["| file | SHA-256 |", "|---|---|"]
     lines += [f"| {f} | `{d}` |" for f, d in json.loads(tags.get("ct.sources", "{}")).items()]
     lines += ["", "## Data and rules", "",
-              f"- Training set SHA-256: `{tags.get('ct.training_set_sha256', '?')}`",
-              f"- Validation rule-set version: `{tags.get('ct.ruleset_version', '?')}`",
-              f"- Quarantined rows: {tags.get('ct.quarantined', '?')}",
-              f"- Split seed {tags.get('ct.split_seed', '?')}, holdout subjects SHA-256 `{tags.get('ct.holdout_sha256', '?')}`",
-              "", "## Code", "", f"- Git commit: `{tags.get('ct.git_commit', tags.get('ct.package_version', '?'))}`"
-              f" (uncommitted changes: {tags.get('ct.git_dirty', '?')})",
-              f"- Stage code versions: {tags.get('ct.asset_code_versions', '?')}", f"- Libraries: {tags.get('ct.libraries', '?')}",
+              f"- Training set SHA-256: {tag('ct.training_set_sha256')}",
+              f"- Validation rule-set version: {tag('ct.ruleset_version')}",
+              f"- Quarantined rows: {tag('ct.quarantined')}",
+              f"- Split seed {tag('ct.split_seed')}, holdout subjects SHA-256 {tag('ct.holdout_sha256')}",
+              "", "## Code", "", f"- Git commit: {tag('ct.git_commit') if 'ct.git_commit' in tags else tag('ct.package_version')}"
+              f" (uncommitted changes: {tag('ct.git_dirty')})",
+              f"- Stage code versions: {tag('ct.asset_code_versions')}", f"- Libraries: {tag('ct.libraries')}",
               "", "## Holdout evaluation", "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items())]
     artifacts = [a.path for a in client.list_artifacts(mv.run_id, "evaluation")] if run else []
@@ -69,6 +117,20 @@ def trace(client, name: str, version: str, out_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _client(required: bool = True):
+    """The registry's client; None when ``required`` is False and the embedded store was never created."""
+    from ct_assets.lib.faults import probe_mlflow
+    from ct_assets.resources import MlflowSettings
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # progress bars around the report are noise
+    tracking = MlflowSettings()
+    uri = tracking.uri()
+    if not required and uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return None
+    probe_mlflow(uri)  # a server that does not answer: say so in seconds, not after minutes of retries
+    return tracking.client()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ct_assets.review", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -82,26 +144,24 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("model")
     a.add_argument("version")
     a.add_argument("--reason", required=True)
-    a.add_argument("--approver", help="who approves (default: the OS user)")
+    a.add_argument("--comment", default="", help="free text recorded with the approval (the approver is always the "
+                                                 "authenticated operator)")
     args = parser.parse_args(argv)
 
     if args.command == "verify":
         problems = audit.verify()
+        client = _client(required=False)
+        if client is not None:
+            problems += alias_problems(client)
         for problem in problems:
             print(problem)
         print(f"{audit.log_path()}: {len(audit.entries())} entries, " + ("chain intact" if not problems else "CHAIN BROKEN"))
         return 1 if problems else 0
-    from ct_assets.lib.faults import probe_mlflow
-    from ct_assets.resources import MlflowSettings
-
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # progress bars around the report are noise
-    tracking = MlflowSettings()
-    probe_mlflow(tracking.uri())  # a server that does not answer: say so in seconds, not after minutes of retries
-    client = tracking.client()
+    client = _client()
     if args.command == "approve":
         from ct_assets.lib.registry import approve
 
-        entry = approve(client, args.model, args.version, args.approver or audit.os_actor(), args.reason)
+        entry = approve(client, args.model, args.version, operator(), args.reason, args.comment)
         print(f"approved {args.model} version {args.version} ({entry['after']['meaning']}) by {entry['actor']} "
               f"at {entry['time']}, provenance {entry['after']['provenance'][:12]}")
         return 0

@@ -112,6 +112,14 @@ def ct_home() -> Path:
     return home
 
 
+def dagster_home() -> Path:
+    """The Dagster instance's folder: $DAGSTER_HOME, else under $CT_HOME (a folder of its own in production)."""
+    given = os.environ.get("DAGSTER_HOME")
+    if given:
+        return Path(given)
+    return ct_home() / ("dagster-production" if profile() == "production" else "dagster")
+
+
 def restrict(home: Path) -> None:
     """Make ``home`` owner-only: a umask of 077 for this process, so every file and folder the
     platform creates under it (lake, MLflow store and artifacts, Dagster instance, reports, prediction

@@ -23,12 +23,12 @@ def test_the_chain_verifies_and_names_an_edited_or_deleted_line(ct_home):
     edited = json.loads(lines[2])
     edited["reason"] = "something else"  # an edit that keeps the JSON valid and the old hash
     path.write_text("\n".join(lines[:2] + [json.dumps(edited)] + lines[3:]) + "\n")
-    assert audit.verify() == ["line 3: its content does not match its hash (the entry was edited)"]
+    assert audit.verify() == ["line 3: its content does not match its hash (edited, or written without the audit key)"]
     path.write_text("\n".join(lines[:1] + lines[2:]) + "\n")  # line 2 deleted
-    assert audit.verify() == ["line 2: does not follow line 1 (a line was deleted, inserted or edited)"]
+    assert audit.verify()[0] == "line 2: does not follow the entry before it (a line was deleted, inserted or edited)"
     ct = os.path.join(os.path.dirname(sys.executable), "ct")
     out = subprocess.run([ct, "audit", "verify"], cwd=ROOT, capture_output=True, text=True)
-    assert out.returncode == 1 and "line 2: does not follow line 1" in out.stdout and "CHAIN BROKEN" in out.stdout
+    assert out.returncode == 1 and "line 2: does not follow the entry before it" in out.stdout and "CHAIN BROKEN" in out.stdout
 
 
 def test_entries_say_who_when_what_why_and_the_state_before_and_after(ct_home):
@@ -83,10 +83,10 @@ def test_production_refuses_a_promotion_without_an_approval_bound_to_the_version
     with pytest.raises(ValueError):
         registry.approve(client, "m", 2, "user:qa-lead", reason="  ")
     ct = os.path.join(os.path.dirname(sys.executable), "ct")
-    signed = subprocess.run([ct, "approve", "m", "2", "--reason", "holdout report reviewed", "--approver", "user:qa-lead"],
+    signed = subprocess.run([ct, "approve", "m", "2", "--reason", "holdout report reviewed", "--comment", "signed as QA lead"],
                             cwd=ROOT, capture_output=True, text=True, timeout=120,
                             env=os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{ct_home / 'mlflow.db'}"})
-    assert signed.returncode == 0 and "approved m version 2 (approved for deployment) by user:qa-lead" in signed.stdout
+    assert signed.returncode == 0 and f"approved m version 2 (approved for deployment) by {audit.os_actor()}" in signed.stdout
     client.set_model_version_tag("m", "2", "ct.provenance", "changed")  # not the version that was approved
     with pytest.raises(registry.ApprovalRequired):
         registry.promote(client, "m", 2, actor="user:tester")
@@ -94,7 +94,8 @@ def test_production_refuses_a_promotion_without_an_approval_bound_to_the_version
     registry.promote(client, "m", 2, actor="user:tester")
     assert str(client.get_model_version_by_alias("m", "champion").version) == "2"
     [approval] = [e for e in audit.find("approval", "m/2")]
-    assert approval["actor"] == "user:qa-lead" and approval["after"] == {"meaning": registry.MEANING, "provenance": "bbb"}
+    assert approval["actor"] == audit.os_actor() and approval["after"] == {"meaning": registry.MEANING, "provenance": "bbb"}
+    assert approval["details"] == {"comment": "signed as QA lead"}  # free text, never the approver
 
     with pytest.raises(ValueError):
         registry.rollback(client, "m", reason="")
@@ -102,3 +103,88 @@ def test_production_refuses_a_promotion_without_an_approval_bound_to_the_version
     moves = [(e["object"], e["before"], e["after"], e["actor"]) for e in audit.find("alias_set")]
     assert moves[-2:] == [("m@champion", 2, 1, "user:tester"), ("m@previous_champion", 1, 2, "user:tester")]
     assert audit.verify() == []
+
+
+def _five(ct_home) -> list[str]:
+    for i in range(5):
+        audit.record("alias_set", "m@champion", actor="user:tester", reason=f"step {i}", before=i, after=i + 1)
+    assert audit.verify() == []
+    return audit.log_path().read_text().splitlines(keepends=True)
+
+
+def _verify_cli(ct_home) -> subprocess.CompletedProcess:
+    ct = os.path.join(os.path.dirname(sys.executable), "ct")
+    return subprocess.run([ct, "audit", "verify"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env=os.environ | {"CT_HOME": str(ct_home)})
+
+
+@pytest.mark.parametrize("removed", [1, 3])
+def test_entries_removed_from_the_end_are_found(ct_home, removed):
+    lines = _five(ct_home)
+    audit.log_path().write_text("".join(lines[:-removed]))
+    assert audit.verify() == [f"the log holds {5 - removed} entries but the checkpoint records 5: {removed} were removed"]
+    out = _verify_cli(ct_home)
+    assert out.returncode == 1 and f"{removed} were removed" in out.stdout
+
+
+def test_a_deleted_log_is_found(ct_home):
+    _five(ct_home)
+    audit.log_path().unlink()
+    [problem] = audit.verify()
+    assert problem.endswith("is missing, but the checkpoint records 5 entries: the log was deleted")
+    assert _verify_cli(ct_home).returncode == 1
+
+
+def test_a_chain_rewritten_with_recomputed_hashes_is_found(ct_home):
+    """The attacker recomputes every hash as the old log did (plain SHA-256): without the key it cannot verify."""
+    import hashlib
+
+    lines = _five(ct_home)
+    prev, forged = audit.GENESIS, []
+    for line in lines:
+        entry = json.loads(line)
+        entry.pop("alg")
+        entry["reason"] = "nothing to see"
+        entry["prev"] = prev
+        body = json.dumps({k: v for k, v in entry.items() if k != "hash"}, sort_keys=True, separators=(",", ":"))
+        entry["hash"] = prev = hashlib.sha256(body.encode()).hexdigest()
+        forged.append(json.dumps(entry) + "\n")
+    audit.log_path().write_text("".join(forged))
+    assert audit.verify() == ["line 5: not the entry the checkpoint records as entry 5 (the chain was rewritten)"]
+
+
+def test_a_torn_last_line_is_reported_and_the_next_write_starts_a_new_segment(ct_home):
+    lines = _five(ct_home)
+    audit.log_path().write_text("".join(lines) + lines[0][:40])  # a crash in the middle of a write
+    out = _verify_cli(ct_home)
+    assert out.returncode == 1 and "line 6: torn or not a JSON entry" in out.stdout and "Traceback" not in out.stderr
+    entry = audit.record("approval", "m/1", actor="user:tester", reason="after the crash")  # does not fail
+    assert entry["details"] == {"segment_after_torn_line": 6} and entry["prev"] == json.loads(lines[-1])["hash"]
+    assert audit.verify() == ["line 6: torn or not a JSON entry (a write cut short, or an edit)"]  # the rest verifies
+
+
+def test_an_alias_moved_or_removed_behind_the_platforms_back_is_found(ct_home):
+    client = _registry(ct_home)
+    registry.promote(client, "m", 1, actor="user:tester")
+    assert _verify_cli(ct_home).returncode == 0
+    client.set_registered_model_alias("m", "champion", "2")  # MLflow's own client, no audit record
+    out = _verify_cli(ct_home)
+    assert out.returncode == 1 and "m@champion is version 2, but the audit log's last alias_set made it 1" in out.stdout
+    client.delete_registered_model_alias("m", "champion")
+    out = _verify_cli(ct_home)
+    assert out.returncode == 1 and "m@champion is not set, but the audit log's last alias_set made it 1" in out.stdout
+
+
+def test_trace_matches_versions_exactly_and_marks_forged_provenance(ct_home):
+    from ct_assets import review
+
+    client = _registry(ct_home)
+    for _ in range(8):  # versions 3 to 10
+        client.create_model_version("m", source="file:///nowhere", tags={"ct.provenance": "x"})
+    audit.record("model_registered", "m/1", "user:tester", "", after={"tags": {"ct.provenance": "aaa", "ct.ruleset_version": "r1"}})
+    audit.record("model_registered", "m/10", "user:tester", "", after={"tags": {"ct.provenance": "x"}})
+    client.set_model_version_tag("m", "1", "ct.ruleset_version", "forged")
+    report = review.trace(client, "m", "1", ct_home)
+    assert "m/10" not in report  # version 10's events are not version 1's
+    assert "`forged` **(differs from the audit log, which recorded `r1` at registration)**" in report
+    assert "`aaa`" in report and "`aaa` **" not in report  # an unchanged tag is shown plainly

@@ -49,14 +49,16 @@ class ApprovalRequired(PermissionError):
     """A promotion in the production profile without a recorded approval of that exact version."""
 
 
-def approve(client, name: str, version: int | str, approver: str, reason: str) -> dict[str, Any]:
-    """Record a signed approval (approver, time, meaning) bound to the version and its provenance digest."""
+def approve(client, name: str, version: int | str, approver: str, reason: str, comment: str = "") -> dict[str, Any]:
+    """Record a signed approval (approver, time, meaning) bound to the version and its provenance digest. The
+    approver is the authenticated operator (the caller's to establish); free text goes in ``comment``."""
     from ct_assets.lib import audit
 
     if not reason.strip():
         raise ValueError("an approval needs a reason")
     provenance = client.get_model_version(name, str(version)).tags.get("ct.provenance", "")
-    return audit.record("approval", f"{name}/{version}", approver, reason, after={"meaning": MEANING, "provenance": provenance})
+    return audit.record("approval", f"{name}/{version}", approver, reason,
+                        after={"meaning": MEANING, "provenance": provenance}, comment=comment)
 
 
 def require_approval(client, name: str, version: int | str, actor: str | None) -> dict[str, Any]:

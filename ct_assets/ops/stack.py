@@ -43,7 +43,7 @@ def _pg(database: str, driver: str = "postgresql+psycopg2") -> str:
 
 
 def dagster_home() -> Path:
-    home = settings.ct_home()
+    home = settings.ct_home()  # the stack's own choice: the services it starts get it as $DAGSTER_HOME
     return home / ("dagster-production" if settings.profile() == "production" else "dagster")
 
 

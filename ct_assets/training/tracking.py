@@ -92,7 +92,8 @@ def register_challenger(client, name: str, model_uri: str, auroc: float, holdout
 
     version = mlflow.register_model(model_uri, name, tags={"holdout_auroc": f"{auroc:.4f}"} | tags)
     audit.record("model_registered", f"{name}/{version.version}", actor, "candidate evaluated on the holdout",
-                 after={"model_uri": model_uri, "holdout_auroc": round(auroc, 4), "provenance": tags.get("ct.provenance")})
+                 after={"model_uri": model_uri, "holdout_auroc": round(auroc, 4), "provenance": tags.get("ct.provenance"),
+                        "tags": {k: str(v) for k, v in tags.items() if k.startswith("ct.")}})
     set_alias(client, name, CHALLENGER, version.version, actor, "newly registered")
     champion = alias_version(client, name, CHAMPION)
     champion_auroc = None
