@@ -198,6 +198,13 @@ def start(dags: Path, init_only: bool = False) -> int:
     if not any(dags.glob("*.py")):
         raise SystemExit(f"no DAG files in {dags}: run `python -m airflow_compat emit --out {dags}` first")
     env = airflow_env(dags)
+    # Owner-only, whatever Airflow writes (webserver_config.py with its secret key, pid files, logs, the SQLite
+    # metadata database): its processes inherit this umask. A home from an older version is tightened too.
+    os.umask(0o077)
+    home = Path(env["AIRFLOW_HOME"])
+    for path in home.rglob("*") if home.exists() else ():
+        if not path.is_symlink() and path.stat().st_mode & 0o077:
+            path.chmod(path.stat().st_mode & 0o700)
     _airflow(env, "db", "migrate", capture=True)  # also creates airflow.cfg (with its own keys) on first use
     write_config(env, dags)
     ensure_admin(env)

@@ -142,6 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.study_dir:
         os.environ["CT_STUDY_DIR"] = args.study_dir
+    from ct_assets.lib.lake import free_space_problem
+
+    if problem := free_space_problem(settings.ct_home(), settings.min_free_mib()):
+        print(f"python -m ct_assets.demo: {problem}", file=sys.stderr)
+        return 1
     prepare_dagster_home()
     run_id = str(uuid.uuid4())
     log_path = settings.ct_home() / "logs" / f"demo-{run_id}.log"

@@ -232,6 +232,11 @@ class Lake(dg.ConfigurableResource):
     def base(self) -> Path:
         return Path(self.root).resolve() if self.root else settings.ct_home()
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # A full disk fails the run at its first step, saying so, not minutes later as SQLite's "disk I/O error".
+        if problem := lake.free_space_problem(self.base(), settings.min_free_mib()):
+            raise dg.Failure(description=problem, allow_retries=False)
+
     def quarantined_rows(self) -> dict[str, int]:
         """Rows in each domain's quarantine, from the Parquet footers."""
 

@@ -404,6 +404,8 @@ def test_airflow_configuration_seen_by_operators(airflow):
     assert airflow.api("GET", "dags", password="wrong")[0] in (401, 403)
     assert ADMIN_PASSWORD not in airflow.log.read_text()  # a given password is never printed
     assert "New DAGs are paused" in airflow.log.read_text()
+    readable = [str(p) for p in airflow.home.rglob("*") if not p.is_symlink() and p.stat().st_mode & 0o077]
+    assert not readable, readable  # webserver_config.py, pid files, logs: owner-only
 
 
 def test_a_dag_switched_on_and_triggered_runs_through_the_scheduler(airflow, dagster_web):

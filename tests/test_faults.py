@@ -59,6 +59,21 @@ def _failure_text(instance, run_id) -> str:
     return " | ".join(text)
 
 
+def test_retries_of_a_dead_service_wait_two_minutes_in_all_not_the_legacy_fifteen(monkeypatch):
+    from ct_assets import settings
+
+    for var in ("CT_RETRIES", "CT_RETRY_BUDGET_SECONDS", "CT_RETRY_DELAY_SECONDS"):
+        monkeypatch.delenv(var, raising=False)
+    retries, delay = settings.retry_policy()
+    assert retries == 3 and retries * delay == 120
+    monkeypatch.setenv("CT_RETRY_BUDGET_SECONDS", "30")
+    assert settings.retry_policy() == (3, 10.0)
+    monkeypatch.setenv("CT_RETRY_DELAY_SECONDS", "2")
+    assert settings.retry_policy() == (3, 2.0)
+    monkeypatch.setenv("CT_RETRIES", "0")
+    assert settings.retry_policy() == (0, 0.0)
+
+
 def test_transient_and_data_errors_are_told_apart():
     import requests
 

@@ -2,9 +2,9 @@
 
 A data problem (a study without the outcome, a file that cannot be read) fails at once with one
 line saying what is missing: retrying cannot fix it. An external system that does not answer
-(connection refused, a timeout, an HTTP 5xx) may answer later: only that is retried, on the legacy
-schedule of 3 retries 5 minutes apart (``CT_RETRIES`` / ``CT_RETRY_DELAY_SECONDS``), and every
-attempt fails fast with the system and its address in the message.
+(connection refused, a timeout, an HTTP 5xx) may answer later: only that is retried, 3 times within
+two minutes of waiting in all (``CT_RETRIES`` / ``CT_RETRY_BUDGET_SECONDS``), and every attempt fails
+fast with the system and its address in the message.
 """
 
 from __future__ import annotations
@@ -68,8 +68,9 @@ def fails_fast() -> Iterator[None]:
 
 @contextlib.contextmanager
 def external(system: str, address: str) -> Iterator[None]:
-    """Inside a Dagster step: a transient failure of ``system`` asks Dagster for a retry (legacy
-    3 x 5 min); a data problem fails the step at once, in one line; anything else fails as it is."""
+    """Inside a Dagster step: a transient failure of ``system`` asks Dagster for a retry (3, within a bounded
+    total wait: settings.retry_policy); a data problem fails the step at once, in one line; anything else fails
+    as it is."""
     import dagster as dg
 
     try:

@@ -21,6 +21,26 @@ def _tmp_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
 
 
+def free_space_problem(path: Path, need_mib: int) -> str | None:
+    """The one-line reason a run cannot start on the disk holding ``path`` (too little free space), or None. SQLite
+    stores on a full disk say only "disk I/O error", minutes into a run."""
+    existing = Path(path)
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if free >= need_mib * 2**20:
+        return None
+    return (f"no space left on device: {path} has {free / 2**20:.1f} MiB free, and a run needs at least {need_mib} MiB "
+            "(CT_MIN_FREE_MIB)")
+
+
+def _no_space(err: OSError, path: Path) -> OSError:
+    """``err`` with the path it could not write when the disk is full (errno ENOSPC); other errors unchanged."""
+    import errno
+
+    return OSError(errno.ENOSPC, f"no space left on device: writing {path}") if err.errno == errno.ENOSPC else err
+
+
 def write_parquet(df: pd.DataFrame, path: Path) -> Path:
     """Write ``df`` to ``path`` atomically (temp file in the same folder, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,6 +54,8 @@ def write_parquet(df: pd.DataFrame, path: Path) -> Path:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         os.replace(tmp, path)
+    except OSError as err:
+        raise _no_space(err, path) from None
     finally:
         tmp.unlink(missing_ok=True)
     if previous is not None:
