@@ -253,12 +253,14 @@ def _post(url: str, body: dict) -> tuple[int, dict]:
 
 @pytest.fixture(scope="module")
 def champion(home):
-    """A model trained on the store's features (synthetic labels), registered and champion."""
+    """A model trained on the store's features (synthetic labels), registered and champion. A fifth of the subjects
+    are left out of training, as subjects with an event before the landmark are: the server must score them too."""
     from ct_assets.training.tracking import log_candidate, register_challenger
 
     root, resource, dm, features = home
     rng = np.random.default_rng(1)
-    ts = features.assign(**{training_logic.LABEL: (rng.random(len(features)) < 0.4).astype(int)})
+    trained = features[np.arange(len(features)) % 5 != 0]
+    ts = trained.assign(**{training_logic.LABEL: (rng.random(len(trained)) < 0.4).astype(int)})
     ts[SPLIT_BUCKET] = dm.set_index(SUBJECT_KEY).loc[ts[SUBJECT_KEY], SPLIT_BUCKET].to_numpy()
     ts[training_logic.SPLIT] = training_logic.assign_split(ts, 0.25)
     uri = f"sqlite:///{root / 'mlflow.db'}"
@@ -310,6 +312,17 @@ def test_predict_by_subject_key_from_redis(home, champion, server):
     status, out = _post(server, {"instances": [{"subject_key": key}, {"subject_key": key, "features": what_if}]})
     assert status == 200 and [p.get("features_from") for p in out["predictions"]] == ["online_store", None]
     assert _post(server, {"instances": [{"subject_key": key}, {"subject_key": "S-" + "d" * 20}]})[0] == 404
+
+
+def test_every_subject_in_the_online_store_is_scored_by_key(home, server):
+    """Subjects the model was trained on and those it never saw alike: the server's bounds come from the
+    training values with a margin, so no real subject of the study is refused."""
+    _, _, _, features = home
+    keys = features[SUBJECT_KEY].tolist()
+    for start in range(0, len(keys), 1000):
+        status, out = _post(server, {"instances": [{"subject_key": k} for k in keys[start:start + 1000]]})
+        assert status == 200, out
+        assert [p["subject_key"] for p in out["predictions"]] == keys[start:start + 1000]
 
 
 def test_serving_skew_check_passes_on_served_vectors_and_names_a_differing_feature(home, server):

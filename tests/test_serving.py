@@ -216,7 +216,7 @@ def test_every_prediction_is_logged_with_its_version(server, registry):
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     logged = [json.loads(line) for line in path.read_text().splitlines()]
     entry = next(e for e in logged if e["subject_key"] == logged_key)
-    assert set(entry) == {"subject_key", "risk", "alias", "version", "ts"}
+    assert set(entry) == {"subject_key", "risk", "alias", "version", "ts", "what_if"}  # features sent: what-if
     assert not any("01-7" in line for line in path.read_text().splitlines())  # pseudonyms only
 
 
@@ -245,7 +245,17 @@ def test_deployment_assets_reload_the_server_and_report_the_arms(server, registr
         assert result.success
         record = result.output_for_node("model_deployment")
         assert record["server"] == "running" and record["served"][CHAMPION] == record["champion_version"] == 1
-        report = result.output_for_node("ab_test_report")
+        # Every prediction here was sent with its features (what-if: this module has no online store), so the
+        # A/B report leaves them all out ...
+        assert result.output_for_node("ab_test_report")["decision"] == "insufficient data"
+        # ... and the same log, as predictions served by key would be, gives both arms and a test.
+        from ct_assets.deployment.assets import served_arms_test
+
+        logged = pd.read_json(home / "serving" / "predictions.jsonl", lines=True)
+        assert logged["what_if"].eq(True).all()
+        report = served_arms_test(logged.drop(columns="what_if"), ts[[SUBJECT_KEY, training_logic.LABEL]],
+                                  {CHAMPION: 1, CHALLENGER: 2}, 0.05, 20, 500)
+        report["arms"] = report["arms"].to_dict(orient="records")
         arms = {a["alias"]: a for a in report["arms"]}
         assert set(arms) == {CHAMPION, CHALLENGER} and arms[CHALLENGER]["version"] == 2
         assert sum(a["subjects"] for a in arms.values()) == len(ts)
@@ -384,6 +394,57 @@ def test_absurd_values_and_missing_demographics_are_refused(server, registry):
     assert status == 200 and 0.0 < out["risk"] < 1.0
     status, out = _post(server, good | {"features": good["features"] | {"AGE": 119.5, "HR_change": 8.0}})
     assert status == 200 and 0.0 < out["risk"] < 1.0  # extreme but plausible and near enough the training data
+
+
+def test_cheap_limits_are_judged_before_any_lookup(server, registry):
+    """No online store here: a request by key that reached a lookup would get 404. These get 422 first."""
+    _, _, ts = registry
+    status, out = _post(server, {"instances": [{"subject_key": key(i)} for i in range(24_000)]})  # ~1 MB of keys
+    assert status == 422 and "at most 1000 instances" in out["error"]
+    status, out = _post(server, {"instances": [{"subject_key": key(1)}, {"subject_key": key(2)}, {"subject_key": key(1)}]})
+    assert status == 422 and "repeated in the batch" in out["error"]
+    good = _instance(ts.iloc[3])
+    status, out = _post(server, {"instances": [{"subject_key": key(5)}, good | {"features": good["features"] | {"SEX": "M" * 10_000}}]})
+    assert status == 422 and "longer than 64 characters" in out["error"]
+    status, out = _post(server, {"instances": [{"subject_key": key(5)}, good | {"features": good["features"] | {"HR_change": 1e30}}]})
+    assert status == 422 and "out of bounds" in out["error"]
+    assert _post(server, {"subject_key": key(5)})[0] == 404  # the same key alone does reach the lookup
+
+
+def test_categories_are_those_the_model_was_trained_on(server, registry):
+    _, _, ts = registry
+    good = _instance(ts.iloc[4])
+    for value in ("X", "female", "m"):
+        status, out = _post(server, good | {"features": good["features"] | {"SEX": value}})
+        assert status == 422 and "'SEX' must be one of ['F', 'M']" in out["error"], out
+    assert _post(server, good | {"features": good["features"] | {"ARMCD": "Xan_Lo"}})[0] == 422
+
+
+def test_every_training_subject_is_scorable(server, registry):
+    _, _, ts = registry
+    status, out = _post(server, {"instances": [_instance(r, key(i)) for i, (_, r) in enumerate(ts.iterrows())]})
+    assert status == 200 and len(out["predictions"]) == len(ts), out
+
+
+def test_what_if_scoring_is_marked_and_stays_out_of_the_ab_report(server, registry):
+    from ct_assets import settings
+    from ct_assets.deployment.assets import served_arms_test
+
+    _, _, ts = registry
+    subject = key(77)
+    assert _post(server, _instance(ts.iloc[9], subject))[0] == 200
+    deadline = time.monotonic() + 20
+    while True:
+        logged = [json.loads(line) for line in settings.predictions_log().read_text().splitlines()]
+        mine = [r for r in logged if r["subject_key"] == subject]
+        if mine or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert mine and all(r["what_if"] is True for r in mine)
+    predictions = pd.DataFrame(logged)
+    labels = pd.DataFrame({SUBJECT_KEY: predictions["subject_key"].unique(), training_logic.LABEL: 1})
+    report = served_arms_test(predictions, labels, {CHAMPION: 1, CHALLENGER: 2}, 0.05, 1, 10)
+    assert report["decision"] == "insufficient data"  # every logged prediction here was what-if
 
 
 def test_token_guards_models_reload_and_predict(server, registry):

@@ -148,6 +148,8 @@ def served_arms_test(predictions: Frame, labels: Frame, versions: dict[str, int 
 
     from ct_assets.lib.stats import independent_auroc_test
 
+    if not predictions.empty and "what_if" in predictions:  # features sent by a caller: not a served prediction
+        predictions = predictions[predictions["what_if"] != True]  # noqa: E712 (NaN for served ones)
     if not predictions.empty:
         current = pd.Series(False, index=predictions.index)
         for alias, version in versions.items():

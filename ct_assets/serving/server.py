@@ -49,7 +49,7 @@ from starlette.routing import Route
 from ct_assets import settings
 from ct_assets.lib.privacy import DIGEST_CHARS, PREFIX, PSEUDONYM_RE, is_pseudonym, local_secret
 from ct_assets.lib.registry import CHALLENGER, CHAMPION, alias_version, point_mlflow, routes_to_challenger
-from ct_assets.serving.bounds import REQUIRED, feature_bounds
+from ct_assets.serving.bounds import DOMAIN_FILE, MAX_TEXT, REQUIRED, feature_bounds
 from ct_assets.serving.fastpath import verified
 
 MAX_INSTANCES = 1000
@@ -72,6 +72,7 @@ class Slot:
     fast: Any = None  # a verified numpy scorer (fastpath.py), when the model allows one
     bounds: dict = None  # numeric feature -> (low, high, source): see bounds.py
     required: tuple[str, ...] = ()
+    categories: dict = None  # categorical feature -> the values the model was trained on (None: not recorded)
 
     def score(self, rows: list[list]) -> np.ndarray:
         if self.fast is not None:
@@ -94,9 +95,14 @@ def _load(client, name: str, alias: str) -> Slot | None:
     local = mlflow.artifacts.download_artifacts(uri)
     example = mlflow.models.Model.load(local).load_input_example(local)
     fast = verified(model, features, example if isinstance(example, pd.DataFrame) else None, set(numeric))
-    bounds = feature_bounds(model, [f for f in features if f in numeric])
+    try:
+        domain = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/{DOMAIN_FILE}") if version.run_id else None
+    except Exception:  # a version registered before the domain was recorded
+        domain = None
+    bounds = feature_bounds(model, [f for f in features if f in numeric], domain)
+    categories = {f: frozenset(v) for f, v in domain["categorical"].items()} if domain else None
     return Slot(alias, int(version.version), model, features, numeric, fast, bounds,
-                tuple(f for f in REQUIRED if f in features))
+                tuple(f for f in REQUIRED if f in features), categories)
 
 
 class Models:
@@ -150,10 +156,13 @@ def _instances(body: Any) -> list | None:
     return instances if isinstance(instances, list) else None
 
 
-def _rows(body: Any, slot: Slot, fetched: dict[int, dict] | None = None) -> tuple[list[str], list[list]]:
+def _rows(body: Any, slot: Slot, fetched: dict[int, dict] | None = None,
+          lookups_pending: bool = False) -> tuple[list[str], list[list]]:
     """Subject keys and feature rows in the model's column order, or Invalid with the reason.
     Reasons never quote a submitted value: a refused request may carry a raw identifier.
-    ``fetched``: per instance sent without features, its features from the online store."""
+    ``fetched``: per instance sent without features, its features from the online store.
+    ``lookups_pending``: the first pass, before any lookup or model call: everything that costs nothing
+    (shape, count, keys, repeats, the features sent) is judged; instances sent by key wait for the second."""
     features, numeric, bounds = slot.features, slot.numeric, slot.bounds or {}
     if not isinstance(body, dict):
         raise Invalid("the body must be a JSON object")
@@ -165,7 +174,8 @@ def _rows(body: Any, slot: Slot, fetched: dict[int, dict] | None = None) -> tupl
         raise Invalid("'instances' must be a non-empty list")
     if len(instances) > MAX_INSTANCES:
         raise Invalid(f"at most {MAX_INSTANCES} instances per request")
-    known, keys, rows = set(features), [], []
+    known, keys, rows, seen = set(features), [], [], set()
+    categories = slot.categories or {}
     for i, inst in enumerate(instances):
         where = "" if single else f"instances[{i}]: "
         if not isinstance(inst, dict):
@@ -178,6 +188,12 @@ def _rows(body: Any, slot: Slot, fetched: dict[int, dict] | None = None) -> tupl
         if not is_pseudonym(key):
             raise Invalid(f"{where}'subject_key' must be the subject's pseudonym ({PREFIX} and {DIGEST_CHARS} "
                           "lowercase hex digits), never a raw subject id")
+        if values is None:  # by key: each key once (what-if instances may vary one subject's features)
+            if key in seen:
+                raise Invalid(f"{where}subject key {key} is repeated in the batch: send each subject once")
+            seen.add(key)
+            if lookups_pending:
+                continue
         if values is None and fetched is not None and i in fetched:
             stored = fetched[i]
             lacking = [f for f in features if f not in stored]
@@ -212,6 +228,12 @@ def _rows(body: Any, slot: Slot, fetched: dict[int, dict] | None = None) -> tupl
             else:
                 if v is not None and not isinstance(v, str):
                     raise Invalid(f"{where}feature {name!r} must be a string or null, got {type(v).__name__}")
+                if v is not None and len(v) > MAX_TEXT:
+                    raise Invalid(f"{where}feature {name!r} is longer than {MAX_TEXT} characters")
+                allowed = categories.get(name)
+                if v is not None and allowed is not None and v not in allowed:
+                    raise Invalid(f"{where}feature {name!r} must be one of {sorted(allowed)[:20]} (the values model "
+                                  f"version {slot.version} was trained on)")
                 row.append(v)
         missing = [f for f in slot.required if values.get(f) is None]
         if missing:
@@ -385,6 +407,7 @@ def create_app(model_name: str = settings.MODEL_NAME, tracking_uri: str | None =
         stamps: dict[int, int] = {}
         try:
             body = orjson.loads(raw)
+            _rows(body, champion, lookups_pending=True)  # what costs nothing first: no lookup for a refused request
             instances = _instances(body) or []
             by_key = [i for i, inst in enumerate(instances) if isinstance(inst, dict) and "features" not in inst
                       and is_pseudonym(inst.get("subject_key"))]
@@ -436,7 +459,9 @@ def create_app(model_name: str = settings.MODEL_NAME, tracking_uri: str | None =
                     results[i] |= {"feature_timestamp": _iso(stamps[i]), "features_from": "online_store"}
             predictions.labels(slot.alias, str(slot.version)).inc(len(idx))
         now = time.time()
-        records = [r | {"ts": now} for r in results]
+        # What-if scoring (features sent, not fetched) is marked: it is no prediction of a real subject's risk, and
+        # stays out of the A/B report.
+        records = [r | {"ts": now} | ({} if i in stamps else {"what_if": True}) for i, r in enumerate(results)]
         for i in stamps:
             records[i] = records[i] | {"feature_timestamp": stamps[i]}
             if feature_log_share and random.random() < feature_log_share:  # for the skew check (serving_skew)
@@ -505,7 +530,8 @@ def openapi_document(champion: Slot | None, require_auth: bool, max_body_bytes: 
                 lo, hi, why = (champion.bounds or {}).get(name, (None, None, ""))
                 schema = {"type": "number", "description": why} | ({"minimum": lo, "maximum": hi} if lo is not None else {})
             else:
-                schema = {"type": "string"}
+                allowed = (champion.categories or {}).get(name)
+                schema = {"type": "string", "maxLength": MAX_TEXT} | ({"enum": sorted(allowed)} if allowed else {})
             features[name] = schema | ({"nullable": True} if nullable else {})
         required = list(champion.required)
     instance = {"type": "object", "additionalProperties": False, "required": ["subject_key"], "properties": {

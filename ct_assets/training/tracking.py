@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 
 from ct_assets.lib.registry import CHALLENGER, CHAMPION, alias_version, score, set_alias
+from ct_assets.serving.bounds import DOMAIN_FILE, input_domain
 from ct_assets.training import logic as training_logic
 
 if TYPE_CHECKING:
@@ -57,6 +58,9 @@ def log_candidate(training_set: pd.DataFrame, params: training_logic.ModelParams
         # Trust exactly the types of the model we just built, so it loads back without prompts.
         skops_trusted_types=sio.get_untrusted_types(data=sio.dumps(model)),
     )
+    # What the server may accept: every training subject's raw values and categories (serving/bounds.py).
+    numeric, categorical = training_logic.feature_columns(training_set)
+    mlflow.log_dict(input_domain(training_set, numeric, categorical), DOMAIN_FILE)
     return {"run_id": run.info.run_id, "model_uri": info.model_uri, "features": columns,
             "params": params.as_dict(), "metrics": metrics}
 
