@@ -41,6 +41,26 @@ def test_every_asset_materializes(pilot_run):
     assert all(c.passed for c in result.get_asset_check_evaluations())
 
 
+def test_every_study_subject_is_scored_by_key(pilot_run):
+    """The pilot's subjects from the online store, those the model was trained on and those the training set leaves
+    out alike (an event before the landmark): none is refused by the server's input checks."""
+    import pyarrow.parquet as pq
+
+    from tests.procs import stop_group
+    from tests.test_serving import _post, start_server
+
+    home, _, _ = pilot_run
+    subjects = sorted({str(k) for k in pq.read_table(home / "feature_store/subject_features.parquet",
+                                                     columns=["SUBJECT_KEY"]).column(0)})
+    proc, url = start_server("--challenger-share", "0")
+    try:
+        status, out = _post(url, {"instances": [{"subject_key": k} for k in subjects]})
+    finally:
+        stop_group(proc)
+    assert status == 200, out
+    assert len(subjects) == 254 and all(p["features_from"] == "online_store" for p in out["predictions"])
+
+
 def test_counts_reconcile_for_every_domain(pilot_run):
     home, _, _ = pilot_run
     for domain in DOMAINS:

@@ -267,7 +267,7 @@ def champion(home):
     point_mlflow(uri)
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     with mlflow.start_run(experiment_id=ensure_experiment(uri, NAME)):
-        record = log_candidate(ts, training_logic.ModelParams(), source="synthetic", cv_folds=2)
+        record = log_candidate(ts, training_logic.ModelParams(), source="synthetic", cv_folds=2, population=features)
     register_challenger(client, NAME, record["model_uri"], 0.7, training_logic.holdout_of(ts), 0.0, 1.0, {})
     promote(client, NAME, 1)
     return mlflow.sklearn.load_model(record["model_uri"])

@@ -120,12 +120,16 @@ def training_set(context: dg.AssetExecutionContext, config: OutcomeConfig, study
     description="A classifier of adverse-event risk trained on the train split, tracked as an MLflow run.",
 )
 def candidate_model(context: dg.AssetExecutionContext, config: ModelConfig, mlflow_settings: MlflowSettings, lake: Lake,
-                    training_set: Frame) -> dg.Output[dict]:
+                    feature_store: FeatureStore, training_set: Frame) -> dg.Output[dict]:
+    import pandas as pd
+
     from ct_assets.training.tracking import log_candidate
 
     source = str(lake.path_for(keys.TRAINING_SET.path[-1]))
+    offline = feature_store.store_settings().offline_path  # every subject the server must score, trained on or not
+    population = pd.read_parquet(offline) if offline.exists() else None
     with mlflow_settings.active_run(context), fails_fast():
-        record = log_candidate(training_set, config.params(), source, config.cv_folds)
+        record = log_candidate(training_set, config.params(), source, config.cv_folds, population)
     run_id, metrics, cv_mean = record["run_id"], record["metrics"], record["metrics"]["cv_auroc_mean"]
     context.log.info(f"candidate model logged to MLflow run {run_id}: cv AUROC {cv_mean:.3f}")
     return dg.Output(record, metadata={"mlflow_run_id": run_id, "model_uri": record["model_uri"],

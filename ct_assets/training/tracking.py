@@ -30,9 +30,12 @@ def pip_requirements() -> list[str]:
             f"skops=={skops.__version__}"]
 
 
-def log_candidate(training_set: pd.DataFrame, params: training_logic.ModelParams, source: str, cv_folds: int = 5) -> dict[str, Any]:
+def log_candidate(training_set: pd.DataFrame, params: training_logic.ModelParams, source: str, cv_folds: int = 5,
+                  population: pd.DataFrame | None = None) -> dict[str, Any]:
     """Fit on the train split and log params, CV and train metrics, the dataset and the model
-    (signature, input example) to the active MLflow run. Returns the candidate record."""
+    (signature, input example) to the active MLflow run. Returns the candidate record. ``population``: the study's
+    subjects with their features (the offline store), every one of whom the server must be able to score,
+    including those the training set leaves out (an event before the landmark)."""
     import mlflow
     import skops.io as sio
     from mlflow.models import infer_signature
@@ -59,8 +62,11 @@ def log_candidate(training_set: pd.DataFrame, params: training_logic.ModelParams
         skops_trusted_types=sio.get_untrusted_types(data=sio.dumps(model)),
     )
     # What the server may accept: every training subject's raw values and categories (serving/bounds.py).
+    import pandas as pd
+
     numeric, categorical = training_logic.feature_columns(training_set)
-    mlflow.log_dict(input_domain(training_set, numeric, categorical), DOMAIN_FILE)
+    seen = training_set if population is None else pd.concat([training_set[columns], population.reindex(columns=columns)])
+    mlflow.log_dict(input_domain(seen, numeric, categorical), DOMAIN_FILE)
     return {"run_id": run.info.run_id, "model_uri": info.model_uri, "features": columns,
             "params": params.as_dict(), "metrics": metrics}
 
