@@ -287,7 +287,7 @@ def postgres_url() -> str | None:
 
 
 # The production profile's databases on that server, one per component (`ct start` creates them).
-PRODUCTION_DATABASES = ("dagster", "mlflow", "airflow", "feast")
+PRODUCTION_DATABASES = ("dagster", "mlflow", "mlflow_auth", "airflow", "feast")  # mlflow_auth: its users
 
 
 def postgres_database(component: str) -> str:

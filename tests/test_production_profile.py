@@ -1,9 +1,9 @@
 """The production profile, run for real on the machine's PostgreSQL (127.0.0.1:5432).
 
-`CT_PROFILE=production ct start` creates four databases (Dagster, MLflow, Airflow, the Feast registry) and brings up: each Dagster code location in
+`CT_PROFILE=production ct start` creates five databases (Dagster, MLflow and its users, Airflow, the Feast registry) and brings up: each Dagster code location in
 its own `dagster code-server start` (gRPC), the webserver and the daemon as separate processes on a
-PostgreSQL instance; `mlflow server` with its backend store on PostgreSQL and a local artifact
-destination; Airflow on PostgreSQL with the LocalExecutor; the model server reading the MLflow server.
+PostgreSQL instance; `mlflow server` with its backend store on PostgreSQL, a local artifact
+destination and MLflow's basic-auth app (no anonymous request; the platform writes as its service account); Airflow on PostgreSQL with the LocalExecutor; the model server reading the MLflow server.
 Then, end to end:
 
 - a model is logged and registered through the MLflow server (its rows in PostgreSQL, its files in
@@ -128,7 +128,8 @@ def check_dagster_runs(home, code_ports: set[int]) -> None:
 def test_production_profile_end_to_end(production):
     home, env, prefix, out = production
     url = {c: f"http://127.0.0.1:{env[f'CT_{c.upper()}_PORT']}" for c in ("dagster", "airflow", "mlflow", "serving")}
-    assert f"created PostgreSQL databases: {prefix}_dagster, {prefix}_mlflow, {prefix}_airflow, {prefix}_feast" in out
+    assert (f"created PostgreSQL databases: {prefix}_dagster, {prefix}_mlflow, {prefix}_mlflow_auth, {prefix}_airflow, "
+            f"{prefix}_feast") in out
     assert PASSWORD not in out + "".join(p.read_text() for p in (home / "run").glob("*.log"))
     run_state = {p.stem: json.loads(p.read_text()) for p in (home / "run").glob("*.json")}
     assert set(run_state) == {"dagster-code-ct_assets", "dagster-code-ct_feature_backfill", "dagster-code-ct_kfp",
@@ -136,8 +137,22 @@ def test_production_profile_end_to_end(production):
                               "serving"}
     code_ports = {s["extra"]["port"] for n, s in run_state.items() if n.startswith("dagster-code-")}
 
-    # A model logged and registered through the MLflow server, served by the model server.
-    version = register_champion(url["mlflow"])
+    # A model logged and registered through the MLflow server as the platform's service account, served by the model server.
+    service = ("ct-service", (home / "secrets" / "mlflow.password").read_text().strip())
+    assert service[1] not in out + "".join(p.read_text() for p in (home / "run").glob("*"))  # never printed or recorded
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_USERNAME", service[0])
+        mp.setenv("MLFLOW_TRACKING_PASSWORD", service[1])
+        version = register_champion(url["mlflow"])
+    # Nobody changes the registry anonymously, nor with a wrong password: the champion cannot be moved behind the
+    # platform's back (MLflow's own REST API, as an attacker on this machine would call it).
+    alias = {"name": "adverse-event-predictor", "alias": "champion"}
+    assert _http(f"{url['mlflow']}/api/2.0/mlflow/registered-models/alias", "DELETE", alias)[0] == 401
+    assert _http(f"{url['mlflow']}/api/2.0/mlflow/registered-models/alias", "DELETE", alias, auth="ct-service:guess")[0] == 401
+    assert _http(f"{url['mlflow']}/api/2.0/mlflow/registered-models/get?name=adverse-event-predictor")[0] == 401
+    status, body = _http(f"{url['mlflow']}/api/2.0/mlflow/registered-models/get?name=adverse-event-predictor",
+                         auth=":".join(service))
+    assert status == 200 and body["registered_model"]["aliases"][0]["version"] == version
     assert _psql("select name, version from model_versions", f"{prefix}_mlflow").stdout.split() == [
         f"adverse-event-predictor|{version}"]
     assert list((home / "mlflow-artifacts").rglob("MLmodel"))  # the server's artifact destination

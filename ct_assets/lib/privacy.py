@@ -48,7 +48,7 @@ def _checked(value: str, source: str) -> str:
     return value
 
 
-def _write_atomically(path, text: str) -> None:
+def write_secret_file(path, text: str) -> None:
     """Write ``text`` to ``path`` whole or not at all: a temporary file (0600) beside it, fsync, rename, fsync of
     the folder. A full disk leaves no file, never an empty one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -85,7 +85,7 @@ def local_secret(env_var: str, filename: str) -> str:
         with open(path.parent / ".lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
             if not path.exists():  # another process may have made it while this one waited
-                _write_atomically(path, secrets.token_hex(32))
+                write_secret_file(path, secrets.token_hex(32))
     return _checked(path.read_text(), str(path))
 
 

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 import urllib.error
@@ -42,11 +43,16 @@ def url_of(component: str) -> str:
     return f"http://127.0.0.1:{settings.service_port(component)}"
 
 
-def http(url: str, data: dict | None = None, token: str | None = None, timeout: float = 10) -> tuple[int, object]:
+def http(url: str, data: dict | None = None, token: str | None = None, timeout: float = 10,
+         basic: tuple[str, str] | None = None) -> tuple[int, object]:
     """(status, parsed body) of a GET, or a POST of JSON ``data``; (0, reason) when nothing answers."""
+    import base64
+
     headers = {"Content-Type": "application/json"} if data is not None else {}
     if token:
         headers["Authorization"] = f"Bearer {token}"
+    if basic:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(basic).encode()).decode()
     req = urllib.request.Request(url, data=None if data is None else json.dumps(data).encode(), headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
@@ -134,7 +140,9 @@ def mlflow(url: str) -> list[Check]:
     status, body = http(f"{url}/health")
     if status != 200:
         return [Check("mlflow", "tracking server", False, f"{url}/health: {status or ''} {str(body)[:200]}".strip())]
-    status, body = http(f"{url}/api/2.0/mlflow/experiments/search", {"max_results": 1})
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    status, body = http(f"{url}/api/2.0/mlflow/experiments/search", {"max_results": 1},
+                        basic=(user, password) if user and password else None)  # the service account, in production
     ok = status == 200
     return [Check("mlflow", "tracking server", True, url),
             Check("mlflow", "store", ok, "experiments readable" if ok else f"{status}: {str(body)[:200]}")]

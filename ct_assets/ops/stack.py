@@ -47,12 +47,27 @@ def dagster_home() -> Path:
     return home / ("dagster-production" if settings.profile() == "production" else "dagster")
 
 
+MLFLOW_SERVICE_ACCOUNT = "ct-service"
+
+
+def mlflow_service_account() -> tuple[str, str]:
+    """The platform's own account on the production MLflow server (its admin): every write the platform makes to
+    the registry goes through it; anyone else needs an account of their own. The password is $CT_MLFLOW_PASSWORD,
+    else generated once under $CT_HOME/secrets."""
+    from ct_assets.lib.privacy import local_secret
+
+    return MLFLOW_SERVICE_ACCOUNT, local_secret("CT_MLFLOW_PASSWORD", "mlflow.password")
+
+
 def stack_env() -> dict[str, str]:
     """What every service of the profile (and this process's own clients) must see."""
     env = {"CT_HOME": str(settings.ct_home()), "CT_PROFILE": settings.profile(), "DAGSTER_HOME": str(dagster_home())}
     if settings.profile() == "production":
+        user, password = mlflow_service_account()
         env |= {"DAGSTER_PG_URL": _pg(settings.postgres_database("dagster")),
                 "MLFLOW_TRACKING_URI": health.url_of("mlflow"),
+                # MLflow's clients read these: the registry cannot be changed anonymously (basic-auth app).
+                "MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password,
                 "CT_AIRFLOW_DB_URL": _pg(settings.postgres_database("airflow"))}
     return env
 
@@ -93,6 +108,19 @@ def prepare_dagster_home() -> Path:
     if settings.profile() == "production":
         (home / "dagster.yaml").write_text((ROOT / "deploy" / "dagster.postgres.yaml").read_text())
     return home
+
+
+def mlflow_auth_config() -> Path:
+    """MLflow's basic-auth configuration (owner-only: its database URL may carry a password); the admin's name and
+    password come through the environment, never this file."""
+    from ct_assets.lib.privacy import write_secret_file
+
+    path = settings.ct_home() / "secrets" / "mlflow-auth.ini"
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_secret_file(path, "[mlflow]\ndefault_permission = READ\n"
+                      f"database_uri = {_pg(settings.postgres_database('mlflow_auth'))}\n"
+                      "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    return path
 
 
 def _locations() -> list[tuple[str, str]]:
@@ -198,6 +226,11 @@ class Starter:
             # The store's URL through the environment: a password in it never shows in `ps`.
             env["MLFLOW_BACKEND_STORE_URI"] = _pg(settings.postgres_database("mlflow"))
             argv += ["--serve-artifacts", "--artifacts-destination", settings.mlflow_artifacts_destination()]
+            # MLflow's basic-auth app: no request without an account. The platform's own is its admin.
+            argv += ["--app-name", "basic-auth"]
+            env |= {"MLFLOW_AUTH_CONFIG_PATH": str(mlflow_auth_config()),
+                    "MLFLOW_AUTH_ADMIN_USERNAME": env["MLFLOW_TRACKING_USERNAME"],
+                    "MLFLOW_AUTH_ADMIN_PASSWORD": env["MLFLOW_TRACKING_PASSWORD"]}
         else:
             env.pop("MLFLOW_TRACKING_URI", None)
             argv += ["--backend-store-uri", settings.mlflow_tracking_uri(),
