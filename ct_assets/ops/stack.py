@@ -228,9 +228,13 @@ class Starter:
             argv += ["--serve-artifacts", "--artifacts-destination", settings.mlflow_artifacts_destination()]
             # MLflow's basic-auth app: no request without an account. The platform's own is its admin.
             argv += ["--app-name", "basic-auth"]
+            from ct_assets.lib.privacy import local_secret
+
             env |= {"MLFLOW_AUTH_CONFIG_PATH": str(mlflow_auth_config()),
                     "MLFLOW_AUTH_ADMIN_USERNAME": env["MLFLOW_TRACKING_USERNAME"],
-                    "MLFLOW_AUTH_ADMIN_PASSWORD": env["MLFLOW_TRACKING_PASSWORD"]}
+                    "MLFLOW_AUTH_ADMIN_PASSWORD": env["MLFLOW_TRACKING_PASSWORD"],
+                    # The CSRF protection of the app's login forms signs with it.
+                    "MLFLOW_FLASK_SERVER_SECRET_KEY": local_secret("CT_MLFLOW_FLASK_SECRET_KEY", "mlflow-flask.key")}
         else:
             env.pop("MLFLOW_TRACKING_URI", None)
             argv += ["--backend-store-uri", settings.mlflow_tracking_uri(),
