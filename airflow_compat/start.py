@@ -28,6 +28,8 @@ import os
 import secrets
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 # The Airflow venvs do not install the project (Airflow 2 pins SQLAlchemy 1.4); its settings module
@@ -194,6 +196,21 @@ def ensure_admin_3(env: dict[str, str]) -> None:
               f"(shown once; kept in {path}: edit it and restart the API server to change it)", flush=True)
 
 
+def _owner_only(home: Path, watch_seconds: float = 0) -> None:
+    """Files under ``home`` open to group or others made owner-only; for ``watch_seconds``, again every second."""
+    deadline = time.monotonic() + watch_seconds
+    while True:
+        for path in home.rglob("*") if home.exists() else ():
+            try:
+                if not path.is_symlink() and path.stat().st_mode & 0o077:
+                    path.chmod(path.stat().st_mode & 0o700)
+            except FileNotFoundError:  # gone meanwhile (a temporary file)
+                pass
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(1)
+
+
 def start(dags: Path, init_only: bool = False) -> int:
     if not any(dags.glob("*.py")):
         raise SystemExit(f"no DAG files in {dags}: run `python -m airflow_compat emit --out {dags}` first")
@@ -202,9 +219,7 @@ def start(dags: Path, init_only: bool = False) -> int:
     # metadata database): its processes inherit this umask. A home from an older version is tightened too.
     os.umask(0o077)
     home = Path(env["AIRFLOW_HOME"])
-    for path in home.rglob("*") if home.exists() else ():
-        if not path.is_symlink() and path.stat().st_mode & 0o077:
-            path.chmod(path.stat().st_mode & 0o700)
+    _owner_only(home)
     _airflow(env, "db", "migrate", capture=True)  # also creates airflow.cfg (with its own keys) on first use
     write_config(env, dags)
     ensure_admin(env)
@@ -227,6 +242,9 @@ def start(dags: Path, init_only: bool = False) -> int:
     commands = ([["scheduler", "--skip-serve-logs"], ["dag-processor"], ["api-server"]] if v3 else
                 [["scheduler", "--skip-serve-logs"], ["webserver"]])
     procs = [subprocess.Popen([str(_bin() / "airflow"), *c], env=env) for c in commands]
+    # Two files escape the umask: Airflow copies webserver_config.py with its template's 0644, and gunicorn sets
+    # its pid file to 0644. Both are made within the webserver's first minute: tightened as they appear.
+    threading.Thread(target=_owner_only, args=(home, 120), daemon=True).start()
     print(f"Airflow {'3' if v3 else '2'} UI: http://{host}:{port}  REST API: http://{host}:{port}/api/"
           f"{'v2 (token: POST /auth/token)' if v3 else 'v1 (basic auth)'}  (Ctrl-C stops it)", flush=True)
     try:
