@@ -96,6 +96,10 @@ def test_production_refuses_a_promotion_without_an_approval_bound_to_the_version
     [approval] = [e for e in audit.find("approval", "m/2")]
     assert approval["actor"] == audit.os_actor() and approval["after"] == {"meaning": registry.MEANING, "provenance": "bbb"}
     assert approval["details"] == {"comment": "signed as QA lead"}  # free text, never the approver
+    signed = subprocess.run([ct, "approve", "m", "1", "--reason", "re-approved"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120, env=os.environ | {"MLFLOW_TRACKING_URI": f"sqlite:///{ct_home / 'mlflow.db'}",
+                                                           "MLFLOW_TRACKING_USERNAME": "qa-lead"})
+    assert signed.returncode == 0 and "by mlflow:qa-lead" in signed.stdout  # production: the registry's identity
 
     with pytest.raises(ValueError):
         registry.rollback(client, "m", reason="")
@@ -188,3 +192,14 @@ def test_trace_matches_versions_exactly_and_marks_forged_provenance(ct_home):
     assert "m/10" not in report  # version 10's events are not version 1's
     assert "`forged` **(differs from the audit log, which recorded `r1` at registration)**" in report
     assert "`aaa`" in report and "`aaa` **" not in report  # an unchanged tag is shown plainly
+
+
+def test_verify_says_when_the_registry_could_not_be_checked(ct_home):
+    from tests.kafka_broker import free_port
+
+    _five(ct_home)
+    ct = os.path.join(os.path.dirname(sys.executable), "ct")
+    out = subprocess.run([ct, "audit", "verify"], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env=os.environ | {"CT_HOME": str(ct_home), "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"})
+    assert out.returncode == 1 and "the registry's aliases were not checked" in out.stdout and "NOT VERIFIED" in out.stdout
+    assert "Traceback" not in out.stderr
