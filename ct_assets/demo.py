@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+from pathlib import Path
 import sys
 import threading
 import time
@@ -27,12 +28,7 @@ SHOWN = ("dagster/row_count", "quality_score", "absent_columns", "engine", "scor
 
 def prepare_dagster_home() -> str:
     home = os.environ.setdefault("DAGSTER_HOME", str(settings.ct_home() / "dagster"))
-    os.makedirs(home, exist_ok=True)
-    config = os.path.join(home, "dagster.yaml")
-    if not os.path.exists(config):
-        with open(config, "w") as fh:
-            fh.write("telemetry:\n  enabled: false\n")
-    return home
+    return str(settings.prepared_dagster_home(Path(home)))
 
 
 def _value(v) -> str | None:

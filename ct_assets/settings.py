@@ -133,6 +133,16 @@ def dagster_home() -> Path:
     return ct_home() / ("dagster-production" if profile() == "production" else "dagster")
 
 
+def prepared_dagster_home(home: Path) -> Path:
+    """``home`` created, with the default instance's dagster.yaml (telemetry off) where it has none: Dagster warns
+    about a missing file on every instance it opens."""
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text("telemetry:\n  enabled: false\n")
+    return home
+
+
 def restrict(home: Path) -> None:
     """Make ``home`` owner-only: a umask of 077 for this process, so every file and folder the
     platform creates under it (lake, MLflow store and artifacts, Dagster instance, reports, prediction

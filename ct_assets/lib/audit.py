@@ -74,11 +74,7 @@ def _lines(text: str) -> list[tuple[int, dict[str, Any] | None]]:
 def _instance():
     import dagster as dg
 
-    home = settings.dagster_home()
-    home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():  # the default instance, said so (Dagster warns about a missing file)
-        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    return dg.DagsterInstance.from_config(str(home))
+    return dg.DagsterInstance.from_config(str(settings.prepared_dagster_home(settings.dagster_home())))
 
 
 def _checkpoint_name(path: Path) -> str:
