@@ -12,7 +12,7 @@ export CT_HOME ?= $(CURDIR)/.ct
 # uv trusts the system's certificate store (a proxy's CA there), as pip does, even from a bare environment.
 export UV_NATIVE_TLS ?= 1
 
-.PHONY: install airflow-install demo test dev airflow serve clean
+.PHONY: install airflow-install demo test test-fast lint dev airflow serve clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,12 +39,23 @@ airflow-install: $(AIRFLOW_VENV)/.installed $(AIRFLOW3_VENV)/.installed
 demo: install
 	$(PY) -m ct_assets.demo
 
-test: install airflow-install
+# The static checks: ruff, the layer contract (import-linter, pyproject.toml) and the main code location's
+# definitions (dg check defs loads them as `dagster dev` does).
+lint: install
 	$(VENV)/bin/ruff check ct_assets spark tests benchmarks airflow_compat kfp
-	$(PY) -m pytest
+	$(VENV)/bin/lint-imports --no-cache
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH VIRTUAL_ENV=$(CURDIR)/$(VENV) $(VENV)/bin/dg check defs
+
+# The unit tier: no services, a few minutes.
+test-fast: lint
+	$(PY) -m pytest tests/unit
+
+# Both tiers (CI: .ci/run): the unit tier, then the integration tier against real services started locally.
+test: lint airflow-install
+	$(PY) -m pytest tests/unit tests/integration
 
 dev: install
-	umask 077 && mkdir -p $(CT_HOME)/dagster && DAGSTER_HOME=$(CT_HOME)/dagster $(PY) -m ct_assets.pools
+	umask 077 && mkdir -p $(CT_HOME)/dagster && DAGSTER_HOME=$(CT_HOME)/dagster $(PY) -m ct_assets.defs.pools
 	DAGSTER_HOME=$(CT_HOME)/dagster $(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p $${CT_DAGSTER_PORT:-3000}
 
 # The legacy Airflow UI on 127.0.0.1:8085 over DAGs emitted from the Dagster definitions:

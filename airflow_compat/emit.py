@@ -1,6 +1,6 @@
 """Generate the five legacy Airflow DAGs from the Dagster definitions.
 
-The truth is ``ct_assets.jobs``: each legacy DAG is a Dagster job, each legacy task a part of that
+The truth is ``ct_assets.defs.jobs``: each legacy DAG is a Dagster job, each legacy task a part of that
 job's assets (``LEGACY_TASKS``). From it and the asset graph this module derives, per DAG, the
 tasks, their Dagster selections, the dependencies between tasks (task B follows task A when one of
 B's assets or checks needs one of A's), and the legacy pool, retries and timeout; then it writes
@@ -15,11 +15,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from ct_assets.jobs import CRON, DESCRIPTIONS, LEGACY_TASKS
-from ct_assets.pools import LEGACY_POOLS
+from ct_assets.defs.jobs import CRON, DESCRIPTIONS, LEGACY_TASKS
+from ct_assets.defs.pools import LEGACY_POOLS
 
 REPOSITORY = "__repository__"  # the repository name of a module's Definitions
-LOCATIONS = {"ct_assets": "ct_assets", "ct_feature_backfill": "ct_assets.backfill_location"}  # as in workspace.yaml
+LOCATIONS = {"ct_assets": "ct_assets.definitions", "ct_feature_backfill": "ct_assets.locations.backfill"}  # as in workspace.yaml
 LOCATION_OF = {"feature_backfill": "ct_feature_backfill"}
 # Pools for tasks whose assets declare none, by asset group (the legacy pools of such tasks).
 GROUP_POOLS = {"ingestion": "kafka_operations", "quality": "data_validation", "processing": "spark_jobs",
@@ -199,7 +199,7 @@ def _compact(asset_keys: list[str]) -> list[str]:
 
 
 def task_table() -> str:
-    """The legacy tasks and what runs them, as the markdown table of airflow_compat/README.md."""
+    """The legacy tasks and what runs them, as the markdown table of docs/airflow.md."""
     lines = ["| DAG | task | after | Dagster assets (checks) | pool |", "|---|---|---|---|---|"]
     for dag_id in LEGACY_TASKS:
         for t in dag_spec(dag_id).tasks:

@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ct_assets.ingestion.kafka import ingest, replay, study_records  # noqa: E402
-from ct_assets.resources import KafkaSettings  # noqa: E402
-from ct_assets.lib.landing import Landing  # noqa: E402
+from ct_assets.adapters.kafka import ingest, replay, study_records  # noqa: E402
+from ct_assets.core.landing import Landing  # noqa: E402
+from ct_assets.defs.resources import KafkaSettings  # noqa: E402
 from tests.kafka_broker import create_topic, tansu_broker  # noqa: E402
 
 

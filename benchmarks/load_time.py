@@ -22,8 +22,8 @@ HEAVY = ("pyspark", "mlflow", "scipy", "sklearn", "pandera", "dagster_mlflow", "
 COMMANDS = {
     "import dagster": "import dagster",
     "ct_assets (main location)": "import ct_assets.definitions as d; d.defs.get_repository_def()",
-    "ct_feature_backfill": "import ct_assets.backfill_location as d; d.defs.get_repository_def()",
-    "ct_kafka": "import ct_assets.kafka_location as d; d.defs.get_repository_def()",
+    "ct_feature_backfill": "import ct_assets.locations.backfill as d; d.defs.get_repository_def()",
+    "ct_kafka": "import ct_assets.locations.kafka as d; d.defs.get_repository_def()",
     "ct_kfp": "import ct_kfp.location as d; d.defs.get_repository_def()",
 }
 

@@ -1,4 +1,4 @@
-"""Seconds per phase of the ``online_features`` asset (ct_assets/features/store.py) for N subjects:
+"""Seconds per phase of the ``online_features`` asset (ct_assets/adapters/feature_store.py) for N subjects:
 register the view, copy the latest rows to the online store, prune, verify. Issue 16: at 20,000
 subjects the asset took 116 s on SQLite.
 
@@ -33,8 +33,8 @@ def synthetic_offline(n: int, floats: int = 196, seed: int = 0):
     import numpy as np
     import pandas as pd
 
-    from ct_assets.features.store import CREATED_TS, EVENT_TS
-    from ct_assets.lib.privacy import SUBJECT_KEY
+    from ct_assets.adapters.feature_store import CREATED_TS, EVENT_TS
+    from ct_assets.core.privacy import SUBJECT_KEY
 
     rng = np.random.default_rng(seed)
     values = rng.normal(0, 50, (n, floats)).round(3)
@@ -51,8 +51,8 @@ def synthetic_offline(n: int, floats: int = 196, seed: int = 0):
 def run(rounds: int, profile: str | None) -> None:
     import pandas as pd
 
-    from ct_assets.features import store as fs
-    from ct_assets.resources import FeatureStore
+    from ct_assets.adapters import feature_store as fs
+    from ct_assets.defs.resources import FeatureStore
 
     resource = FeatureStore()
     s = resource.store_settings()
@@ -110,7 +110,7 @@ def main() -> None:
         source = None
         if args.home:  # its offline store, copied: the home's own registry and online store are left alone
             os.environ["CT_HOME"] = args.home
-            from ct_assets.resources import FeatureStore
+            from ct_assets.defs.resources import FeatureStore
 
             source = FeatureStore().store_settings().offline_path
             if not source.exists():
@@ -124,8 +124,8 @@ def main() -> None:
             os.environ.pop("CT_REDIS_URL", None)
         import pandas as pd
 
-        from ct_assets.lib.lake import write_parquet
-        from ct_assets.resources import FeatureStore
+        from ct_assets.core.lake import write_parquet
+        from ct_assets.defs.resources import FeatureStore
 
         offline = pd.read_parquet(source) if source else synthetic_offline(args.subjects)
         write_parquet(offline, FeatureStore().store_settings().offline_path)

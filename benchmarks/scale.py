@@ -1,6 +1,6 @@
 """Scale of the data path: the whole graph on synth studies of growing size, time and memory.
 
-For each size: a synth study (``python -m ct_assets.lib.synth``, not timed), then the whole graph as a
+For each size: a synth study (``python -m ct_assets.core.synth``, not timed), then the whole graph as a
 user runs it (``python -m ct_assets.demo``, a new process, fresh $CT_HOME) while the resident memory of
 the whole process tree (Python, the Spark JVM and its Python workers) is sampled every 0.2 s; per-step
 times from the run's Dagster event log; validation throughput (raw findings rows / validation step
@@ -142,7 +142,7 @@ def run_graph(study: Path, home: Path, env_extra: dict[str, str]) -> dict:
 
 VISITS_SPARK = """
 import sys, time, json
-from ct_assets.resources import Spark
+from ct_assets.defs.resources import Spark
 t0 = time.perf_counter()
 spark = Spark().spark_session
 start = time.perf_counter() - t0
@@ -195,8 +195,8 @@ import sys, json, time, tempfile
 from pathlib import Path
 import pandas as pd
 from ct_assets import settings
-from ct_assets.quality.stream_validate import validate_stream
-from ct_assets.quality.validate import accepted_subjects
+from ct_assets.engines.stream import validate_stream
+from ct_assets.engines.pandas import accepted_subjects
 lake = Path(sys.argv[1])
 if __name__ == "__main__":
     known = accepted_subjects(pd.read_parquet(lake / "raw/raw_dm.parquet"), pd.read_parquet(lake / "validated/validated_dm.parquet"))
@@ -259,7 +259,7 @@ def main() -> int:
         for n in args.subjects:
             study, home = work / f"study-{n}", work / f"home-{n}"
             if not study.exists():
-                subprocess.run([sys.executable, "-m", "ct_assets.lib.synth", "--out", str(study), "--subjects", str(n)],
+                subprocess.run([sys.executable, "-m", "ct_assets.core.synth", "--out", str(study), "--subjects", str(n)],
                                check=True, cwd=ROOT, capture_output=True)
             shutil.rmtree(home, ignore_errors=True)
             rows = findings_rows(study)

@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
 
     from ct_assets import settings
-    from ct_assets.lib.registry import CHAMPION, alias_version
+    from ct_assets.core.registry import CHAMPION, alias_version
 
     uri = settings.mlflow_tracking_uri()
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -107,9 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     example = mlflow.models.Model.load(local).load_input_example(local).head(1)
     row = {c: (None if pd.isna(v) else (v if isinstance(v, str) else float(v))) for c, v in example.iloc[0].items()}
 
-    from ct_assets.features import store as fs
-    from ct_assets.lib.privacy import SUBJECT_KEY
-    from ct_assets.resources import FeatureStore
+    from ct_assets.adapters import feature_store as fs
+    from ct_assets.core.privacy import SUBJECT_KEY
+    from ct_assets.defs.resources import FeatureStore
 
     resource = FeatureStore()
     s = resource.store_settings()

@@ -5,7 +5,8 @@
     ct summary [--json]                                 runs, schedules, models, drift, quality, Airflow DAGs
     ct open | ct visualize | ct stop | ct restart
 
-The legacy manager's flags still work and combine: `ct -s -h -o` (start, health-check, open),
+The legacy manager's flags still work and combine: `ct -s --health-check -o` (start, health-check, open;
+`-h` prints this help),
 `--summary`, `--visualize`. $CT_PROFILE=production switches to PostgreSQL and separate Dagster
 processes (see ct_assets/ops/stack.py).
 """
@@ -43,9 +44,9 @@ def _running_components() -> list[str]:
 ONLY = click.option("--only", default=None, metavar="LIST", help=f"comma-separated subset of: {','.join(ALL)}")
 
 
-@click.group(invoke_without_command=True, context_settings={"help_option_names": ["--help"]})
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-s", "--start", "do_start", is_flag=True, help="legacy flag: ct start")
-@click.option("-h", "--health-check", "do_health", is_flag=True, help="legacy flag: ct health-check")
+@click.option("--health-check", "do_health", is_flag=True, help="legacy flag: ct health-check")
 @click.option("--summary", "do_summary", is_flag=True, help="legacy flag: ct summary")
 @click.option("-o", "--open", "do_open", is_flag=True, help="legacy flag: ct open")
 @click.option("--visualize", "do_visualize", is_flag=True, help="legacy flag: ct visualize")
@@ -214,7 +215,7 @@ def audit() -> None:
 def audit_verify() -> None:
     """Recompute the keyed hash chain of $CT_HOME/audit/audit.jsonl, compare it with its checkpoint and the registry's
     aliases; exit 1 naming every broken line, removed entry and unexplained alias."""
-    from ct_assets import review
+    from ct_assets.ops import review
 
     raise SystemExit(review.main(["verify"]))
 
@@ -225,7 +226,7 @@ def audit_verify() -> None:
 @click.option("--out", default=None, help="report path (default $CT_HOME/reports/trace-<model>-<version>.md)")
 def audit_trace(model: str, version: str, out: str | None = None) -> None:
     """A version's chain from the source files to serving, written as a Markdown report."""
-    from ct_assets import review
+    from ct_assets.ops import review
 
     raise SystemExit(review.main(["trace", model, version] + (["--out", out] if out else [])))
 
@@ -239,7 +240,7 @@ def approve(model: str, version: str, reason: str, comment: str = "") -> None:
     """Approve MODEL VERSION for deployment: a signed, time-stamped record bound to the version's provenance
     (required before promotion in the production profile). The approver is the authenticated operator: the OS
     user, or in the production profile the registry's identity ($MLFLOW_TRACKING_USERNAME)."""
-    from ct_assets import review
+    from ct_assets.ops import review
 
     raise SystemExit(review.main(["approve", model, version, "--reason", reason, "--comment", comment]))
 

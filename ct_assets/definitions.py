@@ -1,76 +1,34 @@
-"""The Dagster code location: it only assembles what the stage folders define."""
+"""The main code location. Its assets, checks, jobs, schedules and sensors are autoloaded from the
+``ct_assets/defs`` folder (Dagster's project layout, see ``[tool.dg]`` in pyproject.toml); this module adds
+the resources of the deployment and the executor.
+
+    dg check defs                  # loads this module, as `dagster dev` and `dg dev` do
+    dg list defs                   # what the folder defines
+"""
+
+import warnings
+from pathlib import Path
 
 import dagster as dg
 
-from ct_assets.alerts import alert_on_run_failure
-from ct_assets.deployment.assets import ab_test_report, model_deployment
-from ct_assets.features.assets import online_features, serving_skew, subject_features
-from ct_assets.ingestion.assets import raw_assets
-from ct_assets.jobs import jobs, schedules
-from ct_assets.monitoring.assets import (
-    concept_drift,
-    feature_drift,
-    model_performance,
-    monitoring_reference,
-    monitoring_alerts,
-    monitoring_report,
-    prediction_drift,
-)
-from ct_assets.monitoring.sensors import data_cleaning_sensor, drift_retraining_sensor
-from ct_assets.processing.assets import processed_visits
-from ct_assets.quality.assets import validation_assets
-from ct_assets.quality.monitor_assets import (
-    data_anomalies,
-    data_completeness,
-    data_consistency,
-    data_freshness,
-    data_quality_report,
-    quarantine_recheck,
-)
-from ct_assets.resources import build_resources
-from ct_assets.training.assets import (
-    candidate_model,
-    champion_model,
-    model_evaluation,
-    registered_model,
-    training_set,
-)
-from ct_assets.training.rollback import rollback_champion
+import ct_assets.defs
+from ct_assets.defs.resources import build_resources
 
-defs = dg.Definitions(
-    assets=[
-        *raw_assets,
-        *validation_assets,
-        data_completeness,
-        data_consistency,
-        data_freshness,
-        data_anomalies,
-        data_quality_report,
-        quarantine_recheck,
-        processed_visits,
-        subject_features,
-        online_features,
-        training_set,
-        candidate_model,
-        model_evaluation,
-        registered_model,
-        champion_model,
-        model_deployment,
-        ab_test_report,
-        monitoring_reference,
-        feature_drift,
-        prediction_drift,
-        model_performance,
-        concept_drift,
-        monitoring_report,
-        monitoring_alerts,
-    ],
-    asset_checks=[serving_skew],
-    jobs=[*jobs.values(), rollback_champion],
-    schedules=schedules,
-    sensors=[drift_retraining_sensor, data_cleaning_sensor, alert_on_run_failure],
-    resources=build_resources(),
-    # One process per run: a step costs ~50 ms instead of ~1.6 s of process spawn, and the Spark
-    # session is shared by the run.
-    executor=dg.in_process_executor,
+
+def _autoloaded() -> dg.Definitions:
+    with warnings.catch_warnings():
+        # load_defs is the primitive under load_from_defs_folder, which needs pyproject.toml beside the package:
+        # an image that installs the package (deploy/Dockerfile) has it only in the build context.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return dg.components.load_defs(ct_assets.defs, project_root=Path(__file__).resolve().parent.parent)
+
+
+defs = dg.Definitions.merge(
+    _autoloaded(),
+    dg.Definitions(
+        resources=build_resources(),
+        # One process per run: a step costs ~50 ms instead of ~1.6 s of process spawn, and the Spark
+        # session is shared by the run.
+        executor=dg.in_process_executor,
+    ),
 )

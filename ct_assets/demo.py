@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-from pathlib import Path
 import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 from ct_assets import settings
 
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.study_dir:
         os.environ["CT_STUDY_DIR"] = args.study_dir
-    from ct_assets.lib.lake import free_space_problem
+    from ct_assets.core.lake import free_space_problem
 
     if problem := free_space_problem(settings.ct_home(), settings.min_free_mib()):
         print(f"python -m ct_assets.demo: {problem}", file=sys.stderr)
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         from dagster import DagsterInstance
 
         from ct_assets.definitions import defs
-        from ct_assets.pools import ensure_pools
+        from ct_assets.defs.pools import ensure_pools
 
         job = defs.resolve_implicit_global_asset_job_def()  # every asset of the main code location
         with DagsterInstance.get() as instance:
@@ -204,8 +204,8 @@ def sample_subject() -> str | None:
     """A subject key of the feature store, for the example request (None when there is no store)."""
     import pyarrow.parquet as pq
 
-    from ct_assets.lib.privacy import SUBJECT_KEY
-    from ct_assets.resources import FeatureStore
+    from ct_assets.core.privacy import SUBJECT_KEY
+    from ct_assets.defs.resources import FeatureStore
 
     path = FeatureStore().store_settings().offline_path
     if not path.exists():

@@ -1,7 +1,7 @@
 """Processed visits: one row per subject per visit, findings in standard units, one column per test.
 
 Pure ``DataFrame -> DataFrame`` functions, used by the Dagster asset ``processed_visits`` and by
-the ``spark-submit`` entry point below. Besides PySpark it needs only ``ct_assets.lib.dates`` (the one
+the ``spark-submit`` entry point below. Besides PySpark it needs only ``ct_assets.core.dates`` (the one
 reading of SDTM dates, pure Python), installed with the package or shipped with ``--py-files``:
 
     spark-submit --master spark://host:7077 spark/visits.py \
@@ -17,25 +17,12 @@ from collections.abc import Mapping
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from ct_assets.lib.dates import spark_date_bounds, spark_study_days
+from ct_assets.core.units import UNIT_CONVERSIONS
+from ct_assets.engines.spark_dates import spark_date_bounds, spark_study_days
 
 SUBJECT = "SUBJECT_KEY"
 ABNORMAL_FLAGS = ["HIGH", "LOW", "ABNORMAL", "H", "L", "A", "HH", "LL"]
 
-# Non-SI units seen in SDTM --STRESU and their standard counterpart: value * factor + offset.
-UNIT_CONVERSIONS: dict[str, tuple[str, float, float]] = {
-    "LB": ("kg", 0.45359237, 0.0),
-    "lb": ("kg", 0.45359237, 0.0),
-    "[lb_av]": ("kg", 0.45359237, 0.0),
-    "g": ("kg", 0.001, 0.0),
-    "in": ("cm", 2.54, 0.0),
-    "[in_i]": ("cm", 2.54, 0.0),
-    "m": ("cm", 100.0, 0.0),
-    "F": ("C", 5.0 / 9.0, -32.0 * 5.0 / 9.0),
-    "[degF]": ("C", 5.0 / 9.0, -32.0 * 5.0 / 9.0),
-    "g/dL": ("g/L", 10.0, 0.0),
-    "mg/dL": ("mg/L", 10.0, 0.0),
-}
 
 
 def _col_or_null(df: DataFrame, name: str, dtype: str = "string") -> Column:
@@ -73,7 +60,7 @@ def to_standard_units(long: DataFrame) -> DataFrame:
 
 def with_study_day(long: DataFrame, dm: DataFrame) -> DataFrame:
     """Each result's study day interval (EARLIEST_DAY, LATEST_DAY) from --DY when delivered, else from its
-    date and DM's reference start (ct_assets.lib.dates: a partial date is bounded, never imputed); DY only
+    date and DM's reference start (ct_assets.core.dates, as Spark columns: a partial date is bounded, never imputed); DY only
     where the day is known."""
     ref_lo, ref_hi = spark_date_bounds(F.col("RFSTDTC"))
     ref = dm.select(SUBJECT, ref_lo.alias("_REF_LO"), ref_hi.alias("_REF_HI"))

@@ -74,7 +74,7 @@ def build_other_study(folder: Path, n_subjects: int = 160, seed: int = 7) -> Pat
 
 
 def raw_subject_ids(study: Path) -> set[str]:
-    from ct_assets.lib.sdtm import read_domain
+    from ct_assets.core.sdtm import read_domain
 
     return set(read_domain(study, "DM")["USUBJID"].astype(str))
 

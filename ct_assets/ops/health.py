@@ -158,7 +158,7 @@ def serving(url: str) -> list[Check]:
     reason = f"champion version {body.get('champion_version')}" if ready else (
         body.get("reason", str(body)) if isinstance(body, dict) else str(body))
     checks.append(Check("serving", "ready", ready, reason, required_to_start=False))
-    from ct_assets.serving.server import serving_token
+    from ct_assets.core.tokens import serving_token
 
     status, body = http(f"{url}/models", token=serving_token())
     served = body if status == 200 else None

@@ -54,7 +54,7 @@ def mlflow_service_account() -> tuple[str, str]:
     """The platform's own account on the production MLflow server (its admin): every write the platform makes to
     the registry goes through it; anyone else needs an account of their own. The password is $CT_MLFLOW_PASSWORD,
     else generated once under $CT_HOME/secrets."""
-    from ct_assets.lib.privacy import local_secret
+    from ct_assets.core.privacy import local_secret
 
     return MLFLOW_SERVICE_ACCOUNT, local_secret("CT_MLFLOW_PASSWORD", "mlflow.password")
 
@@ -113,7 +113,7 @@ def prepare_dagster_home() -> Path:
 def mlflow_auth_config() -> Path:
     """MLflow's basic-auth configuration (owner-only: its database URL may carry a password); the admin's name and
     password come through the environment, never this file."""
-    from ct_assets.lib.privacy import write_secret_file
+    from ct_assets.core.privacy import write_secret_file
 
     path = settings.ct_home() / "secrets" / "mlflow-auth.ini"
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -178,7 +178,7 @@ class Starter:
         url = health.url_of("dagster")
         port = str(settings.service_port("dagster"))
         prepare_dagster_home()
-        subprocess.run([sys.executable, "-m", "ct_assets.pools"], env=self.env, cwd=ROOT, check=True,
+        subprocess.run([sys.executable, "-m", "ct_assets.defs.pools"], env=self.env, cwd=ROOT, check=True,
                        capture_output=True, timeout=300)
         if settings.profile() != "production":
             self._launch("dagster", "dagster", [str(BIN / "dagster"), "dev", "-w", str(ROOT / "workspace.yaml"),
@@ -228,7 +228,7 @@ class Starter:
             argv += ["--serve-artifacts", "--artifacts-destination", settings.mlflow_artifacts_destination()]
             # MLflow's basic-auth app: no request without an account. The platform's own is its admin.
             argv += ["--app-name", "basic-auth"]
-            from ct_assets.lib.privacy import local_secret
+            from ct_assets.core.privacy import local_secret
 
             env |= {"MLFLOW_AUTH_CONFIG_PATH": str(mlflow_auth_config()),
                     "MLFLOW_AUTH_ADMIN_USERNAME": env["MLFLOW_TRACKING_USERNAME"],

@@ -26,9 +26,9 @@ def _value(md: dict, key: str) -> Any:
 def dagster_state() -> dict:
     import dagster as dg
 
-    from ct_assets import keys
-    from ct_assets.jobs import CRON
-    from ct_assets.lib.sdtm import DOMAINS
+    from ct_assets.core.sdtm import DOMAINS
+    from ct_assets.defs import keys
+    from ct_assets.defs.jobs import CRON
     from ct_assets.ops.stack import dagster_home
 
     out: dict[str, Any] = {"jobs": {}, "quarantined": {}, "quality_score": None, "drift": None}
@@ -80,7 +80,7 @@ def instigators(url: str) -> dict | None:
 def models() -> dict:
     import mlflow
 
-    from ct_assets.lib.registry import CHALLENGER, CHAMPION
+    from ct_assets.core.registry import CHALLENGER, CHAMPION
 
     client = mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri(), registry_uri=settings.mlflow_tracking_uri())
     out: dict[str, Any] = {"registry": settings.mlflow_tracking_uri()}

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from ct_assets.serving.server import MAX_BODY_BYTES, create_app
 
     settings.ct_home()  # owner-only state before anything is written
-    from ct_assets.lib.privacy import SecretError
+    from ct_assets.core.privacy import SecretError
 
     try:
         app = create_app(args.model_name or settings.MODEL_NAME, challenger_share=args.challenger_share,

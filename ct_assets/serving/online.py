@@ -24,10 +24,17 @@ class NotMaterialized(Unavailable):
 
 class OnlineFeatures:
     def __init__(self, resource: Any = None):
-        from ct_assets.resources import FeatureStore
+        """``resource``: the store's ``StoreSettings``, or anything with a ``store_settings()`` (the
+        ``feature_store`` resource of the Dagster definitions); default: from settings.py."""
+        from ct_assets.adapters.feature_store import StoreSettings, default_settings
 
-        self.resource = resource or FeatureStore()
-        self.settings = self.resource.store_settings()
+        self.resource = resource
+        if resource is None:
+            self.settings = default_settings()
+        elif isinstance(resource, StoreSettings):
+            self.settings = resource
+        else:
+            self.settings = resource.store_settings()
         self.store = None
         self.error: str | None = None
         self.names: list[str] | None = None
@@ -41,7 +48,7 @@ class OnlineFeatures:
 
     def _open(self) -> None:
         try:
-            from ct_assets.features.store import open_store
+            from ct_assets.adapters.feature_store import open_store
 
             self.store = open_store(self.settings)
             self._refresh_names()
@@ -51,7 +58,7 @@ class OnlineFeatures:
             self.opened.set()
 
     def _refresh_names(self) -> None:
-        from ct_assets.features.store import FEATURE_VIEW, OnlineReader
+        from ct_assets.adapters.feature_store import FEATURE_VIEW, OnlineReader
 
         try:
             self.reader = OnlineReader(self.store, self.settings.redis_url)

@@ -8,9 +8,8 @@ from pathlib import Path
 
 
 def compile_all(out: Path) -> list[Path]:
-    from kfp import compiler
-
     from ct_kfp.pipelines import PIPELINES
+    from kfp import compiler
 
     out.mkdir(parents=True, exist_ok=True)
     paths = []

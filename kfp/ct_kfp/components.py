@@ -10,10 +10,10 @@ No ``from __future__ import annotations`` here: KFP reads the real annotation ob
 
 import functools
 
-from kfp import dsl
 from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
 from ct_assets import settings
+from kfp import dsl
 
 # Built from kfp/Dockerfile and pushed by the cluster operator; override with CT_KFP_IMAGE at compile time.
 IMAGE = settings.kfp_image()

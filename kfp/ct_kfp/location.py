@@ -19,8 +19,9 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from ct_assets import keys, settings
-from ct_assets.resources import MlflowSettings, StudySource, build_resources
+from ct_assets import settings
+from ct_assets.defs import keys
+from ct_assets.defs.resources import MlflowSettings, StudySource, build_resources
 
 
 class KfpPipelines(dg.ConfigurableResource):

@@ -10,10 +10,9 @@
   permutation test and a decision.
 """
 
-from kfp import dsl, kubernetes
-
 from ct_kfp import components as c
 from ct_kfp.steps import DEFAULT_PARAMS, SEARCH_SPACE
+from kfp import dsl, kubernetes
 
 EXPERIMENT = "adverse-event-predictor"
 MODEL_NAME = "adverse-event-predictor"

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from ct_assets import settings
-from ct_assets.lib import lake
-from ct_assets.lib.registry import point_mlflow
+from ct_assets.core import lake
+from ct_assets.core.registry import point_mlflow
 
 
 def tracking_uri(uri: str) -> str:

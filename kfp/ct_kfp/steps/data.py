@@ -8,15 +8,15 @@ from typing import Any
 import pandas as pd
 
 from ct_assets import settings
-from ct_assets.lib import lake, sdtm
-from ct_assets.lib.privacy import SUBJECT_KEY
-from ct_assets.training import logic as training_logic
+from ct_assets.core import lake, sdtm
+from ct_assets.core import training as training_logic
+from ct_assets.core.privacy import SUBJECT_KEY
 
 
 def validate_study(study_dir: str, validated_dir: str, quarantine_dir: str) -> dict[str, Any]:
     """Validate every domain of the study; validated rows (pseudonymised) and quarantined rows
     (with the failed rule) go to one Parquet file per domain. Returns counts per domain."""
-    from ct_assets.quality.validate import validate_study as validate_domains
+    from ct_assets.engines.pandas import validate_study as validate_domains
 
     source = sdtm.study_path(study_dir or None)
     raw = {d: sdtm.read_domain(source, d) for d in sdtm.DOMAINS}
@@ -67,7 +67,7 @@ def engineer_features(validated_dir: str, features_path: str, training_set_path:
                       outcome: dict | None = None, holdout_fraction: float = 0.25) -> dict[str, Any]:
     """Processed visits -> subject features up to the landmark day -> training set labelled by events
     after it, with the fixed holdout split (one landmark for both, as in the Dagster assets)."""
-    from ct_assets.features.logic import subject_features
+    from ct_assets.core.features import subject_features
 
     dm = _domain(validated_dir, "DM")
     visits = process_visits(validated_dir)

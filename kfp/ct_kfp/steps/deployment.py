@@ -8,14 +8,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ct_assets.lib import lake
-from ct_assets.lib.privacy import SUBJECT_KEY
-from ct_assets.training import logic as training_logic
+from ct_assets.core import lake
+from ct_assets.core import training as training_logic
+from ct_assets.core.privacy import SUBJECT_KEY
 from ct_kfp.steps.common import mlflow_client, read_json, write_text
 
 
 def _versions(client, model_name: str) -> tuple[Any, Any]:
-    from ct_assets.lib.registry import CHALLENGER, CHAMPION, alias_version
+    from ct_assets.core.registry import CHALLENGER, CHAMPION, alias_version
 
     return alias_version(client, model_name, CHAMPION), alias_version(client, model_name, CHALLENGER)
 
@@ -27,7 +27,7 @@ def deploy(model_name: str, uri: str, traffic_share: float, endpoint: str, out_d
     ``canaryTrafficPercent``: the previous revision keeps the rest of the traffic."""
     import yaml
 
-    from ct_assets.lib.registry import inference_service
+    from ct_assets.core.registry import inference_service
 
     if not 0.0 < traffic_share < 1.0:
         raise ValueError(f"traffic_share must be strictly between 0 and 1, got {traffic_share}")
@@ -49,7 +49,7 @@ def deploy(model_name: str, uri: str, traffic_share: float, endpoint: str, out_d
 
 def routed_to_challenger(subject_keys: pd.Series, share: float) -> np.ndarray:
     """The subjects the model server would route to the challenger at this share."""
-    from ct_assets.lib.registry import routes_to_challenger
+    from ct_assets.core.registry import routes_to_challenger
 
     return subject_keys.map(lambda s: routes_to_challenger(s, share)).to_numpy(dtype=bool)
 
@@ -58,7 +58,7 @@ def canary_check(deployment_dir: str, training_set_path: str, uri: str, toleranc
     """The holdout subjects routed as the canary would route them. Each arm's predictions must be
     valid risks; the challenger, shadow-scored on every subject, must not be worse than the champion
     by more than ``tolerance`` AUROC (too few subjects reach a 10 % canary for a metric of its own)."""
-    from ct_assets.lib.registry import score
+    from ct_assets.core.registry import score
 
     mlflow_client(uri)  # points mlflow (and the models:/ URIs below) at the tracking store
     record = read_json(str(Path(deployment_dir) / "deployment.json"))
@@ -85,7 +85,7 @@ def canary_check(deployment_dir: str, training_set_path: str, uri: str, toleranc
 def promote_canary(deployment_dir: str, uri: str) -> str:
     import yaml
 
-    from ct_assets.lib.registry import inference_service, promote
+    from ct_assets.core.registry import inference_service, promote
 
     record = read_json(str(Path(deployment_dir) / "deployment.json"))
     previous = promote(mlflow_client(uri), record["model_name"], record["challenger_version"], "kfp:deployment_pipeline",
@@ -98,7 +98,7 @@ def promote_canary(deployment_dir: str, uri: str) -> str:
 def rollback_canary(deployment_dir: str, uri: str) -> str:
     import yaml
 
-    from ct_assets.lib.registry import inference_service
+    from ct_assets.core.registry import inference_service
 
     record = read_json(str(Path(deployment_dir) / "deployment.json"))
     client = mlflow_client(uri)
@@ -114,8 +114,8 @@ def holdout_ab_test(training_set_path: str, uri: str, model_name: str, alpha: fl
     (swapping the two models' scores within subjects) gives the p-value of the AUROC difference;
     the challenger wins only if it is better and the difference is significant at ``alpha``. (The
     live deployment's arms, which score different subjects, are compared by ``ab_test_report``.)"""
-    from ct_assets.lib.registry import score
-    from ct_assets.lib.stats import paired_auroc_test
+    from ct_assets.core.registry import score
+    from ct_assets.core.stats import paired_auroc_test
 
     client = mlflow_client(uri)
     champion, challenger = _versions(client, model_name)

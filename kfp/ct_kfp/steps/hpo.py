@@ -19,7 +19,7 @@ SEARCH_SPACE: list[dict[str, Any]] = [
 
 
 def hpo_start(uri: str, experiment: str, search_space: list[dict]) -> str:
-    from ct_assets.lib.registry import ensure_experiment
+    from ct_assets.core.registry import ensure_experiment
 
     client = mlflow_client(uri)
     run = client.create_run(ensure_experiment(tracking_uri(uri), experiment), run_name="hpo-search",

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ct_assets.lib.registry import point_mlflow
-from ct_assets.training import logic as training_logic
+from ct_assets.core import training as training_logic
+from ct_assets.core.registry import point_mlflow
 from ct_kfp.steps.common import tracking_uri
 
 # The legacy model settings: the default hyperparameters HPO must beat or equal.
@@ -46,8 +46,8 @@ def train(training_set_path: str, params: dict, model_dir: str, uri: str, experi
     model folder as the KFP artifact too, so that later steps need not reach MLflow to load it."""
     import mlflow
 
-    from ct_assets.lib.registry import ensure_experiment
-    from ct_assets.training.tracking import log_candidate
+    from ct_assets.core.registry import ensure_experiment
+    from ct_assets.core.tracking import log_candidate
 
     training_set = pd.read_parquet(training_set_path)
     point_mlflow(tracking_uri(uri))
@@ -64,7 +64,7 @@ def evaluate(model_dir: str, training_set_path: str, uri: str, run_id: str, plot
     """Holdout metrics, subgroups and the calibration plot, logged to the model's MLflow run."""
     import mlflow
 
-    from ct_assets.training.tracking import evaluate_and_log
+    from ct_assets.core.tracking import evaluate_and_log
 
     point_mlflow(tracking_uri(uri))
     with mlflow.start_run(run_id=run_id):
@@ -74,7 +74,7 @@ def evaluate(model_dir: str, training_set_path: str, uri: str, run_id: str, plot
 def roc_points(model_dir: str, training_set_path: str) -> tuple[list[float], list[float], list[float]]:
     from sklearn.metrics import roc_curve
 
-    from ct_assets.lib.registry import score
+    from ct_assets.core.registry import score
 
     holdout = training_logic.holdout_of(pd.read_parquet(training_set_path))
     fpr, tpr, thr = roc_curve(holdout[training_logic.LABEL], score(model_dir, holdout))
@@ -87,8 +87,8 @@ def register(model_uri: str, training_set_path: str, uri: str, model_name: str, 
     """A registry version with alias challenger, and the champion gate's verdict."""
     import mlflow
 
-    from ct_assets.lib.provenance import model_provenance, stage_code_versions
-    from ct_assets.training.tracking import register_challenger
+    from ct_assets.core.provenance import model_provenance, stage_code_versions
+    from ct_assets.core.tracking import register_challenger
 
     point_mlflow(tracking_uri(uri))
     client = mlflow.MlflowClient(tracking_uri=tracking_uri(uri), registry_uri=tracking_uri(uri))

@@ -1,1 +1,0 @@
-"""Deployments as assets: the served versions and the A/B report."""

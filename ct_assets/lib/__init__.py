@@ -1,1 +1,0 @@
-"""Plain functions shared by the Dagster assets, the Spark jobs and the KFP components."""
