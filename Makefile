@@ -50,9 +50,10 @@ lint: install
 test-fast: lint
 	$(PY) -m pytest tests/unit
 
-# Both tiers (CI: .ci/run): the unit tier, then the integration tier against real services started locally.
-test: lint airflow-install
-	$(PY) -m pytest tests/unit tests/integration
+# Both tiers (CI: .ci/run): the static checks and the unit tier (make test-fast), then the integration tier
+# against real services started locally.
+test: test-fast airflow-install
+	$(PY) -m pytest tests/integration
 
 dev: install
 	umask 077 && mkdir -p $(CT_HOME)/dagster && DAGSTER_HOME=$(CT_HOME)/dagster $(PY) -m ct_assets.defs.pools

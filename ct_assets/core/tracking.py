@@ -1,6 +1,6 @@
 """Training, evaluation and registration as MLflow does them, for every orchestrator.
 
-The Dagster assets (inside the MLflow run dagster-mlflow opens per Dagster run) and the KFP
+The Dagster assets (inside the MLflow run the mlflow_settings resource opens per Dagster run) and the KFP
 components (inside a run of their own) call these same functions.
 """
 

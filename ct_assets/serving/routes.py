@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from ct_assets.serving.app import State
     from ct_assets.serving.models import Slot
 
-TOKEN_REQUIRED = {"error": "a bearer token is required (Authorization: Bearer ...; see the README, Security)"}
+TOKEN_REQUIRED = {"error": "a bearer token is required (Authorization: Bearer ...; see docs/security.md)"}
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
