@@ -150,7 +150,6 @@ def _spark_validation(domain: str, multi_asset) -> dg.AssetsDefinition:
         from ct_assets.engines.pandas import accepted_subjects
         from ct_assets.engines.spark import validate_findings
         from ct_assets.engines.stream import validate_stream
-        from ct_assets.settings import spark_min_rows
 
         threshold = quality.min_quality_score if config.min_quality_score is None else config.min_quality_score
         known = pd.Series(sorted(accepted_subjects(raw_dm, validated_dm)), dtype=object)
@@ -160,10 +159,10 @@ def _spark_validation(domain: str, multi_asset) -> dg.AssetsDefinition:
         versions = {name: lake_files.new_version_dir(link) for name, link in links.items()}
         raw_path = lake.path_for(keys.raw(domain).path[-1])
         try:
-            if lake_files.parquet_rows(raw_path) < spark_min_rows():
+            if lake_files.parquet_rows(raw_path) < pyspark.spark_from_rows():
                 split = validate_stream(domain, raw_path, set(known), quality.cutoff(), versions["validated"],
-                                        versions["quarantine"])
-                master = f"none: streamed by {split.processes} local process(es) (fewer rows than CT_SPARK_MIN_ROWS)"
+                                        versions["quarantine"], processes=quality.validation_workers)
+                master = f"none: streamed by {split.processes} local process(es) (fewer rows than the pyspark resource's min_rows)"
                 engine = f"streamed by {split.processes} local process{'es' if split.processes > 1 else ''}"
             else:
                 with external("Spark", pyspark.master()):

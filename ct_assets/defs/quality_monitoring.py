@@ -111,10 +111,9 @@ def data_anomalies(config: AnomalyConfig, lake: Lake, pyspark: Spark) -> dg.Outp
     from ct_assets.core import report as quality_report
     from ct_assets.defs.failures import external
     from ct_assets.engines import spark as spark_engine
-    from ct_assets.settings import spark_min_rows
 
     paths = {d: lake.path_for(f"validated_{d.lower()}") for d in FINDINGS_DOMAINS}
-    if sum(parquet_rows(p) for p in paths.values()) < spark_min_rows():  # local Spark costs more than the work
+    if sum(parquet_rows(p) for p in paths.values()) < pyspark.spark_from_rows():  # local Spark costs more than the work
         table, engine = quality_report.anomalies_local(paths, z_limit=config.anomaly_z), "numpy in the step's process"
     else:
         with external("Spark", pyspark.master()):

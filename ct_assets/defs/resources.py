@@ -131,6 +131,9 @@ class QualityPolicy(dg.ConfigurableResource):
     data_cutoff: str | None = Field(default=None, description="Later study dates are quarantined. Default $CT_DATA_CUTOFF, "
                                                               "else the run date.")
 
+    validation_workers: int | None = Field(default=None, description="Worker processes of the streamed validation engine "
+                                           "(default $CT_VALIDATION_WORKERS, else one per core).")
+
     def cutoff(self) -> str:
         return self.data_cutoff or settings.data_cutoff()
 
@@ -274,9 +277,18 @@ class Spark(dg.ConfigurableResource):
     on it, and a session that a failed attempt left stopped is replaced."""
 
     spark_config: dict[str, str] = Field(default_factory=settings.spark_config)
+    min_rows: int | None = Field(default=None, description="Engine threshold: findings domains with fewer rows are validated "
+                                 "by local worker processes, and the anomaly monitor runs on numpy, instead of Spark. "
+                                 "Default $CT_SPARK_MIN_ROWS (100,000,000) with a local master; 0 (always Spark) on a cluster.")
 
     def master(self) -> str:
         return self.spark_config.get("spark.master", "local[*]")
+
+    def spark_from_rows(self) -> int:
+        """The row count from which the work goes to Spark (see ``min_rows``)."""
+        if self.min_rows is not None:
+            return self.min_rows
+        return settings.spark_min_rows() if self.master().startswith("local") else 0
 
     @property
     def spark_session(self) -> Any:
