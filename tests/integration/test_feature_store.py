@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ct_assets.adapters import feast_layout
 from ct_assets.adapters import feature_store as fs
 from ct_assets.core import training as training_logic
 from ct_assets.core.features import subject_features as build_features
@@ -187,8 +188,8 @@ def test_online_write_is_byte_for_byte_what_feast_materialize_writes(home, tmp_p
     offline = pd.concat([offline, fix, old], ignore_index=True)
     if online == "sqlite":
         monkeypatch.delenv("CT_REDIS_URL")
-    monkeypatch.setattr(fs, "WRITE_CHUNK", 8)  # several chunks, the last one short
-    monkeypatch.setattr(fs, "WRITE_GROUP", 7)  # SQLite: several statements per subject, the last one short
+    monkeypatch.setattr(feast_layout, "WRITE_CHUNK", 8)  # several chunks, the last one short
+    monkeypatch.setattr(feast_layout, "WRITE_GROUP", 7)  # SQLite: several statements per subject, the last one short
     stores = {}
     for way in ("feast", "ours"):
         resource = FeatureStore(root=str(tmp_path / way), project=f"ct_test_{os.getpid()}_{way}")  # a registry each
