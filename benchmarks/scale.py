@@ -226,11 +226,8 @@ def visits_comparison(home: Path, work: Path, duckdb: bool) -> dict:
                           capture_output=True, text=True, env=os.environ | {"CT_HOME": str(home)})
     out["spark"] = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else proc.stderr[-800:]
     if duckdb:
-        # The unit table, without importing pyspark in DuckDB's environment.
-        units = work / "spark_units.py"
-        text = (ROOT / "spark/visits.py").read_text()
-        start = text.index("UNIT_CONVERSIONS")
-        units.write_text(text[start:text.index("}\n", start) + 2])
+        # The unit table (ct_assets/core/units.py, no imports) in DuckDB's environment, which has no platform installed.
+        shutil.copyfile(ROOT / "ct_assets" / "core" / "units.py", work / "spark_units.py")
         uv = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
         # uv trusts the system's certificate store (a proxy's CA there), as the Makefile has it.
         proc = subprocess.run([uv, "run", "--no-project", "--quiet", "--with", "duckdb", "python", "-c", VISITS_DUCKDB,
