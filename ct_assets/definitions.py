@@ -4,10 +4,14 @@ the resources of the deployment and the executor.
 
     dg check defs                  # loads this module, as `dagster dev` and `dg dev` do
     dg list defs                   # what the folder defines
+
+The folder is loaded with ``load_definitions_from_package_module``: the same autoloading as
+``load_from_defs_folder`` for a folder of Python modules (no component YAML here), without the components
+machinery's 0.2 s on every load of the code location (benchmarks/load_time.py), and without needing
+pyproject.toml beside an installed package.
 """
 
 import warnings
-from pathlib import Path
 
 import dagster as dg
 
@@ -17,10 +21,8 @@ from ct_assets.defs.resources import build_resources
 
 def _autoloaded() -> dg.Definitions:
     with warnings.catch_warnings():
-        # load_defs is the primitive under load_from_defs_folder, which needs pyproject.toml beside the package:
-        # an image that installs the package (deploy/Dockerfile) has it only in the build context.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return dg.components.load_defs(ct_assets.defs, project_root=Path(__file__).resolve().parent.parent)
+        warnings.simplefilter("ignore", dg.PreviewWarning)  # said here, not on every `dagster` command
+        return dg.load_definitions_from_package_module(ct_assets.defs)
 
 
 defs = dg.Definitions.merge(
