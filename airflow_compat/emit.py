@@ -195,7 +195,7 @@ def _compact(asset_keys: list[str]) -> list[str]:
     for k in asset_keys:
         prefix = next((p for p in families if k.startswith(p)), None)
         (families[prefix] if prefix else rest).append(k)
-    return [f"{p}* ({len(ks)} domains)" for p, ks in families.items() if ks] + rest
+    return [f"{p}* ({len(ks)} domain{'' if len(ks) == 1 else 's'})" for p, ks in families.items() if ks] + rest
 
 
 def task_table() -> str:

@@ -7,8 +7,6 @@ from the Dagster launchpad or run config. Nothing connects at import time.
 from __future__ import annotations
 
 import contextlib
-import json
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +19,7 @@ from ct_assets.adapters.kafka import KafkaClient
 from ct_assets.core import lake, sdtm
 from ct_assets.core.faults import probe_mlflow, probe_spark_master
 from ct_assets.core.registry import ensure_experiment, point_mlflow
+from ct_assets.defs.alerts import AlertWebhook
 from ct_assets.defs.failures import external
 
 if TYPE_CHECKING:  # pandas is imported where frames are read or written, not when the code location loads
@@ -166,38 +165,6 @@ class KafkaSettings(dg.ConfigurableResource):
 
     def producer(self, **overrides):
         return self.client().producer(**overrides)
-
-
-class AlertWebhook(dg.ConfigurableResource):
-    """Alerts to a Slack-compatible incoming webhook (Slack, Mattermost, Rocket.Chat, Teams' Slack mode).
-
-    The URL is a secret: it is read from the environment variable named by ``url_env`` (default
-    ``CT_ALERT_WEBHOOK_URL``) when an alert is sent, never stored in configuration. Unset: nothing is
-    sent, and the alert only goes to the Dagster log."""
-
-    url_env: str = Field(default="CT_ALERT_WEBHOOK_URL", description="Environment variable holding the webhook URL.")
-    timeout_seconds: float = 10.0
-
-    def configured(self) -> bool:
-        return settings.secret(self.url_env) is not None
-
-    def send(self, text: str, log=None) -> bool:
-        """Post ``text``; True when delivered. Delivery problems are logged, never raised: an alert
-        must not fail the run that raises it."""
-        url = settings.secret(self.url_env)
-        if log is not None:
-            log.warning(f"ALERT: {text}")
-        if not url:
-            return False
-        body = json.dumps({"text": text}).encode()
-        req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout_seconds) as resp:
-                return 200 <= resp.status < 300
-        except OSError as err:
-            if log is not None:
-                log.error(f"alert not delivered: {err}")
-            return False
 
 
 # Where each asset lives, by the prefix of its name: the zones of the lake and the feature store.
