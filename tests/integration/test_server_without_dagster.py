@@ -14,14 +14,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import mlflow
 import pytest
 
-from ct_assets.core import training as training_logic
-from ct_assets.core.registry import CHAMPION, ensure_experiment, point_mlflow, promote
-from ct_assets.core.tracking import log_candidate, register_challenger
-from tests.conftest import ROOT, private_home
-from tests.integration.test_serving import NAME, _instance, _training_set, key
+from ct_assets.core.registry import CHAMPION
+from tests.conftest import ROOT
+from tests.integration.test_serving import _instance, key, trained_registry
 from tests.kafka_broker import free_port
 from tests.procs import stop_group
 
@@ -63,15 +60,7 @@ def serve_venv(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def champion(tmp_path_factory):
     """A registry (MLflow on SQLite under a private $CT_HOME) whose champion is version 1, trained here."""
-    with private_home(tmp_path_factory.mktemp("serve-alone") / "ct") as home:
-        uri = f"sqlite:///{home / 'mlflow.db'}"
-        point_mlflow(uri)
-        client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-        ts = _training_set()
-        with mlflow.start_run(experiment_id=ensure_experiment(uri, NAME)):
-            record = log_candidate(ts, training_logic.ModelParams(C=1.0), source="synthetic")
-        register_challenger(client, NAME, record["model_uri"], 0.7, training_logic.holdout_of(ts), 0.0, 1.0, {})
-        promote(client, NAME, 1)
+    with trained_registry(tmp_path_factory.mktemp("serve-alone") / "ct", (1.0,)) as (home, uri, _, ts):
         yield home, uri, ts
 
 

@@ -4,6 +4,7 @@ a reason, a burst of malformed requests survived, predictions logged with their 
 requests (raw ids, huge or non-JSON bodies, absurd values, no token) refused and never logged; the
 API fuzzed from its OpenAPI document."""
 
+import contextlib
 import json
 import os
 import queue
@@ -60,19 +61,27 @@ def _training_set(n: int = 240, seed: int = 3) -> pd.DataFrame:
     return df
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    """Two registered versions: 1 is champion, 2 is challenger."""
-    with private_home(tmp_path_factory.mktemp("serve") / "ct") as home:
+@contextlib.contextmanager
+def trained_registry(home_dir, strengths: tuple[float, ...]):
+    """MLflow on SQLite under a private $CT_HOME at ``home_dir``: one registered version per regularisation
+    strength, trained on the synthetic set, version 1 the champion. Yields (home, uri, client, training set)."""
+    with private_home(home_dir) as home:
         uri = f"sqlite:///{home / 'mlflow.db'}"
         point_mlflow(uri)
         client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
         ts = _training_set()
-        for C in (0.05, 1.0):
+        for C in strengths:
             with mlflow.start_run(experiment_id=ensure_experiment(uri, NAME)):
                 record = log_candidate(ts, training_logic.ModelParams(C=C), source="synthetic")
             register_challenger(client, NAME, record["model_uri"], 0.7, training_logic.holdout_of(ts), 0.0, 1.0, {})
         promote(client, NAME, 1)
+        yield home, uri, client, ts
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    """Two registered versions: 1 is champion, 2 is challenger."""
+    with trained_registry(tmp_path_factory.mktemp("serve") / "ct", (0.05, 1.0)) as (home, _, client, ts):
         client.set_registered_model_alias(NAME, CHALLENGER, 2)
         yield home, client, ts
 
