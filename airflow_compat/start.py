@@ -43,6 +43,27 @@ CONFIG = Path(__file__).with_name("config")
 AUTH_BACKENDS = "airflow.providers.fab.auth_manager.api.auth.backend.basic_auth,airflow.api.auth.backend.session"
 
 
+def _airflow_home(major: int) -> Path:
+    """The Airflow deployment's home: $AIRFLOW_HOME, else $CT_HOME/airflow (airflow3 for Airflow 3)."""
+    return Path(os.environ.get("AIRFLOW_HOME") or ct_settings.ct_home() / ("airflow3" if major >= 3 else "airflow")).resolve()
+
+
+def _airflow_db_url(home: Path) -> str:
+    """Airflow's metadata database: $CT_AIRFLOW_DB_URL (PostgreSQL: the LocalExecutor), else SQLite in its home."""
+    return os.environ.get("CT_AIRFLOW_DB_URL") or f"sqlite:///{home / 'airflow.db'}"
+
+
+def _airflow_host() -> str:
+    """Interface the Airflow UI/API binds to ($CT_AIRFLOW_HOST, default 127.0.0.1)."""
+    return os.environ.get("CT_AIRFLOW_HOST") or "127.0.0.1"
+
+
+def _dagster_graphql_url() -> str | None:
+    """The Dagster webserver's GraphQL URL the Airflow tasks launch runs through ($CT_DAGSTER_URL), when
+    it differs from the one in airflow_compat/config/connections.yaml."""
+    return os.environ.get("CT_DAGSTER_URL") or None
+
+
 def _bin() -> Path:
     """The Airflow venv's bin/: the scheduler launches each task as the command ``airflow``, by name."""
     return Path(sys.executable).parent
@@ -55,7 +76,7 @@ def airflow_major() -> int:
 
 def settings(dags: Path, home: Path) -> dict[tuple[str, str], str]:
     """Airflow settings of this deployment, as (section, key) -> value."""
-    db_url = ct_settings.airflow_db_url(home)
+    db_url = _airflow_db_url(home)
     if airflow_major() >= 3:
         return settings_3(dags, home, db_url)
     return {
@@ -66,7 +87,7 @@ def settings(dags: Path, home: Path) -> dict[tuple[str, str], str]:
         # (the legacy had them on: AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False make airflow).
         ("core", "dags_are_paused_at_creation"): "True",
         ("database", "sql_alchemy_conn"): db_url,
-        ("webserver", "web_server_host"): ct_settings.airflow_host(),
+        ("webserver", "web_server_host"): _airflow_host(),
         ("webserver", "web_server_port"): str(ct_settings.service_port("airflow")),
         ("webserver", "expose_config"): "False",
         ("webserver", "workers"): "2",  # each gunicorn worker loads the whole UI; Airflow's default of 4 is for big teams
@@ -75,7 +96,7 @@ def settings(dags: Path, home: Path) -> dict[tuple[str, str], str]:
 
 
 def settings_3(dags: Path, home: Path, db_url: str) -> dict[tuple[str, str], str]:
-    host, port = ct_settings.airflow_host(), str(ct_settings.service_port("airflow"))
+    host, port = _airflow_host(), str(ct_settings.service_port("airflow"))
     return {
         ("core", "dags_folder"): str(dags.resolve()),
         ("core", "load_examples"): "False",
@@ -99,7 +120,7 @@ def settings_3(dags: Path, home: Path, db_url: str) -> dict[tuple[str, str], str
 
 
 def _home() -> Path:
-    return ct_settings.airflow_home(airflow_major())
+    return _airflow_home(airflow_major())
 
 
 def _var(section: str, key: str) -> str:
@@ -143,7 +164,7 @@ def write_config(env: dict[str, str], dags: Path) -> Path:
 
 def connections_file(env: dict[str, str]) -> Path:
     """config/connections.yaml, with ``CT_DAGSTER_URL`` as the Dagster URL when set (the file stays as it is)."""
-    url = ct_settings.dagster_graphql_url()
+    url = _dagster_graphql_url()
     if not url:
         return CONFIG / "connections.yaml"
     import yaml  # Airflow's own dependency

@@ -19,6 +19,7 @@ import sys
 import click
 
 from ct_assets import settings
+from ct_assets.ops import config as ops_config
 from ct_assets.ops import health
 
 ALL = list(health.COMPONENTS)
@@ -91,7 +92,7 @@ def start(only: str | None = None, timeout: float = 300.0) -> None:
     for component, names in running.items():
         click.echo(f"{component}: already running ({', '.join(names)})")
     missing = [c for c in components if c not in running]
-    click.echo(f"profile {settings.profile()}; " + (f"starting {', '.join(missing)} (logs in {settings.run_dir()})"
+    click.echo(f"profile {settings.profile()}; " + (f"starting {', '.join(missing)} (logs in {ops_config.run_dir()})"
                                                     if missing else "everything asked for already runs"))
     starter = Starter(components, timeout, say=click.echo)
     ok = starter.run()

@@ -16,7 +16,7 @@ import warnings
 import dagster as dg
 
 import ct_assets.defs
-from ct_assets.defs.resources import build_resources
+from ct_assets.defs.profiles import profile_resources
 
 
 def _autoloaded() -> dg.Definitions:
@@ -28,7 +28,7 @@ def _autoloaded() -> dg.Definitions:
 defs = dg.Definitions.merge(
     _autoloaded(),
     dg.Definitions(
-        resources=build_resources(),
+        resources=profile_resources(),
         # One process per run: a step costs ~50 ms instead of ~1.6 s of process spawn, and the Spark
         # session is shared by the run.
         executor=dg.in_process_executor,

@@ -9,22 +9,19 @@ switches to its cluster counterpart through an environment variable only:
 - ``KFP_HOST`` / ``CT_KFP_IMAGE``  a Kubeflow Pipelines API and the components' image (default: kfp.local)
 - ``CT_SPARK_MASTER``       e.g. ``spark://host:7077`` or ``yarn`` (default ``local[*]``)
 - ``CT_SPARK_DRIVER_MEMORY`` the Spark driver's heap (default ``2g``: local mode runs the executors in it)
-- ``CT_SPARK_MIN_ROWS``     with local Spark, findings domains smaller than this are validated by local worker
-                            processes instead, streamed in bounded memory, and if together smaller, their
-                            anomalies counted by numpy (default 100,000,000; 0: always Spark)
-- ``CT_VALIDATION_WORKERS`` worker processes of that local validation (default: one per core)
 - ``MLFLOW_TRACKING_URI``   e.g. ``http://mlflow:5000`` (default ``sqlite:///$CT_HOME/mlflow.db``)
 - ``CT_PSEUDONYM_KEY``      the secret key for subject pseudonyms (default: a generated dev key)
 - ``CT_RETRIES`` / ``CT_RETRY_BUDGET_SECONDS`` / ``CT_RETRY_DELAY_SECONDS``  retries of a transient failure (default
   3, within 120 s of waiting in all)
 - ``CT_LANDMARK_DAY``       the study design's landmark day: features before, outcome after (default 30)
-- ``CT_QUALITY_THRESHOLD``  the data quality threshold (default 0.95)
 - ``CT_DATA_CUTOFF``        the data cut-off date: later study dates are quarantined (default: today, UTC)
-- ``CT_STUDY_ENCODING``     text encoding of CSV/XPT study files (default: UTF-8, then cp1252, then latin-1)
 - ``CT_REDIS_URL``          the online feature store, e.g. ``redis://127.0.0.1:6379/0`` (the legacy ``redis_features``;
                             default: Feast's SQLite online store under ``$CT_HOME``)
 - ``CT_FEAST_REGISTRY``     the feature store's registry: a path or a SQLAlchemy URL (default: a file under ``$CT_HOME``;
-                            in the production profile, the database ``ct_feast`` on ``CT_POSTGRES_URL``)
+                            ``ct start`` in the production profile: the database ``ct_feast`` on ``CT_POSTGRES_URL``)
+
+The rest of the platform's settings are the fields of its Dagster resources (``ct_assets/defs/resources.py``),
+set per deployment profile in ``ct_assets/defs/profiles.py`` and per run in the launchpad.
 
 This is the only module that reads the environment (secrets too, through ``secret``): everything
 else asks it. Reading is cheap and nothing connects at import time. The first ``ct_home()``
@@ -73,20 +70,10 @@ def secret(env_var: str) -> str | None:
     return os.environ.get(env_var) or None
 
 
-def study_encoding() -> str | None:
-    """Declared text encoding of the study's CSV and XPT files; None tries UTF-8, cp1252, latin-1."""
-    return os.environ.get("CT_STUDY_ENCODING") or None
-
-
 def landmark_day() -> int:
     """The study design's landmark: features use study days up to it, the outcome counts events after
     it ($CT_LANDMARK_DAY, legacy feature window: 30)."""
     return int(os.environ.get("CT_LANDMARK_DAY", "30"))
-
-
-def quality_threshold() -> float:
-    """Share of rows (and overall quality score) a study must reach ($CT_QUALITY_THRESHOLD, legacy 0.95)."""
-    return float(os.environ.get("CT_QUALITY_THRESHOLD", "0.95"))
 
 
 def min_free_mib() -> int:
@@ -191,14 +178,8 @@ def redis_url() -> str | None:
 
 def feast_registry() -> str:
     """Where the feature store's registry lives ($CT_FEAST_REGISTRY: a path, or a SQLAlchemy URL for Feast's SQL
-    registry); default a file under $CT_HOME, or PostgreSQL (database ``ct_feast``) in the production profile."""
-    configured = os.environ.get("CT_FEAST_REGISTRY")
-    if configured:
-        return configured
-    server = postgres_url() if profile() == "production" else None
-    if server:
-        return server.replace("postgresql://", "postgresql+psycopg://", 1).rstrip("/") + "/" + postgres_database("feast")
-    return str(feature_store_dir() / "registry.db")
+    registry, which `ct start` sets in the production profile); default a file under $CT_HOME."""
+    return os.environ.get("CT_FEAST_REGISTRY") or str(feature_store_dir() / "registry.db")
 
 
 def feast_project() -> str:
@@ -217,23 +198,6 @@ def mlflow_tracking_uri() -> str:
 
 def mlflow_artifact_root() -> str:
     return os.environ.get("CT_MLFLOW_ARTIFACT_ROOT") or (ct_home() / "mlflow-artifacts").as_uri()
-
-
-def spark_min_rows() -> int:
-    """Findings domains with fewer rows are validated by local worker processes (``stream_validate``, bounded
-    memory) when Spark is local: on one machine that is several times faster than local Spark (1.9 M rows,
-    both under the same heavy load: 16 s against 140 s), whose JVM, Arrow hand-over and Parquet writer cost
-    more than the rules. The anomaly monitor runs on numpy when the findings domains together hold fewer.
-    On a cluster, always Spark."""
-    if not os.environ.get("CT_SPARK_MASTER", "local[*]").startswith("local"):
-        return 0
-    return int(os.environ.get("CT_SPARK_MIN_ROWS", "100000000"))
-
-
-def validation_workers() -> int:
-    """Worker processes of the local streaming validation: $CT_VALIDATION_WORKERS, at most one per core."""
-    cores = os.cpu_count() or 1
-    return max(1, min(cores, int(os.environ.get("CT_VALIDATION_WORKERS", "0")) or cores))
 
 
 def spark_config() -> dict[str, str]:
@@ -267,16 +231,19 @@ def spark_config() -> dict[str, str]:
     return conf
 
 
-# --- Operating the stack (`ct start`, `ct health-check`, `ct summary`) -------------------------------------------------
+# --- The deployment (the operations' own settings: ct_assets/ops/config.py) -------------------------------------------
 SERVICE_PORTS = {"dagster": 3000, "airflow": 8085, "mlflow": 5000, "serving": 8000}
+PROFILES = ("local", "production", "test")
 
 
 def profile() -> str:
-    """``local`` (default: SQLite stores, `dagster dev`) or ``production`` ($CT_PROFILE): Dagster, MLflow and
-    Airflow on PostgreSQL, the Dagster daemon, webserver and code servers as separate processes."""
-    value = os.environ.get("CT_PROFILE", "local")
-    if value not in ("local", "production"):
-        raise ValueError(f"CT_PROFILE must be 'local' or 'production', got {value!r}")
+    """The deployment profile ($CT_PROFILE): ``local`` (default: SQLite stores, `dagster dev`), ``production``
+    (Dagster, MLflow and Airflow on PostgreSQL, the Dagster daemon, webserver and code servers as separate
+    processes) or ``test`` (local, every engine exercised, a fixed cut-off). Each has its resource set
+    (ct_assets/defs/profiles.py)."""
+    value = os.environ.get("CT_PROFILE") or "local"
+    if value not in PROFILES:
+        raise ValueError(f"CT_PROFILE must be one of {', '.join(PROFILES)}, got {value!r}")
     return value
 
 
@@ -286,62 +253,6 @@ def service_port(component: str) -> int:
     return int(os.environ.get(f"CT_{component.upper()}_PORT") or SERVICE_PORTS[component])
 
 
-def postgres_url() -> str | None:
-    """The PostgreSQL server of the production profile, without a database ($CT_POSTGRES_URL, default
-    ``postgresql://postgres@127.0.0.1:5432`` in that profile, None otherwise). Give a password through
-    PGPASSWORD or ~/.pgpass, never in a file of the repository."""
-    url = os.environ.get("CT_POSTGRES_URL")
-    if url or profile() != "production":
-        return url or None
-    return "postgresql://postgres@127.0.0.1:5432"
-
-
-# The production profile's databases on that server, one per component (`ct start` creates them).
-PRODUCTION_DATABASES = ("dagster", "mlflow", "mlflow_auth", "airflow", "feast")  # mlflow_auth: its users
-
-
-def postgres_database(component: str) -> str:
-    """Database of a component on that server: ``$CT_POSTGRES_DB_PREFIX`` (``ct``) + ``_`` + component."""
-    return f"{os.environ.get('CT_POSTGRES_DB_PREFIX', 'ct')}_{component}"
-
-
-def mlflow_artifacts_destination() -> str:
-    """Where the production MLflow server stores artifacts: $CT_MLFLOW_ARTIFACTS_DESTINATION (an
-    ``s3://bucket/path`` with MLFLOW_S3_ENDPOINT_URL for an S3-compatible store), else a local folder."""
-    return os.environ.get("CT_MLFLOW_ARTIFACTS_DESTINATION") or (ct_home() / "mlflow-artifacts").as_uri()
-
-
-def airflow_python() -> Path:
-    """The Airflow 2.11 venv's interpreter ($CT_AIRFLOW_PYTHON, default .venv-airflow/bin/python)."""
-    return Path(os.environ.get("CT_AIRFLOW_PYTHON") or PROJECT_ROOT / ".venv-airflow/bin/python")
-
-
-def airflow_home(major: int) -> Path:
-    """The Airflow deployment's home: $AIRFLOW_HOME, else $CT_HOME/airflow (airflow3 for Airflow 3)."""
-    return Path(os.environ.get("AIRFLOW_HOME") or ct_home() / ("airflow3" if major >= 3 else "airflow")).resolve()
-
-
-def airflow_db_url(home: Path) -> str:
-    """Airflow's metadata database: $CT_AIRFLOW_DB_URL (PostgreSQL: the LocalExecutor), else SQLite in its home."""
-    return os.environ.get("CT_AIRFLOW_DB_URL") or f"sqlite:///{home / 'airflow.db'}"
-
-
-def airflow_host() -> str:
-    """Interface the Airflow UI/API binds to ($CT_AIRFLOW_HOST, default 127.0.0.1)."""
-    return os.environ.get("CT_AIRFLOW_HOST") or "127.0.0.1"
-
-
-def dagster_graphql_url() -> str | None:
-    """The Dagster webserver's GraphQL URL the Airflow tasks launch runs through ($CT_DAGSTER_URL), when
-    it differs from the one in airflow_compat/config/connections.yaml."""
-    return os.environ.get("CT_DAGSTER_URL") or None
-
-
 def kafka_bootstrap() -> str | None:
     """The Kafka bootstrap servers when configured ($CT_KAFKA_BOOTSTRAP), else None."""
     return os.environ.get("CT_KAFKA_BOOTSTRAP") or None
-
-
-def run_dir() -> Path:
-    """Pid files, state and logs of the services `ct start` runs."""
-    return ct_home() / "run"

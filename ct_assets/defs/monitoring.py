@@ -15,9 +15,10 @@ from ct_assets.core.audit import dagster_actor
 from ct_assets.core.privacy import SUBJECT_KEY
 from ct_assets.core.registry import score
 from ct_assets.defs import keys
+from ct_assets.defs.alerts import AlertWebhook
 from ct_assets.defs.frames import Frame
 from ct_assets.defs.metadata import image_md, pyplot, save_figure, table_md
-from ct_assets.defs.resources import AlertWebhook, MlflowSettings
+from ct_assets.defs.resources import MlflowSettings
 
 if TYPE_CHECKING:
     from ct_assets.core import drift as monitoring_logic

@@ -10,9 +10,10 @@ from ct_assets.core.lake import parquet_columns, parquet_rows
 from ct_assets.core.privacy import SUBJECT_KEY
 from ct_assets.core.sdtm import DOMAINS, FINDINGS_DOMAINS, SOURCE_COLS, domain_files
 from ct_assets.defs import keys
+from ct_assets.defs.alerts import AlertWebhook
 from ct_assets.defs.frames import Frame
 from ct_assets.defs.metadata import table_md
-from ct_assets.defs.resources import AlertWebhook, Lake, QualityPolicy, Spark, StudySource
+from ct_assets.defs.resources import Lake, QualityPolicy, Spark, StudySource
 
 
 class FreshnessConfig(dg.Config):

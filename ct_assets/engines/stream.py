@@ -211,9 +211,10 @@ def validate_part(domain: str, part: Path, number: int, repeats: list[int], cuto
 
 
 def workers() -> int:
-    from ct_assets.settings import validation_workers
+    """One worker process per core (the quality resource's ``validation_workers`` may ask for fewer)."""
+    import os
 
-    return validation_workers()
+    return os.cpu_count() or 1
 
 
 def validate_stream(domain: str, raw_path: Path, known: set[str], cutoff: str, validated_dir: Path,

@@ -11,7 +11,7 @@ the main location appear in this location's lineage.
 import dagster as dg
 
 from ct_assets.defs.jobs import LEGACY_TASKS, SELECTIONS
-from ct_assets.defs.resources import build_resources
+from ct_assets.defs.profiles import profile_resources
 from ct_assets.locations.backfill_assets import COHORTS, backfill_assets, backfill_checks
 
 feature_backfill = dg.define_asset_job(
@@ -25,6 +25,6 @@ defs = dg.Definitions(
     assets=backfill_assets,
     asset_checks=backfill_checks,
     jobs=[feature_backfill],
-    resources=build_resources(),
+    resources=profile_resources(),
     executor=dg.in_process_executor,
 )

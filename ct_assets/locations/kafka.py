@@ -15,7 +15,8 @@ from ct_assets.adapters.kafka import ingest, probe
 from ct_assets.core.landing import Landing
 from ct_assets.defs import keys
 from ct_assets.defs.failures import external
-from ct_assets.defs.resources import KafkaSettings, Lake, build_resources
+from ct_assets.defs.profiles import profile_resources
+from ct_assets.defs.resources import KafkaSettings, Lake
 
 CHECKS = [
     dg.AssetCheckSpec("offsets_reconcile", asset=keys.KAFKA_INGESTION,
@@ -133,6 +134,6 @@ defs = dg.Definitions(
     assets=[kafka_ingestion],
     jobs=[kafka_ingestion_job],
     sensors=[kafka_new_records],
-    resources=build_resources(),
+    resources=profile_resources(),
     executor=dg.in_process_executor,
 )

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ct_assets import settings
+from ct_assets.ops import config as ops_config
 
 COMPONENTS = ("dagster", "airflow", "mlflow", "serving")
 AIRFLOW_STATE = Path(__file__).with_name("airflow_state.py")
@@ -107,7 +108,7 @@ def dagster(url: str) -> list[Check]:
 def airflow_state(timeout: float = 120) -> dict:
     """DAGs (paused or not) and import errors from the Airflow metadata database, read by the Airflow venv."""
     env = {"AIRFLOW_HOME": str(settings.ct_home() / "airflow"), "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run([str(settings.airflow_python()), str(AIRFLOW_STATE)], env=env, capture_output=True,
+    proc = subprocess.run([str(ops_config.airflow_python()), str(AIRFLOW_STATE)], env=env, capture_output=True,
                           text=True, timeout=timeout)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode or not lines:
@@ -169,7 +170,7 @@ def serving(url: str) -> list[Check]:
 
 
 def postgres() -> list[Check]:
-    server = settings.postgres_url()
+    server = ops_config.postgres_url()
     if not server:
         return []
     import psycopg2
@@ -188,7 +189,7 @@ def postgres() -> list[Check]:
         conn.close()
     checks = [Check("postgres", "server", True, f"PostgreSQL {version} at {_redact(server)}")]
     if settings.profile() == "production":
-        wanted = [settings.postgres_database(c) for c in settings.PRODUCTION_DATABASES]
+        wanted = [ops_config.postgres_database(c) for c in ops_config.PRODUCTION_DATABASES]
         missing = [d for d in wanted if d not in names]
         checks.append(Check("postgres", "databases", not missing,
                             f"missing {', '.join(missing)}" if missing else ", ".join(wanted)))

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ct_assets import settings
+from ct_assets.ops import config as ops_config
 
 
 @dataclass
@@ -78,7 +79,7 @@ def descendants(pid: int) -> set[int]:
 
 
 def _state_path(name: str) -> Path:
-    return settings.run_dir() / f"{name}.json"
+    return ops_config.run_dir() / f"{name}.json"
 
 
 def load(name: str) -> Started | None:
@@ -91,7 +92,7 @@ def load(name: str) -> Started | None:
 def running() -> list[Started]:
     """What `ct start` started and still runs (stale state files of dead processes are removed)."""
     found = []
-    folder = settings.run_dir()
+    folder = ops_config.run_dir()
     for path in sorted(folder.glob("*.json")) if folder.exists() else []:
         started = load(path.stem)
         if started and alive(started.pid, started.start_ticks):
@@ -103,19 +104,19 @@ def running() -> list[Started]:
 
 def recorded() -> list[Started]:
     """Every state file, alive or not (health-check reports a dead one)."""
-    folder = settings.run_dir()
+    folder = ops_config.run_dir()
     return [s for p in sorted(folder.glob("*.json")) if folder.exists() and (s := load(p.stem))]
 
 
 def forget(name: str) -> None:
     for suffix in (".json", ".pid"):
-        (settings.run_dir() / f"{name}{suffix}").unlink(missing_ok=True)
+        (ops_config.run_dir() / f"{name}{suffix}").unlink(missing_ok=True)
 
 
 def launch(name: str, component: str, argv: list[str], env: dict[str, str], url: str | None = None,
            cwd: Path | None = None, **extra) -> Started:
     """Start ``argv`` in a new process group, output to $CT_HOME/run/NAME.log; record its pid and state."""
-    folder = settings.run_dir()
+    folder = ops_config.run_dir()
     folder.mkdir(parents=True, exist_ok=True)
     log = folder / f"{name}.log"
     with open(log, "ab") as out:

@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from ct_assets import settings
+from ct_assets.ops import config as ops_config
 from ct_assets.ops import health, procs
 
 ROOT = settings.PROJECT_ROOT
@@ -38,7 +39,7 @@ def free_port() -> int:
 
 
 def _pg(database: str, driver: str = "postgresql+psycopg2") -> str:
-    server = settings.postgres_url()
+    server = ops_config.postgres_url()
     return f"{driver}://{server.split('://', 1)[1].rstrip('/')}/{database}"
 
 
@@ -64,11 +65,14 @@ def stack_env() -> dict[str, str]:
     env = {"CT_HOME": str(settings.ct_home()), "CT_PROFILE": settings.profile(), "DAGSTER_HOME": str(dagster_home())}
     if settings.profile() == "production":
         user, password = mlflow_service_account()
-        env |= {"DAGSTER_PG_URL": _pg(settings.postgres_database("dagster")),
+        env |= {"DAGSTER_PG_URL": _pg(ops_config.postgres_database("dagster")),
                 "MLFLOW_TRACKING_URI": health.url_of("mlflow"),
                 # MLflow's clients read these: the registry cannot be changed anonymously (basic-auth app).
                 "MLFLOW_TRACKING_USERNAME": user, "MLFLOW_TRACKING_PASSWORD": password,
-                "CT_AIRFLOW_DB_URL": _pg(settings.postgres_database("airflow"))}
+                "CT_AIRFLOW_DB_URL": _pg(ops_config.postgres_database("airflow")),
+                # The production resource set requires it (ct_assets/defs/profiles.py), the model server reads it.
+                "CT_FEAST_REGISTRY": os.environ.get("CT_FEAST_REGISTRY") or _pg(ops_config.postgres_database("feast"),
+                                                                                 "postgresql+psycopg")}
     return env
 
 
@@ -86,12 +90,12 @@ def ensure_databases() -> list[str]:
     import psycopg2
 
     created = []
-    conn = psycopg2.connect(f"{settings.postgres_url().rstrip('/')}/postgres", connect_timeout=10)
+    conn = psycopg2.connect(f"{ops_config.postgres_url().rstrip('/')}/postgres", connect_timeout=10)
     conn.autocommit = True
     try:
         with conn.cursor() as cur:
-            for component in settings.PRODUCTION_DATABASES:
-                name = settings.postgres_database(component)
+            for component in ops_config.PRODUCTION_DATABASES:
+                name = ops_config.postgres_database(component)
                 cur.execute("select 1 from pg_database where datname = %s", (name,))
                 if cur.fetchone() is None:
                     cur.execute(f'create database "{name}"')
@@ -118,7 +122,7 @@ def mlflow_auth_config() -> Path:
     path = settings.ct_home() / "secrets" / "mlflow-auth.ini"
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     write_secret_file(path, "[mlflow]\ndefault_permission = READ\n"
-                      f"database_uri = {_pg(settings.postgres_database('mlflow_auth'))}\n"
+                      f"database_uri = {_pg(ops_config.postgres_database('mlflow_auth'))}\n"
                       "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
     return path
 
@@ -184,7 +188,7 @@ class Starter:
             self._launch("dagster", "dagster", [str(BIN / "dagster"), "dev", "-w", str(ROOT / "workspace.yaml"),
                                                 "-h", "127.0.0.1", "-p", port], url=url)
             return self._wait("dagster", url, ["dagster"])
-        workspace = settings.run_dir() / "workspace.yaml"
+        workspace = ops_config.run_dir() / "workspace.yaml"
         entries, names = [], []
         for module, location in _locations():
             name = f"dagster-code-{location}"
@@ -224,8 +228,8 @@ class Starter:
         env = dict(self.env)
         if settings.profile() == "production":
             # The store's URL through the environment: a password in it never shows in `ps`.
-            env["MLFLOW_BACKEND_STORE_URI"] = _pg(settings.postgres_database("mlflow"))
-            argv += ["--serve-artifacts", "--artifacts-destination", settings.mlflow_artifacts_destination()]
+            env["MLFLOW_BACKEND_STORE_URI"] = _pg(ops_config.postgres_database("mlflow"))
+            argv += ["--serve-artifacts", "--artifacts-destination", ops_config.mlflow_artifacts_destination()]
             # MLflow's basic-auth app: no request without an account. The platform's own is its admin.
             argv += ["--app-name", "basic-auth"]
             from ct_assets.core.privacy import local_secret
@@ -256,8 +260,8 @@ class Starter:
         url = health.url_of("airflow")
         existing = procs.load("airflow")
         if not (existing and procs.alive(existing.pid, existing.start_ticks)):
-            if not settings.airflow_python().exists():
-                raise RuntimeError(f"the Airflow venv is not installed ({settings.airflow_python()}): run "
+            if not ops_config.airflow_python().exists():
+                raise RuntimeError(f"the Airflow venv is not installed ({ops_config.airflow_python()}): run "
                                    "`make airflow-install` once (make demo does not install Airflow)")
             dags = settings.ct_home() / "airflow" / "dags"
             subprocess.run([sys.executable, "-m", "airflow_compat", "emit", "--out", str(dags)], env=self.env, cwd=ROOT,
@@ -265,7 +269,7 @@ class Starter:
             env = {k: v for k, v in self.env.items() if not k.startswith("AIRFLOW")} | {
                 "CT_AIRFLOW_PORT": str(settings.service_port("airflow")),
                 "CT_DAGSTER_URL": f"{health.url_of('dagster')}/graphql"}
-            argv = [str(settings.airflow_python()), "-m", "airflow_compat", "start", "--dags", str(dags)]
+            argv = [str(ops_config.airflow_python()), "-m", "airflow_compat", "start", "--dags", str(dags)]
             if "CT_AIRFLOW_ADMIN_PASSWORD" not in env:  # a given password is never printed: nothing to relay
                 # Database, admin user, pools, connections, variables: in the foreground, so that a generated
                 # admin password is printed here once and never lands in a log file.

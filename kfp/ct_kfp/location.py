@@ -21,7 +21,8 @@ from pydantic import Field
 
 from ct_assets import settings
 from ct_assets.defs import keys
-from ct_assets.defs.resources import MlflowSettings, StudySource, build_resources
+from ct_assets.defs.profiles import profile_resources
+from ct_assets.defs.resources import MlflowSettings, StudySource
 
 
 class KfpPipelines(dg.ConfigurableResource):
@@ -131,6 +132,6 @@ kfp_training = dg.define_asset_job(
 defs = dg.Definitions(
     assets=[hpo_search, cluster_training],
     jobs=[kfp_training],
-    resources=build_resources() | {"kfp": KfpPipelines()},
+    resources=profile_resources() | {"kfp": KfpPipelines()},
     executor=dg.in_process_executor,
 )

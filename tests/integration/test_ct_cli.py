@@ -25,8 +25,8 @@ from ct_assets.core.registry import CHAMPION, point_mlflow
 from ct_assets.core.tracking import log_candidate
 from ct_assets.defs import keys
 from ct_assets.defs.ingestion import raw_assets
+from ct_assets.defs.profiles import profile_resources
 from ct_assets.defs.quality import validation_assets
-from ct_assets.defs.resources import build_resources
 from tests.conftest import ROOT, private_home
 from tests.integration.test_serving import _training_set as small_training_set  # a small, labelled, split training set
 from tests.kafka_broker import free_port
@@ -77,7 +77,7 @@ def stack(tmp_path_factory):
     with private_home(tmp_path_factory.mktemp("ct_cli") / "ct", "CT_PROFILE", "CT_POSTGRES_URL") as home:
         selection = [a for a in raw_assets + validation_assets if set(a.keys) & {keys.raw("DM"), keys.validated("DM")}]
         with dg.DagsterInstance.get() as instance:
-            assert dg.materialize(selection, resources=build_resources(), instance=instance).success
+            assert dg.materialize(selection, resources=profile_resources(), instance=instance).success
         register_champion(f"sqlite:///{home / 'mlflow.db'}", (home / "mlflow-artifacts" / NAME).as_uri())
         ports = {f"CT_{c.upper()}_PORT": str(free_port()) for c in ("dagster", "airflow", "mlflow", "serving")}
         env = dict(os.environ) | ports

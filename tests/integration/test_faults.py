@@ -20,7 +20,7 @@ from ct_assets.core.faults import ServiceUnavailable, StudyDataError, is_transie
 from ct_assets.core.lake import write_parquet
 from ct_assets.defs import keys
 from ct_assets.defs.processing import processed_visits
-from ct_assets.defs.resources import build_resources
+from ct_assets.defs.profiles import profile_resources
 from ct_assets.defs.training import candidate_model
 from tests.procs import stop_group
 
@@ -44,7 +44,7 @@ def tiny_training_set(n: int = 48, seed: int = 0) -> pd.DataFrame:
 def _train(ct_home, instance) -> tuple[dg.ExecuteInProcessResult, float]:
     write_parquet(tiny_training_set(), ct_home / "lake/training/training_set.parquet")
     started = time.perf_counter()
-    result = dg.materialize([dg.AssetSpec(keys.TRAINING_SET), candidate_model], resources=build_resources(), instance=instance,
+    result = dg.materialize([dg.AssetSpec(keys.TRAINING_SET), candidate_model], resources=profile_resources(), instance=instance,
                             selection=[keys.CANDIDATE_MODEL], raise_on_error=False)
     return result, time.perf_counter() - started
 
@@ -156,7 +156,7 @@ def test_unreachable_spark_master_fails_within_seconds_naming_it(ct_home, monkey
         write_parquet(frame, ct_home / f"lake/validated/{name}.parquet")
     with dg.instance_for_test() as instance:
         started = time.perf_counter()
-        result = dg.materialize([processed_visits], resources=build_resources(), instance=instance, raise_on_error=False)
+        result = dg.materialize([processed_visits], resources=profile_resources(), instance=instance, raise_on_error=False)
         assert not result.success and time.perf_counter() - started < 30
         text = _failure_text(instance, result.run_id)
         assert master in text and "Spark master" in text

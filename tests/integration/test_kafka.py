@@ -90,8 +90,8 @@ def test_full_replay_of_the_study_lands_and_reconciles(broker, tmp_path, monkeyp
 def test_landing_feeds_the_dagster_assets_like_a_folder(broker, tmp_path, monkeypatch):
     """raw -> validated on Kafka records: same row counts as from the study folder."""
     from ct_assets.defs.ingestion import raw_domain_asset
+    from ct_assets.defs.profiles import profile_resources
     from ct_assets.defs.quality import validation_asset
-    from ct_assets.defs.resources import build_resources
 
     topic = "dm_vs"
     create_topic(broker, topic, partitions=2)
@@ -102,7 +102,7 @@ def test_landing_feeds_the_dagster_assets_like_a_folder(broker, tmp_path, monkey
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "ct"))
     ingest(settings(broker, topic), Landing(tmp_path / "ct" / "lake" / "raw_kafka"), log=lambda _: None)
     assets = [raw_domain_asset("DM"), raw_domain_asset("VS"), validation_asset("DM"), validation_asset("VS")]
-    resources = build_resources() | {"study": StudySource(source="kafka")}
+    resources = profile_resources() | {"study": StudySource(source="kafka")}
     # An instance of its own: the results are read from it, and no earlier test's instance is in play.
     with dg.instance_for_test() as instance:
         result = dg.materialize(assets, resources=resources, instance=instance)

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from ct_assets.core.sdtm import DOMAINS
 from ct_assets.definitions import defs
 from ct_assets.defs import keys
+from ct_assets.defs.profiles import TEST_DATA_CUTOFF
 from tests.conftest import private_home
 from tests.studies import pilot_dir
 
@@ -37,6 +38,12 @@ def small_pilot(folder, subjects: int = 90, files=PILOT_FILES):
     return folder
 
 
+# The test profile's settings (ct_assets/defs/profiles.py) as a run's launchpad config: findings validated on
+# Spark however small the study, and a fixed data cut-off.
+TEST_PROFILE = {"resources": {"pyspark": {"config": {"min_rows": 0}},
+                              "quality": {"config": {"data_cutoff": TEST_DATA_CUTOFF}}}}
+
+
 @pytest.fixture(scope="module")
 def run_study(tmp_path_factory, spark):
     """Run the user's path on a study folder in a fresh $CT_HOME and Dagster instance."""
@@ -45,12 +52,11 @@ def run_study(tmp_path_factory, spark):
         home = tmp_path_factory.mktemp("home") / "ct"
         with pytest.MonkeyPatch.context() as mp, private_home(home):
             mp.setenv("CT_STUDY_DIR", str(study))
-            mp.setenv("CT_DATA_CUTOFF", "2026-11-30")
-            mp.setenv("CT_SPARK_MIN_ROWS", "0")  # findings validated on Spark, however small the study
             with dg.DagsterInstance.get() as instance:
                 job = defs.resolve_implicit_global_asset_job_def()
                 keys_ = selection.required_multi_asset_neighbors().resolve(defs.resolve_asset_graph())
-                result = job.execute_in_process(instance=instance, asset_selection=list(keys_), raise_on_error=False)
+                result = job.execute_in_process(instance=instance, asset_selection=list(keys_), run_config=TEST_PROFILE,
+                                                raise_on_error=False)
                 return home, result, _failures(instance, result.run_id), _retries(instance, result.run_id)
 
     return run

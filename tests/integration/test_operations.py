@@ -11,10 +11,11 @@ import pytest
 
 from ct_assets.definitions import defs
 from ct_assets.defs import keys
-from ct_assets.defs.alerts import alert_on_run_failure
+from ct_assets.defs.alerts import AlertWebhook, alert_on_run_failure
 from ct_assets.defs.ingestion import raw_assets
 from ct_assets.defs.jobs import CRON, LEGACY_TASKS, clinical_data_pipeline_schedule
-from ct_assets.defs.resources import AlertWebhook, StudySource, build_resources
+from ct_assets.defs.profiles import profile_resources
+from ct_assets.defs.resources import StudySource
 from ct_assets.defs.sensors import drift_retraining_sensor
 from ct_assets.locations.backfill import defs as backfill_defs
 from tests.studies import pilot_dir
@@ -63,7 +64,7 @@ def test_clinical_pipeline_processes_only_what_changed(ct_home, study_copy):
         first = _tick(instance, study_copy).run_requests[0]
         assert keys.raw("DM") in first.asset_selection and keys.PROCESSED_VISITS in first.asset_selection
         assert first.tags["ct/changed_domains"] == "DM,VS,LB,AE,DS,EX,SV"
-        resources = build_resources() | {"study": StudySource(study_dir=str(study_copy))}
+        resources = profile_resources() | {"study": StudySource(study_dir=str(study_copy))}
         assert dg.materialize(raw_assets, resources=resources, instance=instance).success
         # Raw domains are current; the model was never trained on this study: training only.
         second = _tick(instance, study_copy).run_requests[0]
@@ -143,7 +144,7 @@ def test_run_failure_posts_an_alert(webhook, ct_home, tmp_path):
     empty = tmp_path / "empty_study"
     empty.mkdir()
     with dg.instance_for_test() as instance:
-        resources = build_resources() | {"study": StudySource(study_dir=str(empty))}
+        resources = profile_resources() | {"study": StudySource(study_dir=str(empty))}
         result = dg.materialize([a for a in raw_assets if keys.raw("DM") in a.keys], resources=resources,
                                 instance=instance, raise_on_error=False)
         assert not result.success  # a study without DM is an error, not an empty success

@@ -10,8 +10,8 @@ import pytest
 from ct_assets.defs import keys
 from ct_assets.defs.ingestion import raw_assets
 from ct_assets.defs.pools import LEGACY_POOLS, ensure_pools
+from ct_assets.defs.profiles import profile_resources
 from ct_assets.defs.quality import validation_assets
-from ct_assets.defs.resources import build_resources
 from tests.conftest import ROOT
 
 
@@ -43,7 +43,7 @@ def test_runs_and_pools_in_postgres(pg_instance):
     ensure_pools(pg_instance)
     assert pg_instance.event_log_storage.get_concurrency_info("spark_jobs").slot_count == LEGACY_POOLS["spark_jobs"]
     selection = [a for a in raw_assets + validation_assets if set(a.keys) & {keys.raw("DM"), keys.validated("DM")}]
-    result = dg.materialize(selection, resources=build_resources(), instance=pg_instance)
+    result = dg.materialize(selection, resources=profile_resources(), instance=pg_instance)
     assert result.success
     event = pg_instance.get_latest_materialization_event(keys.validated("DM"))
     assert event.run_id == result.run_id and event.asset_materialization.metadata["dagster/row_count"].value == 306

@@ -29,8 +29,8 @@ import uuid
 import dagster as dg
 import pytest
 
-from ct_assets import settings
 from ct_assets.defs import keys
+from ct_assets.ops import config as ops_config
 from tests.conftest import ROOT, private_home
 from tests.integration.test_ct_cli import ct, register_champion, small_training_set
 from tests.kafka_broker import free_port
@@ -90,7 +90,7 @@ def production(tmp_path_factory):
             yield home, env, prefix, proc.stdout
         finally:
             ct("stop", env=env)
-            for component in settings.PRODUCTION_DATABASES:
+            for component in ops_config.PRODUCTION_DATABASES:
                 _psql(f"drop database if exists {prefix}_{component} with (force)")
 
 

@@ -8,8 +8,9 @@ import pytest
 
 from ct_assets.defs import keys
 from ct_assets.defs.ingestion import raw_assets
+from ct_assets.defs.profiles import profile_resources
 from ct_assets.defs.quality import validation_assets
-from ct_assets.defs.resources import StudySource, build_resources
+from ct_assets.defs.resources import StudySource
 from tests.studies import pilot_dir
 
 
@@ -23,11 +24,6 @@ def _study_with_bad_vitals(folder, n_bad):
     return folder
 
 
-@pytest.fixture(autouse=True)
-def findings_on_spark(monkeypatch):
-    monkeypatch.setenv("CT_SPARK_MIN_ROWS", "0")  # the Spark path, however small the study
-
-
 @pytest.fixture
 def instance():
     # Results read the instance lazily: it must live as long as the test.
@@ -38,7 +34,7 @@ def instance():
 def _materialize(instance, study, run_config=None):
     selection = [a for a in raw_assets + validation_assets
                  if set(a.keys) & {keys.raw("DM"), keys.raw("VS"), keys.validated("DM"), keys.validated("VS")}]
-    resources = build_resources()
+    resources = profile_resources("test")  # the Spark path, however small the study
     resources["study"] = StudySource(study_dir=str(study))
     return dg.materialize(selection, resources=resources, run_config=run_config, instance=instance)
 
@@ -81,7 +77,7 @@ def test_data_fix_releases_quarantined_rows_through_the_cleaning_sensor(ct_home,
     missing = dm["USUBJID"].iat[0]
     dm.iloc[1:].to_parquet(study / "dm.parquet")  # DM lost a subject: their vitals are quarantined
     vs[vs["USUBJID"].isin(dm["USUBJID"].head(3))].to_parquet(study / "vs.parquet")
-    resources = build_resources() | {"study": StudySource(study_dir=str(study))}
+    resources = profile_resources("test") | {"study": StudySource(study_dir=str(study))}
     selection = [a for a in raw_assets + validation_assets if set(a.keys) & {keys.raw("DM"), keys.raw("VS"),
                                                                                   keys.validated("DM"), keys.validated("VS")}]
     with dg.instance_for_test() as instance:

@@ -119,7 +119,7 @@ def assert_flat(tmp_path, study: Path, **env) -> dict:
 
 
 def test_memory_stays_flat_from_the_pilot_to_2000_subjects_on_spark(tmp_path, study_2000):
-    grown = assert_flat(tmp_path, study_2000, CT_SPARK_MIN_ROWS="0")  # findings validated on Spark, however small
+    grown = assert_flat(tmp_path, study_2000, CT_PROFILE="test")  # findings validated on Spark, however small
     value = settings.spark_config()["spark.driver.memory"].lower()  # e.g. 2g or 1536m
     heap = float(value[:-1]) / (1024 if value.endswith("m") else 1)
     max_jvm = grown["memory"].max_jvm / GIB

@@ -1,12 +1,22 @@
-"""Engine thresholds are resource config (typed, described, set in the launchpad), not hidden switches."""
+"""One deployment choice: a resource set per profile, chosen once by $CT_PROFILE; engine thresholds are resource
+config (typed, described, set in the launchpad), not hidden switches."""
 
-from ct_assets.defs.resources import QualityPolicy, Spark
+import subprocess
+import sys
+
+import dagster as dg
+import pytest
+
+from ct_assets import settings
+from ct_assets.defs.profiles import PROFILES, TEST_DATA_CUTOFF, profile_resources
+from ct_assets.defs.resources import LOCAL_SPARK_FROM_ROWS, FeatureStore, MlflowSettings, QualityPolicy, Spark
+from tests.conftest import ROOT
 
 
-def test_spark_threshold_is_config_with_the_environment_as_default(monkeypatch):
-    monkeypatch.setenv("CT_SPARK_MIN_ROWS", "1234")
-    assert Spark(spark_config={"spark.master": "local[2]"}).spark_from_rows() == 1234
-    assert Spark(spark_config={"spark.master": "spark://spark-master:7077"}).spark_from_rows() == 0  # a cluster: always Spark
+def test_spark_threshold_is_config_local_by_default_and_always_spark_on_a_cluster(monkeypatch):
+    monkeypatch.setenv("CT_SPARK_MIN_ROWS", "1234")  # no longer a switch: the launchpad's field is the one place
+    assert Spark(spark_config={"spark.master": "local[2]"}).spark_from_rows() == LOCAL_SPARK_FROM_ROWS
+    assert Spark(spark_config={"spark.master": "spark://spark-master:7077"}).spark_from_rows() == 0
     assert Spark(spark_config={"spark.master": "local[2]"}, min_rows=5).spark_from_rows() == 5
 
 
@@ -14,3 +24,46 @@ def test_the_launchpad_shows_the_engine_settings_with_their_descriptions():
     fields = {**Spark.model_fields, **QualityPolicy.model_fields}
     for name in ("min_rows", "validation_workers"):
         assert fields[name].description and "default" in fields[name].description.lower()
+    assert fields["min_quality_score"].description and fields["min_quality_score"].default == 0.95
+    assert f"{LOCAL_SPARK_FROM_ROWS:,}" in fields["min_rows"].description
+
+
+def test_every_profile_has_the_same_resources_and_the_choice_is_checked(monkeypatch):
+    sets = {name: profile_resources(name) for name in PROFILES}
+    assert len({frozenset(s) for s in sets.values()}) == 1  # every code location's assets find their resources
+    monkeypatch.setenv("CT_PROFILE", "staging")
+    with pytest.raises(ValueError, match="CT_PROFILE must be one of local, production, test, got 'staging'"):
+        profile_resources()
+
+
+def test_the_test_profile_exercises_spark_and_does_not_move_with_the_calendar():
+    resources = profile_resources("test")
+    assert resources["pyspark"].spark_from_rows() == 0
+    assert resources["quality"].cutoff() == TEST_DATA_CUTOFF
+    local = profile_resources("local")
+    assert local["pyspark"].spark_from_rows() == LOCAL_SPARK_FROM_ROWS and local["quality"].data_cutoff is None
+
+
+def test_production_needs_its_endpoints_and_says_which_is_missing(monkeypatch):
+    resources = profile_resources("production")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("CT_FEAST_REGISTRY", "postgresql+psycopg://feast@pg:5432/ct_feast")
+    with pytest.raises(dg.DagsterInvalidConfigError, match="MLFLOW_TRACKING_URI"):
+        dg.build_resources({"mlflow_settings": resources["mlflow_settings"]}).__enter__()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    with dg.build_resources({k: resources[k] for k in ("mlflow_settings", "feature_store")}) as built:
+        assert isinstance(built.mlflow_settings, MlflowSettings) and built.mlflow_settings.uri() == "http://mlflow:5000"
+        assert isinstance(built.feature_store, FeatureStore) and built.feature_store.registry.endswith("/ct_feast")
+    # The local profile falls back to the stores under $CT_HOME instead.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    with dg.build_resources({"mlflow_settings": profile_resources("local")["mlflow_settings"]}) as built:
+        assert built.mlflow_settings.uri() == settings.mlflow_tracking_uri() and "sqlite" in built.mlflow_settings.uri()
+
+
+def test_the_code_location_loads_the_profile_of_its_environment(tmp_path):
+    probe = ("from ct_assets.definitions import defs; r = defs.resources; "
+             "print(r['pyspark'].min_rows, r['quality'].data_cutoff)")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "CT_HOME": str(tmp_path / "ct"), "CT_PROFILE": "test"}
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-2:] == ["0", TEST_DATA_CUTOFF]
