@@ -12,7 +12,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -184,12 +183,12 @@ def _graphql(url: str, query: str) -> dict:
 def dagster_web(tmp_path_factory):
     home = tmp_path_factory.mktemp("ct_home")
     port = _free_port()
-    env = dict(os.environ, CT_HOME=str(home), DAGSTER_HOME=str(home / "dagster"))
-    (home / "dagster").mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CT_", "DAGSTER_"))} | {
+        "PATH": MINIMAL_PATH, "CT_HOME": str(home), "CT_DAGSTER_PORT": str(port)}
     log = open(home / "webserver.log", "w")
-    # webserver and daemon, as deployed: the daemon dequeues the runs the webserver launches.
-    proc = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "dagster"), "dev", "-w", "workspace.yaml",
-                             "-h", "127.0.0.1", "-p", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    # `make dev` as the README runs it: the legacy pools, then webserver and daemon (the daemon dequeues the runs the
+    # webserver launches) over the four code locations of workspace.yaml.
+    proc = subprocess.Popen(["make", "--no-print-directory", "dev"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}/graphql"
     query = "{ repositoriesOrError { ... on RepositoryConnection { nodes { name } } } }"
@@ -261,14 +260,16 @@ class Airflow:
         return self.log.read_text()[-4000:]
 
 
-def start_airflow(dags: Path, graphql: str, home: Path, version: str = "2", **extra_env) -> Airflow:
+def start_airflow(graphql: str, home: Path, version: str = "2", **extra_env) -> Airflow:
+    """`make airflow` (`make airflow AIRFLOW=3`) as docs/airflow.md runs it, in a plain shell's PATH: it emits
+    the DAGs into $CT_HOME/airflow/dags and starts Airflow on them."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")} | {
         "PATH": MINIMAL_PATH, "CT_HOME": str(home), "CT_AIRFLOW_PORT": str(port),
         "CT_AIRFLOW_ADMIN_PASSWORD": ADMIN_PASSWORD, "CT_DAGSTER_URL": graphql, **extra_env}
     log = home / "airflow.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([str(PYTHONS[version]), "-m", "airflow_compat", "start", "--dags", str(dags)], env=env,
+        proc = subprocess.Popen(["make", "--no-print-directory", "airflow", f"AIRFLOW={version}"], env=env,
                                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     airflow = Airflow(proc, home / ("airflow3" if version == "3" else "airflow"), port, log, version)
     deadline = time.monotonic() + 300
@@ -290,11 +291,11 @@ def start_airflow(dags: Path, graphql: str, home: Path, version: str = "2", **ex
 
 
 @pytest.fixture(scope="module")
-def airflow(dags, dagster_web, tmp_path_factory):
+def airflow(dagster_web, tmp_path_factory):
     """Airflow on SQLite with the SequentialExecutor, the default of `make airflow`."""
     url, _, _ = dagster_web
     started = time.monotonic()
-    af = start_airflow(dags, url, tmp_path_factory.mktemp("ct_airflow"))
+    af = start_airflow(url, tmp_path_factory.mktemp("ct_airflow"))
     print(f"Airflow up in {time.monotonic() - started:.1f} s")
     try:
         yield af
@@ -387,12 +388,14 @@ def _switch_on_and_trigger(af: Airflow, dag_id: str, run_id: str, dagster_pid: i
     return runs, listeners
 
 
-def test_airflow_configuration_seen_by_operators(airflow):
+def test_airflow_configuration_seen_by_operators(airflow, dagster_web):
     """`make airflow` imported the legacy pools, variables and connections; the CLI in docs/airflow.md's
     environment (AIRFLOW_HOME only) sees the same deployment and only the five DAGs, paused at creation;
     the REST API answers to basic auth for admin, and to nothing else."""
     pools = {p["pool"]: int(p["slots"]) for p in json.loads(airflow.cli("pools", "list", "-o", "json").stdout)}
     assert {k: pools[k] for k in LEGACY_POOLS} == LEGACY_POOLS
+    with dg.DagsterInstance.from_config(str(dagster_web[1] / "dagster")) as instance:  # and `make dev` set Dagster's
+        assert {k: instance.event_log_storage.get_concurrency_info(k).slot_count for k in LEGACY_POOLS} == LEGACY_POOLS
     assert airflow.cli("variables", "get", "data_quality_threshold").stdout.strip() == "0.95"
     conns = json.loads(airflow.cli("connections", "list", "-o", "json").stdout)
     assert {"kafka_clinical", "mlflow_tracking", "model_serving", "dagster_default"} <= {c["conn_id"] for c in conns}
@@ -452,7 +455,7 @@ def _psql(sql: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True)
 
 
-def test_legacy_setting_postgres_and_local_executor(dags, dagster_web, tmp_path_factory):
+def test_legacy_setting_postgres_and_local_executor(dagster_web, tmp_path_factory):
     """The legacy deployment's variant (CT_AIRFLOW_DB_URL: PostgreSQL, LocalExecutor) starts the same
     way; a run triggered through the REST API runs once the DAG is switched on from the CLI, its first
     task through the scheduler and Dagster. (Whole DAG runs are the SQLite test's; this one stops there.)"""
@@ -464,7 +467,7 @@ def test_legacy_setting_postgres_and_local_executor(dags, dagster_web, tmp_path_
     af = None
     try:
         started = time.monotonic()
-        af = start_airflow(dags, url, tmp_path_factory.mktemp("ct_airflow_pg"),
+        af = start_airflow(url, tmp_path_factory.mktemp("ct_airflow_pg"),
                            CT_AIRFLOW_DB_URL=f"postgresql+psycopg2://postgres@127.0.0.1:5432/{db}")
         print(f"Airflow (PostgreSQL, LocalExecutor) up in {time.monotonic() - started:.1f} s")
         assert "(LocalExecutor)" in af.log.read_text()
@@ -513,7 +516,7 @@ def test_a_failing_dagster_run_fails_the_airflow_task(airflow, dagster_web):
         assert runs[0].status == dg.DagsterRunStatus.FAILURE
 
 
-def test_airflow3_a_dag_switched_on_and_triggered_runs_through_the_scheduler(dags, dagster_web, tmp_path_factory):
+def test_airflow3_a_dag_switched_on_and_triggered_runs_through_the_scheduler(dagster_web, tmp_path_factory):
     """The same DAG files on Airflow 3, started as `make airflow AIRFLOW=3` starts it (scheduler, DAG
     processor and API server; SQLite, LocalExecutor): the legacy pools and variables are imported, the
     five DAGs arrive paused, the REST API (/api/v2) logs admin in with a token and no one else; switched
@@ -523,7 +526,7 @@ def test_airflow3_a_dag_switched_on_and_triggered_runs_through_the_scheduler(dag
     url = dagster_web[0]
     dag_id = "data_quality_monitoring"
     started = time.monotonic()
-    af = start_airflow(dags, url, tmp_path_factory.mktemp("ct_airflow3"), version="3")
+    af = start_airflow(url, tmp_path_factory.mktemp("ct_airflow3"), version="3")
     try:
         print(f"Airflow 3 up in {time.monotonic() - started:.1f} s")
         pools = {p["pool"]: int(p["slots"]) for p in json.loads(af.cli("pools", "list", "-o", "json").stdout)}
