@@ -356,8 +356,9 @@ def test_serving_skew_check_passes_on_served_vectors_and_names_a_differing_featu
 
 
 def test_production_profile_keeps_the_registry_in_postgresql(home, monkeypatch):
-    """CT_PROFILE=production: Feast's SQL registry in the database <prefix>_feast on CT_POSTGRES_URL; a second
-    store object (another process, in production) finds the feature view there."""
+    """CT_PROFILE=production: `ct start` gives its services Feast's SQL registry in the database <prefix>_feast on
+    CT_POSTGRES_URL (CT_FEAST_REGISTRY, which the production resource set requires); a second store object (another
+    process, in production) finds the feature view there."""
     import shutil
     import subprocess
     import uuid
@@ -375,9 +376,14 @@ def test_production_profile_keeps_the_registry_in_postgresql(home, monkeypatch):
     monkeypatch.setenv("CT_PROFILE", "production")
     monkeypatch.setenv("CT_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
     monkeypatch.setenv("CT_POSTGRES_DB_PREFIX", prefix)
+    from ct_assets.ops.stack import stack_env
+
+    registry = stack_env()["CT_FEAST_REGISTRY"]
+    assert registry == f"postgresql+psycopg://postgres@127.0.0.1:5432/{prefix}_feast"
+    monkeypatch.setenv("CT_FEAST_REGISTRY", registry)  # as a service of `ct start` sees it
     resource = FeatureStore(project=f"ct_test_pg_{os.getpid()}")
     s = resource.store_settings()
-    assert s.registry == f"postgresql+psycopg://postgres@127.0.0.1:5432/{prefix}_feast"
+    assert s.registry == registry
     store = resource.store()
     try:
         fs.apply(store, s)
