@@ -131,7 +131,7 @@ class QualityPolicy(dg.ConfigurableResource):
                                                               "else the run date.")
 
     validation_workers: int | None = Field(default=None, description="Worker processes of the streamed validation engine "
-                                           "(default one per core; never more).")
+                                           "(default: one per core).")
 
     def cutoff(self) -> str:
         return self.data_cutoff or settings.data_cutoff()
