@@ -23,8 +23,8 @@ switches to its cluster counterpart through an environment variable only:
 The rest of the platform's settings are the fields of its Dagster resources (``ct_assets/defs/resources.py``),
 set per deployment profile in ``ct_assets/defs/profiles.py`` and per run in the launchpad.
 
-This is the only module that reads the environment (secrets too, through ``secret``): everything
-else asks it. Reading is cheap and nothing connects at import time. The first ``ct_home()``
+The platform's code reads the environment here only (secrets too, through ``secret``); the operations
+(``ct_assets/ops/config.py``) and the Airflow launcher (``airflow_compat/start.py``) read their own. Reading is cheap and nothing connects at import time. The first ``ct_home()``
 of a process makes the home owner-only (``restrict``).
 """
 

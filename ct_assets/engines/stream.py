@@ -211,7 +211,7 @@ def validate_part(domain: str, part: Path, number: int, repeats: list[int], cuto
 
 
 def workers() -> int:
-    """One worker process per core (the quality resource's ``validation_workers`` may ask for fewer)."""
+    """The default worker count: one process per core (the quality resource's ``validation_workers`` sets another)."""
     import os
 
     return os.cpu_count() or 1
