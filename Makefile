@@ -12,7 +12,7 @@ export CT_HOME ?= $(CURDIR)/.ct
 # uv trusts the system's certificate store (a proxy's CA there), as pip does, even from a bare environment.
 export UV_NATIVE_TLS ?= 1
 
-.PHONY: install airflow-install demo test test-fast lint dev airflow serve clean
+.PHONY: install airflow-install demo test test-fast lint dev airflow serve rules-doc clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -68,6 +68,10 @@ airflow: install airflow-install
 # The champion (and challenger at 10 % of subjects) of adverse-event-predictor on 127.0.0.1:8000.
 serve: install
 	$(PY) -m ct_assets.serving --port $${CT_SERVING_PORT:-8000}
+
+# docs/rules.md from the rules catalogue (ct_assets/core/rules.py); a unit test fails when it is stale.
+rules-doc: install
+	$(PY) -m ct_assets.core.rules > docs/rules.md
 
 clean:
 	rm -rf $(CT_HOME)

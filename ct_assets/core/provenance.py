@@ -135,7 +135,8 @@ def package_modules(package: str) -> tuple[str, ...]:
 # The modules holding each stage's logic: their source is the stage's Dagster code_version. Validation is
 # the rules and every engine that applies them (pandas, streamed, Spark), whichever is configured.
 STAGE_LOGIC = {
-    "validation": ("ct_assets.core.schemas", "ct_assets.core.dates", "ct_assets.core.sdtm",
+    "validation": ("ct_assets.core.schemas", "ct_assets.core.rules", "ct_assets.core.values", "ct_assets.core.dates",
+                   "ct_assets.core.sdtm",
                    *package_modules("ct_assets.engines")),
     "processing": ("spark.visits", "ct_assets.core.dates", "ct_assets.engines.spark_dates"),
     "features": ("ct_assets.core.features", "ct_assets.core.dates"),

@@ -31,36 +31,68 @@ class Split:
         return self.quarantined[RULES].str.split("; ").explode().value_counts().to_dict()
 
 
-def _describe(row: pd.Series) -> str:
-    """'COLUMN: rule' for a column check; just the rule for a check over whole rows."""
-    check = str(row["check"])
-    if row["schema_context"] == "DataFrameSchema" and check != "multiple_fields_uniqueness":
-        return check
-    return f"{row['column']}: {check}" if isinstance(row["column"], str) else check
+def schema_domain(schema: pa.DataFrameSchema) -> str:
+    return schema.name.split("_")[0]  # "VS_findings", "DM", "AE"
 
 
-def _frame_level_failures(cases: pd.DataFrame) -> list[str]:
+def _check_names(schema: pa.DataFrameSchema) -> dict[tuple[str | None, str], str]:
+    """(column, how pandera reports the check) -> the check's name; None for a check over whole rows."""
+    names = {(None, c.error or c.name): c.name for c in schema.checks}
+    for column, col in schema.columns.items():
+        names |= {(column, c.error or c.name): c.name for c in col.checks}
+    return names
+
+
+def _describer(schema: pa.DataFrameSchema):
+    """A failure case -> 'CT-VS-0010 COLUMN: rule' for a column check, 'CT-VS-0022 rule' for a check over whole
+    rows: how the failure reads, after the id of its rule in the catalogue (core/rules.py)."""
+    from ct_assets.core.rules import label
+
+    domain, names = schema_domain(schema), _check_names(schema)
+
+    def describe(row: pd.Series) -> str:
+        check = str(row["check"])
+        whole_rows = row["schema_context"] == "DataFrameSchema" and check != "multiple_fields_uniqueness"
+        column = row["column"] if isinstance(row["column"], str) and not whole_rows else None
+        name = names.get((column, check), check.split("(")[0])
+        return label(domain, column, name, f"{column}: {check}" if column else check)
+
+    return describe
+
+
+def _frame_level_failures(cases: pd.DataFrame, describe) -> list[str]:
     frame = cases[cases["index"].isna()]
-    return sorted({f"{_describe(r)} ({r['failure_case']})" for _, r in frame.iterrows()})
+    return sorted({f"{describe(r)} ({r['failure_case']})" for _, r in frame.iterrows()})
 
 
 # Text that pandas would silently read as a missing or infinite number: in a delivery it is a
 # value someone typed, not an empty cell, so it is quarantined rather than taken as missing.
 
 
-def _text_non_numbers(df: pd.DataFrame, schema: pa.DataFrameSchema) -> pd.DataFrame:
-    """(index, rule) pairs, 'COLUMN: not_numeric', for numeric columns holding text like "NaN" or "inf"."""
+def _numeric_text(df: pd.DataFrame, schema: pa.DataFrameSchema) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Numeric columns delivered as text, read as numbers before the rules run (a check comparing text with a
+    number would fail the whole domain); returns the frame to check and the (index, rule) pairs of the values
+    that are not numbers: 'COLUMN: not_numeric' for text pandas would silently read as missing or infinite
+    ("NaN", "inf"), 'COLUMN: coerce_dtype' for any other ("abc")."""
+    from ct_assets.core.rules import label
     from ct_assets.core.schemas import NON_NUMBERS
 
-    found = []
+    domain, found, numbers = schema_domain(schema), [], {}
     for name, col in schema.columns.items():
-        if name in df.columns and (df[name].dtype == object or isinstance(df[name].dtype, pd.StringDtype)) \
-                and col.coerce and str(col.dtype).startswith(("float", "int")):
-            values = df[name]
-            text = values if values.dtype != object else values.where(values.map(lambda v: isinstance(v, str)))
-            bad = df.index[text.str.strip().str.lower().isin(NON_NUMBERS)]
-            found.append(pd.DataFrame({"index": bad, "rule": f"{name}: not_numeric"}))
-    return pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=["index", "rule"])
+        values = df[name] if name in df.columns else None
+        if values is None or not (values.dtype == object or isinstance(values.dtype, pd.StringDtype)) \
+                or not (col.coerce and str(col.dtype).startswith(("float", "int"))):
+            continue
+        is_text = values.notna() if isinstance(values.dtype, pd.StringDtype) else values.map(lambda v: isinstance(v, str))
+        text = values.where(is_text).astype("string").str.strip()
+        numbers[name] = read = pd.to_numeric(values.where(~is_text, text.replace("", pd.NA)), errors="coerce")
+        word = text.str.lower().isin(NON_NUMBERS).fillna(False).astype(bool)
+        other = (values.notna() & read.isna() & ~word & text.ne("").fillna(True)).astype(bool)
+        for bad, check in ((word, "not_numeric"), (other, "coerce_dtype")):
+            found.append(pd.DataFrame({"index": df.index[bad.to_numpy()],
+                                       "rule": label(domain, name, check, f"{name}: {check}")}))
+    checked = df.assign(**numbers) if numbers else df
+    return checked, (pd.concat(found, ignore_index=True) if found else pd.DataFrame(columns=["index", "rule"]))
 
 
 def _row_rules(rules: pd.Series) -> str:
@@ -69,8 +101,11 @@ def _row_rules(rules: pd.Series) -> str:
     from ct_assets.core.schemas import REPEATED_ROW_RULE, UNIQUENESS
 
     found = set(rules)
-    if REPEATED_ROW_RULE in found:
+    if any(r.endswith(REPEATED_ROW_RULE) for r in found):
         found = {r for r in found if not r.endswith(UNIQUENESS)}
+    # a value that is not a number is also missing: the not-null rule of its column adds nothing
+    unread = {r.split(": ")[0].split(" ")[-1] for r in found if r.endswith((": not_numeric", ": coerce_dtype"))}
+    found = {r for r in found if not (r.endswith(": not_nullable") and r.split(": ")[0].split(" ")[-1] in unread)}
     return "; ".join(sorted(found))
 
 
@@ -85,16 +120,17 @@ def split_valid(df: pd.DataFrame, schema: pa.DataFrameSchema, coerce_accepted: b
 
     df = df.reset_index(drop=True)
     empty_q = df.iloc[0:0].assign(**{REASON: pd.Series(dtype=str), RULES: pd.Series(dtype=str)})
-    non_numbers = _text_non_numbers(df, schema)
+    checked, non_numbers = _numeric_text(df, schema)
+    describe = _describer(schema)
     try:
-        accepted = schema.validate(df, lazy=True)
+        accepted = schema.validate(checked, lazy=True)
         if non_numbers.empty:
             return Split(accepted if coerce_accepted else df, empty_q)
         cases = pd.DataFrame(columns=["index", "check", "column", "schema_context", "failure_case"])
     except SchemaErrors as err:
         cases = err.failure_cases
 
-    frame_failures = _frame_level_failures(cases)
+    frame_failures = _frame_level_failures(cases, describe)
     if frame_failures:
         reason = "; ".join(frame_failures)
         quarantined = df.assign(**{REASON: reason, RULES: "; ".join(sorted({f.split(" (")[0] for f in frame_failures}))})
@@ -102,7 +138,7 @@ def split_valid(df: pd.DataFrame, schema: pa.DataFrameSchema, coerce_accepted: b
 
     row_cases = cases[cases["index"].notna()].copy()
     row_cases["index"] = row_cases["index"].astype(int)
-    row_cases["rule"] = row_cases.apply(_describe, axis=1) if len(row_cases) else pd.Series(dtype=str)
+    row_cases["rule"] = row_cases.apply(describe, axis=1) if len(row_cases) else pd.Series(dtype=str)
     row_rules = pd.concat([row_cases[["index", "rule"]], non_numbers])
     rules = row_rules.groupby("index")["rule"].agg(_row_rules)
     bad = df.index.isin(rules.index)

@@ -118,7 +118,8 @@ def split_findings(raw, subjects, domain: str, cutoff: str, units: dict[str, str
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    from ct_assets.core.schemas import REPEATED_ROW_RULE, SUBJECT_NOT_IN_DM, UNIQUENESS
+    from ct_assets.core.rules import label
+    from ct_assets.core.schemas import REPEATED_ROW, REPEATED_ROW_RULE, SUBJECT_NOT_IN_DM, UNIQUENESS
     from ct_assets.core.sdtm import SOURCE_COLS
 
     d, cols = domain, raw.columns
@@ -129,7 +130,7 @@ def split_findings(raw, subjects, domain: str, cutoff: str, units: dict[str, str
     if "USUBJID" in cols:
         checked = checked.join(F.broadcast(subjects), F.col("USUBJID").cast("string") == F.col("_USUBJID"), "left")
         found.append(F.when(F.col("USUBJID").isNotNull() & F.col("SUBJECT_KEY").isNull(),
-                            F.lit(f"USUBJID: {SUBJECT_NOT_IN_DM}")))
+                            F.lit(label(d, "USUBJID", "subject_in_dm", f"USUBJID: {SUBJECT_NOT_IN_DM}"))))
     else:
         checked = checked.withColumn("SUBJECT_KEY", F.lit(None).cast("string"))
     repeated = repeated_keys(raw, d) if repeated is None else repeated
@@ -145,8 +146,8 @@ def split_findings(raw, subjects, domain: str, cutoff: str, units: dict[str, str
                   .withColumn("_COPY", F.row_number().over(order) > 1).where("_COPY").select(*SOURCE_COLS, "_COPY"))
         checked = checked.join(F.broadcast(copies), SOURCE_COLS, "left")
         copy = F.coalesce(F.col("_COPY"), F.lit(False))
-        found += [F.when(later & copy, F.lit(REPEATED_ROW_RULE)),
-                  F.when(later & ~copy, F.lit(f"USUBJID: {UNIQUENESS}")), F.when(later & ~copy, F.lit(f"{seq}: {UNIQUENESS}"))]
+        found += [F.when(later & copy, F.lit(label(d, None, REPEATED_ROW, REPEATED_ROW_RULE)))] + [
+            F.when(later & ~copy, F.lit(label(d, c, UNIQUENESS, f"{c}: {UNIQUENESS}"))) for c in ("USUBJID", seq)]
 
     local = F.when(F.col(_LOCAL).isNull(), F.array().cast("array<string>")).otherwise(F.split(F.col(_LOCAL), "; "))
     every = F.array_sort(F.array_distinct(F.concat(local, F.array_compact(F.array(*found)) if found else

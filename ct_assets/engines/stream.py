@@ -132,18 +132,20 @@ def _judge(domain: str, df, schema, repeated, copies=()):
     of rows repeating an earlier key; ``copies``: those of them identical to an earlier row."""
     import numpy as np
 
-    from ct_assets.core.schemas import REPEATED_ROW_RULE, UNIQUENESS
+    from ct_assets.core.rules import label
+    from ct_assets.core.schemas import REPEATED_ROW, REPEATED_ROW_RULE, UNIQUENESS
     from ct_assets.engines.pandas import split_valid
 
     split = split_valid(df, schema, coerce_accepted=False)
     accepted, quarantined = split.accepted, split.quarantined
     if not len(repeated) or (len(quarantined) and not quarantined[REASON].iloc[0].startswith("failed: ")):
         return accepted, quarantined  # nothing repeats here, or a rule failed the whole frame
-    unique = [f"USUBJID: {UNIQUENESS}", f"{domain}SEQ: {UNIQUENESS}"]
+    unique = [label(domain, c, UNIQUENESS, f"{c}: {UNIQUENESS}") for c in ("USUBJID", f"{domain}SEQ")]
+    repeat = label(domain, None, REPEATED_ROW, REPEATED_ROW_RULE)
     rules = quarantined[RULES].str.split("; ").to_dict()
     copies = set(copies)
     for i in repeated:
-        rules[i] = sorted(set(rules.get(i, [])) | ({REPEATED_ROW_RULE} if i in copies else set(unique)))
+        rules[i] = sorted(set(rules.get(i, [])) | ({repeat} if i in copies else set(unique)))
     bad = np.zeros(len(df), dtype=bool)
     bad[list(rules)] = True
     joined = {i: "; ".join(r) for i, r in rules.items()}

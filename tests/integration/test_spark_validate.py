@@ -50,7 +50,7 @@ def test_spark_quarantines_the_rows_pandas_does_with_the_same_rules(spark, ct_ho
     pandas_split = split_valid(raw, domain_schema("VS", ["a", "b"], CUTOFF))
     expected = pandas_split.quarantined.set_index("_SOURCE_ROW")[[RULES, REASON]].sort_index()
     assert len(expected) == 7  # the duplicate key, the repeated row, "NaN", kPa, month 13, z, no result
-    assert expected[RULES][11] == REPEATED_ROW_RULE and "VSSEQ: multiple_fields_uniqueness" in expected[RULES][1]
+    assert expected[RULES][11] == f"CT-VS-0007 {REPEATED_ROW_RULE}" and "VSSEQ: multiple_fields_uniqueness" in expected[RULES][1]
 
     _, split = _spark_split(spark, raw, ["a", "b"])
     out = split.toPandas()

@@ -31,14 +31,14 @@ def _vs_sample(pilot) -> pd.DataFrame:
 @pytest.mark.parametrize(
     "mutate, rule",
     [
-        (lambda df: df.__setitem__("VSSTRESN", df["VSSTRESN"].where(df.index != 0, 900.0)), "plausible range"),
-        (lambda df: df.__setitem__("VSDTC", df["VSDTC"].where(df.index != 0, "2014-13-45")), "VSDTC: not an ISO 8601"),
-        (lambda df: df.__setitem__("USUBJID", df["USUBJID"].where(df.index != 0, "XX-999")), "USUBJID: subject not in DM"),
-        (lambda df: df.__setitem__("VSTESTCD", df["VSTESTCD"].where(df.index != 0, "bad code")), "VSTESTCD: str_matches"),
-        (lambda df: df.__setitem__("VSSTRESN", df["VSSTRESN"].where(df.index != 0, "abc")), "VSSTRESN: coerce_dtype"),
-        (lambda df: df.__setitem__("VSSTRESU", df["VSSTRESU"].where(df.index != 0, "kPa")), "standard unit"),
+        (lambda df: df.__setitem__("VSSTRESN", df["VSSTRESN"].where(df.index != 0, 900.0)), "CT-VS-0023 VSSTRESN outside plausible range"),
+        (lambda df: df.__setitem__("VSDTC", df["VSDTC"].where(df.index != 0, "2014-13-45")), "CT-VS-0010 VSDTC: not an ISO 8601"),
+        (lambda df: df.__setitem__("USUBJID", df["USUBJID"].where(df.index != 0, "XX-999")), "CT-VS-0004 USUBJID: subject not in DM"),
+        (lambda df: df.__setitem__("VSTESTCD", df["VSTESTCD"].where(df.index != 0, "bad code")), "CT-VS-0020 VSTESTCD: str_matches"),
+        (lambda df: df.__setitem__("VSSTRESN", df["VSSTRESN"].where(df.index != 0, "abc")), "CT-VS-0012 VSSTRESN: coerce_dtype"),
+        (lambda df: df.__setitem__("VSSTRESU", df["VSSTRESU"].where(df.index != 0, "kPa")), "CT-VS-0024 VSSTRESU differs from the test's standard unit"),
         (lambda df: (df.__setitem__("VSSTRESN", df["VSSTRESN"].where(df.index != 0, None)),
-                     df.__setitem__("VSSTRESC", df["VSSTRESC"].where(df.index != 0, None))), "no result"),
+                     df.__setitem__("VSSTRESC", df["VSSTRESC"].where(df.index != 0, None))), "CT-VS-0022 no result"),
     ],
 )
 def test_bad_row_is_quarantined_with_its_rule(pilot, mutate, rule):
@@ -67,7 +67,7 @@ def test_a_row_delivered_twice_is_a_repeat_not_a_key_violation(pilot, domain):
     twice = pd.concat([df, df.iloc[[2]]], ignore_index=True).assign(_SOURCE_ROW=range(11))
     split = split_valid(twice, domain_schema(domain))
     assert len(split.accepted) == 10 and split.quarantined["_SOURCE_ROW"].tolist() == [10]
-    assert split.quarantined[RULES].iat[0] == REPEATED_ROW_RULE
+    assert split.quarantined[RULES].iat[0] == f"CT-{domain}-0007 {REPEATED_ROW_RULE}"
 
 
 def test_not_done_without_result_is_valid(pilot):
@@ -82,7 +82,7 @@ def test_missing_required_column_quarantines_the_whole_domain(pilot):
     split = split_valid(vs, domain_schema("VS"))
     assert split.accepted.empty
     assert len(split.quarantined) == len(vs)
-    assert "VSTESTCD" in split.quarantined["_QUARANTINE_REASON"].iat[0]
+    assert "CT-VS-0013 column_in_dataframe (VSTESTCD)" in split.quarantined["_QUARANTINE_REASON"].iat[0]
 
 
 def test_missing_expected_columns_are_not_required_and_are_conformed(pilot):
@@ -112,8 +112,8 @@ def test_impossible_values_are_quarantined_with_a_reason(pilot):
     split = split_valid(vs, domain_schema("VS", set(pilot["DM"]["USUBJID"]), cutoff="2026-11-30"))
     rules = split.quarantined.set_index("_SOURCE_ROW")["_QUARANTINE_RULES"]
     src = vs["_SOURCE_ROW"]
-    assert "VSSTRESN: not_numeric" in rules[src[0]]
-    assert "VSSTRESN: coerce_dtype" in rules[src[1]]
+    assert "CT-VS-0012 VSSTRESN: not_numeric" in rules[src[0]]
+    assert "CT-VS-0012 VSSTRESN: coerce_dtype" in rules[src[1]]
     assert "not an ISO 8601 date" in rules[src[2]]
     assert "out of range" in rules[src[3]] and "ISO" not in rules[src[3]]
     assert len(split.accepted) + len(split.quarantined) == len(vs) and len(split.quarantined) == 4
@@ -143,3 +143,18 @@ def test_features_schema_rejects_raw_subject_ids():
         FEATURES_SCHEMA.validate(ok.assign(USUBJID=["01-701-1015"]))
     with pytest.raises(SchemaError):
         FEATURES_SCHEMA.validate(ok.assign(SUBJECT_KEY=["01-701-1015"]))
+
+
+@pytest.mark.parametrize("column", ["VSSEQ", "VISITNUM"])
+def test_text_in_a_numeric_column_with_checks_quarantines_that_row_only(pilot, column):
+    """Text where a number belongs ("x" in VSSEQ) fails its row; the column's other checks still judge the rest
+    (a check comparing text with a number used to fail the whole domain)."""
+    vs = _vs_sample(pilot).reset_index(drop=True)
+    vs[column] = vs[column].map(lambda v: f" {v:g} ").astype(object)  # text, as a CSV with one bad cell reads
+    vs.loc[5, column], vs.loc[6, column] = "x", "-1"
+    split = split_valid(vs, domain_schema("VS", set(pilot["DM"]["USUBJID"])))
+    rules = split.quarantined.set_index("_SOURCE_ROW")[RULES]
+    number = "0008" if column == "VSSEQ" else "0009"
+    assert rules.to_dict() == {vs["_SOURCE_ROW"][5]: f"CT-VS-0012 {column}: coerce_dtype",
+                               vs["_SOURCE_ROW"][6]: f"CT-VS-{number} {column}: greater_than_or_equal_to(0)"}
+    assert len(split.accepted) == len(vs) - 2 and split.accepted[column].dtype == "float64"

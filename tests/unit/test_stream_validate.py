@@ -43,7 +43,7 @@ def test_streamed_validation_matches_the_whole_domain_in_pandas(tmp_path, ct_hom
     quarantined = pd.read_parquet(tmp_path / "q").set_index("_SOURCE_ROW")[[RULES, REASON]].sort_index()
     want = expected.quarantined.set_index("_SOURCE_ROW")[[RULES, REASON]].sort_index()
     assert len(want) == 8 and "VSSEQ: multiple_fields_uniqueness" in want[RULES][len(raw) - 1]
-    assert want[RULES][11] == REPEATED_ROW_RULE  # row 3 again, in the other part: a repeat, not a second version
+    assert want[RULES][11] == f"CT-VS-0007 {REPEATED_ROW_RULE}"  # row 3 again, in the other part: a repeat, not a second version
     pd.testing.assert_frame_equal(quarantined, want, check_dtype=False)
 
     validated = pd.read_parquet(tmp_path / "v").sort_values("_SOURCE_ROW", ignore_index=True)
