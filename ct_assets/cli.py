@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -59,6 +60,8 @@ def main(ctx: click.Context, do_start, do_health, do_summary, do_open, do_visual
     """Operate the clinical-trials platform: start, check, summarise, open and draw its services."""
     from ct_assets.ops.stack import apply_env
 
+    if ctx.invoked_subcommand == "validate":  # a study folder only: no home, no services
+        return
     settings.ct_home()
     apply_env()
     if ctx.invoked_subcommand:
@@ -205,6 +208,54 @@ def visualize(out: str | None = None) -> None:
     path, mmd = write(Path(out) if out else settings.reports_dir() / "platform.svg", services)
     click.echo(f"{path}\n{mmd}")
 
+
+
+@main.command()
+@click.argument("study_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--domains", default=None, metavar="LIST", help="comma-separated domains to report (default: all); "
+              "DM is always read, since the other domains' subjects must pass it")
+@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="write JUnit XML: one test case per domain and rule")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="write the full report as JSON")
+@click.option("--fail-on", type=click.Choice(["quarantined", "error", "never"]), default="quarantined", show_default=True,
+              help="exit 1 when any row would be quarantined (or a domain cannot be judged); 'error': only when a "
+              "domain cannot be read or judged row by row; 'never': report only")
+@click.option("--cutoff", default=None, metavar="DATE", help="data cut-off: later dates fail (default $CT_DATA_CUTOFF, "
+              "else today)")
+@click.option("--encoding", default=None, help="text encoding of CSV and XPT files (default: UTF-8, then cp1252, "
+              "then latin-1)")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="processes for the findings domains "
+              "(default: one per core)")
+@click.option("--examples", type=click.IntRange(min=0), default=3, show_default=True,
+              help="quarantined rows shown per rule (source file and row; never a subject id or a value)")
+def validate(study_dir: Path | None, domains: str | None, junit: Path | None, json_path: Path | None, fail_on: str,
+             cutoff: str | None, encoding: str | None, workers: int | None, examples: int) -> None:
+    """Check the SDTM study in STUDY_DIR (default: $CT_STUDY_DIR, else the bundled CDISC pilot) by the rules of
+    the validated assets, without Dagster or services: per domain the rows, the accepted, and the quarantined by
+    rule id (docs/rules.md) with their source file and row. Exit 1 by the --fail-on policy."""
+    from ct_assets.core.sdtm import DOMAINS, study_path
+    from ct_assets.engines.study import validate_folder
+    from ct_assets.ops import validate as out
+
+    chosen = None
+    if domains:
+        chosen = [d.strip().upper() for d in domains.split(",") if d.strip()]
+        unknown = sorted(set(chosen) - set(DOMAINS))
+        if unknown:
+            raise click.BadParameter(f"unknown domain(s) {', '.join(unknown)}; choose from {', '.join(DOMAINS)}",
+                                     param_hint="--domains")
+    report = validate_folder(study_path(str(study_dir) if study_dir else None), chosen, cutoff, encoding, workers, examples,
+                             progress=lambda line: click.echo(f"reading {line}", err=True))
+    for line in out.text(report):
+        click.echo(line)
+    if junit:
+        out.write_junit(report, junit)
+        click.echo(f"JUnit report: {junit}")
+    if json_path:
+        out.write_json(report, json_path)
+        click.echo(f"JSON report: {json_path}")
+    sys.exit(out.exit_code(report, fail_on))
 
 
 @main.group()

@@ -89,3 +89,25 @@ def scan_for(strings: set[str], roots: list[Path]) -> list[tuple[str, str]]:
                 data = (Path(dirpath) / name).read_bytes()
                 hits += [(str(Path(dirpath) / name), n.decode()) for n in needles if n in data]
     return hits
+
+
+def study_with_bad_rows(folder: Path) -> dict[str, list[tuple[str, int, str]]]:
+    """A small delivery from the pilot with one bad row in each of DM, VS (CSV) and AE; returns per domain the
+    (file, row counted from 1, rule id) of each row that must be quarantined."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pilot = pilot_dir()
+    dm = pd.read_parquet(pilot / "dm.parquet")
+    dm.loc[4, "SEX"] = "X"
+    dm.to_parquet(folder / "dm.parquet", index=False)
+    vs = pd.read_parquet(pilot / "vs.parquet").head(200)
+    vs = vs[vs["USUBJID"] != dm.loc[4, "USUBJID"]].reset_index(drop=True)
+    vs["VSSTRESN"] = vs["VSSTRESN"].astype(object)
+    vs.loc[2, "VSSTRESN"] = "abc"
+    vs.loc[6, "VSDTC"] = "2014-13-01"
+    vs.to_csv(folder / "vs.csv", index=False)
+    ae = pd.read_parquet(pilot / "ae.parquet").head(50)
+    ae = ae[ae["USUBJID"] != dm.loc[4, "USUBJID"]].reset_index(drop=True)
+    ae.loc[9, "AESEV"] = "BAD"
+    ae.to_parquet(folder / "ae.parquet", index=False)
+    return {"DM": [("dm.parquet", 5, "CT-DM-0031")], "VS": [("vs.csv", 3, "CT-VS-0012"), ("vs.csv", 7, "CT-VS-0010")],
+            "AE": [("ae.parquet", 10, "CT-AE-0042")]}

@@ -8,7 +8,7 @@ import pytest
 
 from ct_assets.defs import keys
 from ct_assets.defs.ingestion import raw_assets
-from ct_assets.defs.profiles import profile_resources
+from ct_assets.defs.profiles import TEST_DATA_CUTOFF, profile_resources
 from ct_assets.defs.quality import validation_assets
 from ct_assets.defs.resources import StudySource
 from tests.studies import pilot_dir
@@ -108,3 +108,28 @@ def test_report_measures_on_small_frames():
     lb = pd.DataFrame({"LBTESTCD": ["ALT"] * 20, "LBSTRESN": [20.0 + i % 5 for i in range(19)] + [900.0]})
     out = quality_report.anomalies(lb, "LB", z_limit=6)
     assert out.loc[0, "test"] == "LB_ALT" and out.loc[0, "anomalies"] == 1
+
+
+def test_ct_validate_reports_what_the_validated_assets_hold(ct_home, tmp_path, instance):
+    """The same study through the Dagster assets (local profile: the streamed engine, as `make demo` runs) and through
+    `ct validate`: the same rows accepted and quarantined per domain, the same failures counted."""
+    from collections import Counter
+
+    from ct_assets.engines.study import validate_folder
+    from tests.studies import study_with_bad_rows
+
+    study = tmp_path / "study"
+    study_with_bad_rows(study)
+    resources = profile_resources("local") | {"study": StudySource(study_dir=str(study))}
+    cutoff = {"resources": {"quality": {"config": {"data_cutoff": TEST_DATA_CUTOFF}}}}
+    result = dg.materialize(raw_assets + validation_assets, resources=resources, instance=instance, run_config=cutoff)
+    assert result.success
+    checks = {c.asset_key: c.metadata for c in result.get_asset_check_evaluations() if c.check_name == "rows_reconcile"}
+    report = validate_folder(study, cutoff=TEST_DATA_CUTOFF)
+    present = [d for d in report.domains if d.present]
+    assert [d.domain for d in present] == ["DM", "VS", "AE"] and report.quarantined == 4
+    for d in present:
+        counts = checks[keys.validated(d.domain)]
+        assert (d.rows, d.accepted, d.quarantined) == tuple(counts[k].value for k in ("raw", "validated", "quarantined"))
+        lake_rules = pd.read_parquet(ct_home / f"lake/quarantine/quarantine_{d.domain.lower()}.parquet")["_QUARANTINE_RULES"]
+        assert d.failures() == dict(Counter(lake_rules.str.split("; ").explode().dropna())), d.domain
