@@ -210,6 +210,21 @@ def visualize(out: str | None = None) -> None:
 
 
 
+def _checked(check, value):
+    """An option's value through ``check``: a ValueError is a usage error (exit 2), not a data problem."""
+    try:
+        return value if value is None else check(value, "the value")
+    except (ValueError, LookupError) as err:
+        raise click.BadParameter(str(err)) from None
+
+
+def _encoding(name: str, _source: str) -> str:
+    import codecs
+
+    codecs.lookup(name)  # LookupError: unknown encoding
+    return name
+
+
 @main.command()
 @click.argument("study_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--domains", default=None, metavar="LIST", help="comma-separated domains to report (default: all); "
@@ -221,10 +236,10 @@ def visualize(out: str | None = None) -> None:
 @click.option("--fail-on", type=click.Choice(["quarantined", "error", "never"]), default="quarantined", show_default=True,
               help="exit 1 when any row would be quarantined (or a domain cannot be judged); 'error': only when a "
               "domain cannot be read or judged row by row; 'never': report only")
-@click.option("--cutoff", default=None, metavar="DATE", help="data cut-off: later dates fail (default $CT_DATA_CUTOFF, "
-              "else today)")
-@click.option("--encoding", default=None, help="text encoding of CSV and XPT files (default: UTF-8, then cp1252, "
-              "then latin-1)")
+@click.option("--cutoff", default=None, metavar="YYYY-MM-DD", callback=lambda _c, _p, v: _checked(settings.checked_cutoff, v),
+              help="data cut-off: later dates fail (default $CT_DATA_CUTOFF, else today)")
+@click.option("--encoding", default=None, callback=lambda _c, _p, v: _checked(_encoding, v),
+              help="text encoding of CSV and XPT files (default: UTF-8, then cp1252, then latin-1)")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="processes for the findings domains "
               "(default: one per core)")
 @click.option("--examples", type=click.IntRange(min=0), default=3, show_default=True,

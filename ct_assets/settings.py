@@ -98,7 +98,21 @@ def data_cutoff() -> str:
     """The data cut-off date (YYYY-MM-DD): a study date after it is impossible. $CT_DATA_CUTOFF, else today (UTC)."""
     import datetime as dt
 
-    return os.environ.get("CT_DATA_CUTOFF") or dt.datetime.now(dt.UTC).date().isoformat()
+    given = os.environ.get("CT_DATA_CUTOFF")
+    return checked_cutoff(given, "CT_DATA_CUTOFF") if given else dt.datetime.now(dt.UTC).date().isoformat()
+
+
+def checked_cutoff(value: str, source: str) -> str:
+    """``value`` when it is a real calendar date written YYYY-MM-DD; else ValueError naming ``source``: a cut-off
+    that is not a date would let every date pass."""
+    import datetime as dt
+
+    try:
+        if len(value) == 10:
+            return dt.date.fromisoformat(value).isoformat()
+    except ValueError:
+        pass
+    raise ValueError(f"{source} must be a date written YYYY-MM-DD, got {value!r}")
 
 
 _RESTRICTED: set[Path] = set()

@@ -63,7 +63,7 @@ PLAUSIBLE_RANGES: dict[tuple[str, str], tuple[float, float]] = {
 }
 
 NOT_DONE = "NOT DONE"
-SUBJECT_NOT_IN_DM = "subject not in DM"
+SUBJECT_NOT_IN_DM = "subject not in DM, or its DM record was quarantined"
 # The rules that need every row of a domain at once. On Spark they run as aggregations and joins over the
 # whole domain (engines/spark.py), the rest of the schema per partition; the names are pandera's.
 UNIQUENESS = "multiple_fields_uniqueness"
@@ -123,7 +123,7 @@ def _findings_range_check(domain: str) -> pa.Check:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        if res not in df.columns:
+        if res not in df.columns or testcd not in df.columns:  # a missing --TESTCD fails its own rule, not this one
             return pd.Series(True, index=df.index)
         value = pd.to_numeric(df[res], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
         units = as_arrow_text(df[unit]) if unit in df.columns else pa.nulls(len(df), pa.string())
@@ -189,9 +189,10 @@ def _findings_unit_check(domain: str, standard_units: dict[str, str] | None = No
 
         from ct_assets.core.units import UNIT_CONVERSIONS
 
-        if unit not in df.columns or res not in df.columns:
+        if unit not in df.columns or res not in df.columns or testcd not in df.columns:
             return pd.Series(True, index=df.index)
-        has = df[res].notna().to_numpy() & df[unit].notna().to_numpy()
+        # a row without a test code fails its own rule; it has no test whose unit it could differ from
+        has = df[res].notna().to_numpy() & df[unit].notna().to_numpy() & df[testcd].notna().to_numpy()
         units, tests = as_arrow_text(df[unit]), as_arrow_text(df[testcd])
         converted = pc.index_in(units, pa.array(list(UNIT_CONVERSIONS), pa.string()))
         targets = pa.array([conv[0] for conv in UNIT_CONVERSIONS.values()], pa.string())

@@ -134,7 +134,7 @@ class QualityPolicy(dg.ConfigurableResource):
                                            "(default: one per core).")
 
     def cutoff(self) -> str:
-        return self.data_cutoff or settings.data_cutoff()
+        return settings.checked_cutoff(self.data_cutoff, "quality.data_cutoff") if self.data_cutoff else settings.data_cutoff()
 
 
 class KafkaSettings(dg.ConfigurableResource):

@@ -55,6 +55,7 @@ def _describer(schema: pa.DataFrameSchema):
         whole_rows = row["schema_context"] == "DataFrameSchema" and check != "multiple_fields_uniqueness"
         column = row["column"] if isinstance(row["column"], str) and not whole_rows else None
         name = names.get((column, check), check.split("(")[0])
+        check = "not text" if name == "dtype" and column else check  # pandera's "dtype('str')" says less
         return label(domain, column, name, f"{column}: {check}" if column else check)
 
     return describe

@@ -27,10 +27,15 @@ def text(report: StudyReport) -> list[str]:
         if not d.present and not d.error:
             lines.append(f"{d.domain}: absent from the study")
             continue
-        head = f"{d.domain}: {d.rows:,} rows, {d.accepted:,} accepted, {d.quarantined:,} quarantined"
-        lines.append(head + (f" ({', '.join(d.files)}; {d.engine})" if d.engine else f" ({', '.join(d.files)})"))
+        files = ", ".join(f"{f}: {d.encodings[f]}" if d.encodings.get(f, "parquet") != "parquet" else f
+                          for f in d.files) or "no file"
         if d.error:
-            lines.append(f"  ERROR {d.error}")
+            lines += [f"{d.domain}: {d.rows:,} rows read, not judged ({files})", f"  ERROR {d.error}"]
+            if not d.engine:
+                continue
+        else:
+            lines.append(f"{d.domain}: {d.rows:,} rows, {d.accepted:,} accepted, {d.quarantined:,} quarantined "
+                         f"({files}; {d.engine})")
         for o in d.rules:
             if not o.rows:
                 continue

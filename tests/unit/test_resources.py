@@ -67,3 +67,17 @@ def test_the_code_location_loads_the_profile_of_its_environment(tmp_path):
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split()[-2:] == ["0", TEST_DATA_CUTOFF]
+
+
+@pytest.mark.parametrize("value", ["garbage", "2014-02-30", "2014", "20140101"])
+def test_a_cutoff_that_is_not_a_date_fails_naming_where_it_came_from(monkeypatch, value):
+    """A cut-off that is not a date would let every date pass: it fails, from the environment or the resource."""
+    from ct_assets.defs.resources import QualityPolicy
+
+    monkeypatch.setenv("CT_DATA_CUTOFF", value)
+    with pytest.raises(ValueError, match="CT_DATA_CUTOFF must be a date written YYYY-MM-DD"):
+        settings.data_cutoff()
+    with pytest.raises(ValueError, match="quality.data_cutoff must be"):
+        QualityPolicy(data_cutoff=value).cutoff()
+    monkeypatch.setenv("CT_DATA_CUTOFF", "2026-11-30")
+    assert settings.data_cutoff() == QualityPolicy().cutoff() == "2026-11-30"

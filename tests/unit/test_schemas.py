@@ -158,3 +158,11 @@ def test_text_in_a_numeric_column_with_checks_quarantines_that_row_only(pilot, c
     assert rules.to_dict() == {vs["_SOURCE_ROW"][5]: f"CT-VS-0012 {column}: coerce_dtype",
                                vs["_SOURCE_ROW"][6]: f"CT-VS-{number} {column}: greater_than_or_equal_to(0)"}
     assert len(split.accepted) == len(vs) - 2 and split.accepted[column].dtype == "float64"
+
+
+def test_a_row_without_a_test_code_fails_that_rule_alone(pilot):
+    """As when a file of the domain lacks --TESTCD: no knock-on unit or range failure for a test it does not name."""
+    vs = _vs_sample(pilot).reset_index(drop=True)
+    vs.loc[[1, 2], "VSTESTCD"] = None
+    split = split_valid(vs, domain_schema("VS", set(pilot["DM"]["USUBJID"])))
+    assert split.quarantined[RULES].tolist() == ["CT-VS-0020 VSTESTCD: not_nullable"] * 2

@@ -14,8 +14,8 @@ from tests.studies import study_with_bad_rows
 CT = Path(sys.executable).with_name("ct")
 
 
-def _ct(*args, cwd=None):
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8"}
+def _ct(*args, cwd=None, **extra):
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/root"), "LANG": "C.UTF-8", **extra}
     return subprocess.run([str(CT), "validate", *map(str, args)], capture_output=True, text=True, timeout=300,
                           env=env, cwd=cwd)
 
@@ -63,6 +63,18 @@ def test_policy_and_domain_selection(bad_study, tmp_path):
     assert _ct(folder, "--fail-on", "error").returncode == 0  # rows quarantined, but every domain judged
     wrong = _ct(folder, "--domains", "XX")
     assert wrong.returncode == 2 and "unknown domain(s) XX" in wrong.stderr
+    for option, value, said in (("--cutoff", "2014-02-30", "YYYY-MM-DD"), ("--encoding", "nope", "unknown encoding")):
+        usage = _ct(folder, option, value)  # a value that would silently change the rules is a usage error
+        assert usage.returncode == 2 and said in usage.stderr, usage.stderr
+
+
+def test_it_needs_no_platform_home(bad_study, tmp_path):
+    """A CI runner installs the package where it cannot write: ct validate touches no $CT_HOME and no key."""
+    folder, _ = bad_study
+    home = tmp_path / "home"
+    run = _ct(folder, "--fail-on", "never", "--domains", "DM", CT_HOME=str(home))
+    assert run.returncode == 0, run.stderr
+    assert not home.exists()
 
 
 def test_a_domain_that_cannot_be_judged_is_an_error(tmp_path):
@@ -170,6 +182,7 @@ def test_a_study_without_dm_cannot_be_judged(tmp_path):
     pd.read_parquet(pilot_dir() / "vs.parquet").head(30).to_parquet(folder / "vs.parquet")
     run = _ct(folder, "--fail-on", "error", "--json", tmp_path / "out.json")
     assert run.returncode == 1
-    assert "has no DM domain: subjects cannot be known" in run.stdout and "VS: 0 rows" in run.stdout
+    assert "has no DM domain: subjects cannot be known" in run.stdout
+    assert "VS: 30 rows read, not judged (vs.parquet)" in run.stdout
     errors = json.loads((tmp_path / "out.json").read_text())["errors"]
     assert [e.split(":")[0] for e in errors] == ["DM", "VS"]
