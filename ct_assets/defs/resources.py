@@ -251,7 +251,8 @@ class Spark(dg.ConfigurableResource):
 
     spark_config: dict[str, str] = Field(default_factory=settings.spark_config)
     min_rows: int | None = Field(default=None, description="Engine threshold: findings domains with fewer rows are validated "
-                                 "by local worker processes, and the anomaly monitor runs on numpy, instead of Spark. "
+                                 "by local worker processes, the visit table is a DuckDB query and the anomaly monitor "
+                                 "runs on numpy, instead of Spark. "
                                  f"Default {LOCAL_SPARK_FROM_ROWS:,} with a local master; 0 (always Spark) on a cluster.")
 
     def master(self) -> str:

@@ -58,7 +58,7 @@ def _month_days(dtc: str, ref: str) -> tuple[int, int]:
     return day(first), day(last)
 
 
-def _partial_twin(complete: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], set[str], set[str]]:
+def partial_twin(complete: dict[str, pd.DataFrame]) -> tuple[dict[str, pd.DataFrame], set[str], set[str]]:
     """The study with partial dates: findings after the landmark dated by year only (Spark's old reading put
     them on 1 January, many inside the window), outcome AEs by month. Also the subjects with an AE month wholly
     before the landmark (prior) and, of the rest, those with a month across it (truly ambiguous), worked out
@@ -111,7 +111,7 @@ def complete_study(tmp_path_factory) -> dict[str, pd.DataFrame]:
 
 
 def test_partial_dates_give_the_complete_studys_training_set_but_for_ambiguous_subjects(spark, complete_study):
-    partial, prior, ambiguous = _partial_twin(complete_study)
+    partial, prior, ambiguous = partial_twin(complete_study)
     assert prior and ambiguous, "the study must have AE months before and across the landmark"
     visits_c, set_c, excluded_c = _training_set(spark, complete_study)
     visits_p, set_p, excluded_p = _training_set(spark, partial)
@@ -133,7 +133,7 @@ def test_partial_dates_give_the_complete_studys_training_set_but_for_ambiguous_s
 
 
 def test_spark_visit_days_equal_the_pandas_reading(spark, complete_study):
-    partial, _, _ = _partial_twin(complete_study)
+    partial, _, _ = partial_twin(complete_study)
     visits, _, _ = _training_set(spark, partial)
     ref = partial["DM"].set_index("USUBJID")["RFSTDTC"]
     rows = []

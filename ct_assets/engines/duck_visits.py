@@ -1,0 +1,132 @@
+"""Processed visits on one machine: ``spark/visits.py``'s job as one DuckDB query over the same lake Parquet.
+
+On a single machine a JVM's start and its hand-over cost more than the visit table itself (decision 0013): the
+asset runs this query with a local master and the Spark job on a cluster. The rules are those of the Spark job,
+stated from the same tables (``core.units`` for the conversions, ``core.dates.DATE_PATTERN`` for reading a
+partial date as the interval it allows), and the tests hold the two engines to the same visit table: one
+row per subject and visit, results in standard units, one column per test (repeated measures averaged);
+STUDY_DAY the visit's first known day, EARLIEST_DAY and LATEST_DAY the bounds of all its results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from ct_assets.core.dates import DATE_PATTERN
+from ct_assets.core.units import UNIT_CONVERSIONS
+
+SUBJECT = "SUBJECT_KEY"
+ABNORMAL_FLAGS = ["HIGH", "LOW", "ABNORMAL", "H", "L", "A", "HH", "LL"]  # as spark/visits.py
+
+
+def _text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _files(path: Path) -> str:
+    from ct_assets.core import lake
+
+    return "[" + ", ".join(_text(str(p)) for p in lake.parquet_files(path)) + "]"
+
+
+def _findings_long(domain: str, path: Path, columns: set[str]) -> str:
+    """One row per numeric result, as ``spark.visits.findings_long``: subject, visit, day, date, test, value, unit."""
+    d = domain
+
+    def col(name: str, kind: str = "VARCHAR") -> str:
+        return f"CAST({_ident(name)} AS {kind})" if name in columns else f"CAST(NULL AS {kind})"
+
+    flags = ", ".join(_text(f) for f in ABNORMAL_FLAGS)
+    return (f"SELECT {_ident(SUBJECT)} AS SUBJECT_KEY, CAST(VISITNUM AS DOUBLE) AS VISITNUM, {col(d + 'DY', 'DOUBLE')} AS DY, "
+            f"{col(d + 'DTC')} AS DTC, {_text(d + '_')} || {_ident(d + 'TESTCD')} AS TEST, "
+            f"CAST({_ident(d + 'STRESN')} AS DOUBLE) AS VALUE, {col(d + 'STRESU')} AS UNIT, "
+            f"CAST(upper(coalesce({col(d + 'NRIND')}, '')) IN ({flags}) AS INTEGER) AS ABNORMAL "
+            f"FROM read_parquet({_files(path)}, union_by_name = true) WHERE {_ident(d + 'STRESN')} IS NOT NULL")
+
+
+def _date_bounds(column: str) -> tuple[str, str]:
+    """``core.dates.date_bounds`` in SQL: the earliest and latest day an SDTM date allows (NULL when not a date)."""
+    pattern = _text(DATE_PATTERN)
+    year, month, day = (f"regexp_extract({column}, {pattern}, {i})" for i in (1, 2, 3))
+    start = (f"CASE WHEN {year} <> '' THEN try_cast({year} || '-' || CASE WHEN {month} = '' THEN '01' ELSE {month} END "
+             f"|| '-' || CASE WHEN {day} = '' THEN '01' ELSE {day} END AS DATE) END")
+    latest = (f"CASE WHEN {start} IS NULL THEN NULL WHEN {day} <> '' THEN {start} WHEN {month} <> '' THEN last_day({start}) "
+              f"ELSE try_cast({year} || '-12-31' AS DATE) END")
+    return start, latest
+
+
+def _study_day(delta: str) -> str:
+    return f"CAST(CASE WHEN ({delta}) >= 0 THEN ({delta}) + 1 ELSE ({delta}) END AS DOUBLE)"
+
+
+def _long(findings: Mapping[str, Path]) -> str:
+    """``WITH ... long AS (...)``: every numeric result of the findings domains, in standard units."""
+    import pyarrow.parquet as pq
+
+    from ct_assets.core import lake
+
+    parts = []
+    for domain, path in sorted(findings.items()):
+        columns = {n for p in lake.parquet_files(path) for n in pq.read_schema(p).names}
+        parts.append(_findings_long(domain, path, columns))
+    if not parts:
+        raise ValueError("no findings domain to process")
+    conversions = ", ".join(f"({_text(u)}, {_text(t)}, {f!r}, {o!r})" for u, (t, f, o) in UNIT_CONVERSIONS.items())
+    return (f"WITH long_raw AS ({' UNION ALL '.join(parts)}), "
+            f"conv(UNIT, TARGET, FACTOR, OFFSET_) AS (VALUES {conversions}), "
+            "long AS (SELECT l.SUBJECT_KEY, l.VISITNUM, l.DY, l.DTC, l.TEST, l.ABNORMAL, "
+            "CASE WHEN c.FACTOR IS NOT NULL THEN l.VALUE * c.FACTOR + c.OFFSET_ ELSE l.VALUE END AS VALUE, "
+            "coalesce(c.TARGET, l.UNIT) AS UNIT FROM long_raw l LEFT JOIN conv c ON l.UNIT = c.UNIT)")
+
+
+def visit_query(findings: Mapping[str, Path], dm: Path, tests: list[str] | None = None) -> str:
+    """The query for the visit table of ``findings`` (validated domains by SDTM code, Parquet paths) and ``dm``;
+    ``tests``: the test columns when known, else found by a pass over the findings."""
+    import duckdb
+
+    long = _long(findings)
+    if tests is None:
+        with duckdb.connect() as con:
+            tests = [r[0] for r in con.execute(f"{long} SELECT DISTINCT TEST FROM long").fetchall()]
+    tests = sorted(tests)
+    lo, hi = _date_bounds("l.DTC")
+    ref_lo, ref_hi = _date_bounds("r.RFSTDTC")
+    first, last = _study_day("l._LO - r._REF_HI"), _study_day("l._HI - r._REF_LO")
+    means = "".join(f", avg(VALUE) FILTER (WHERE TEST = {_text(t)}) AS {_ident(t)}" for t in tests)
+    query = (f"{long}, dated AS (SELECT l.*, {lo} AS _LO, {hi} AS _HI FROM long l), "
+             f"ref AS (SELECT {_ident(SUBJECT)} AS SUBJECT_KEY, {ref_lo} AS _REF_LO, {ref_hi} AS _REF_HI "
+             f"FROM read_parquet({_files(dm)}, union_by_name = true) r), "
+             f"days AS (SELECT l.*, {first} AS _FIRST, {last} AS _LAST FROM dated l LEFT JOIN ref r USING (SUBJECT_KEY)), "
+             "bounded AS (SELECT *, coalesce(DY, _FIRST) AS EARLIEST_DAY, coalesce(DY, _LAST) AS LATEST_DAY, "
+             "coalesce(DY, CASE WHEN _FIRST = _LAST THEN _FIRST END) AS DAY FROM days) "
+             "SELECT SUBJECT_KEY, VISITNUM, min(DAY) AS STUDY_DAY, min(EARLIEST_DAY) AS EARLIEST_DAY, "
+             "max(LATEST_DAY) AS LATEST_DAY, CAST(sum(ABNORMAL) AS INTEGER) AS N_ABNORMAL, "
+             f"CAST(count(*) AS INTEGER) AS N_RESULTS{means} FROM bounded GROUP BY SUBJECT_KEY, VISITNUM "
+             "ORDER BY SUBJECT_KEY, VISITNUM")
+    return query
+
+
+def test_units(findings: Mapping[str, Path]) -> dict[str, str]:
+    """The standard unit of every test column: the most common after conversion (``spark.visits.test_units``)."""
+    import duckdb
+
+    with duckdb.connect() as con:
+        rows = con.execute(f"{_long(findings)} SELECT TEST, mode(UNIT) FROM long GROUP BY TEST").fetchall()
+    return {test: unit or "" for test, unit in rows}
+
+
+def process_visits(findings: Mapping[str, Path], dm: Path, out_dir: Path, tests: list[str] | None = None,
+                   threads: int | None = None) -> int:
+    """Write the visit table as Parquet into ``out_dir`` (the caller publishes it); returns its rows."""
+    import duckdb
+
+    query = visit_query(findings, dm, tests)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with duckdb.connect(config={"threads": threads} if threads else {}) as con:
+        con.execute(f"COPY ({query}) TO {_text(str(out_dir / 'part-0.parquet'))} (FORMAT parquet)")
+        return con.execute(f"SELECT count(*) FROM read_parquet({_text(str(out_dir / 'part-0.parquet'))})").fetchone()[0]
