@@ -1,12 +1,14 @@
 """Data quality monitoring, one asset per legacy check: completeness, consistency, freshness and
 anomalies feed the report and its score; the re-check of quarantined rows follows."""
 
+from pathlib import Path
+
 import dagster as dg
 from pydantic import Field
 
 from ct_assets.core import audit
 from ct_assets.core.audit import dagster_actor
-from ct_assets.core.lake import parquet_columns, parquet_rows
+from ct_assets.core.lake import parquet_columns, parquet_files, parquet_rows
 from ct_assets.core.privacy import SUBJECT_KEY
 from ct_assets.core.sdtm import DOMAINS, FINDINGS_DOMAINS, SOURCE_COLS, domain_files
 from ct_assets.defs import keys
@@ -174,35 +176,56 @@ def data_quality_report(context: dg.AssetExecutionContext, quality: QualityPolic
                               metadata={"score": round(score, 4), "threshold": quality.min_quality_score})
 
 
-def _released_on_spark(pyspark: Spark, lake: Lake, domain: str, known: set[str]) -> int:
+def _released_locally(lake: Lake, domain: str, known: set[str], cutoff: str, workers: int | None) -> int:
+    """How many quarantined rows of a findings domain the streamed engine accepts today (as it validated them on
+    one machine): the domain validated again into a scratch folder, then the quarantined rows' provenance joined
+    with the accepted rows' in DuckDB, on the Parquet."""
+    import tempfile
+
+    import duckdb
+
+    from ct_assets.engines.stream import validate_stream
+
+    with tempfile.TemporaryDirectory(prefix=".recheck-", dir=lake.base()) as tmp:
+        accepted, rejected = Path(tmp) / "validated", Path(tmp) / "quarantine"
+        validate_stream(domain, lake.path_for(f"raw_{domain.lower()}"), known, cutoff, accepted, rejected,
+                        processes=workers)
+        quarantine = lake.path_for(f"quarantine_{domain.lower()}")
+        with duckdb.connect() as con:
+            return con.execute(
+                "SELECT count(*) FROM read_parquet(?) q SEMI JOIN read_parquet(?) v USING (_SOURCE_FILE, _SOURCE_ROW)",
+                [[str(p) for p in parquet_files(quarantine)], [str(p) for p in parquet_files(accepted)]]).fetchone()[0]
+
+
+def _released_on_spark(pyspark: Spark, lake: Lake, domain: str, known: set[str], cutoff: str) -> int:
     import pandas as pd
 
     from ct_assets.core.privacy import pseudonymise
     from ct_assets.defs.failures import external
     from ct_assets.engines.spark import released_rows
-    from ct_assets.settings import data_cutoff
 
     ids = pd.Series(sorted(known), dtype=object)
     with external("Spark", pyspark.master()):
         return released_rows(pyspark.spark_session, domain, lake.path_for(f"raw_{domain.lower()}"),
                              lake.path_for(f"quarantine_{domain.lower()}"),
-                             pd.DataFrame({"USUBJID": ids, "SUBJECT_KEY": pseudonymise(ids)}), data_cutoff())
+                             pd.DataFrame({"USUBJID": ids, "SUBJECT_KEY": pseudonymise(ids)}), cutoff)
 
 
 @dg.asset(
-    key=keys.QUARANTINE_RECHECK, group_name="quality", kinds={"pandera"},
+    key=keys.QUARANTINE_RECHECK, group_name="quality", kinds={"pandera", "duckdb"},
     deps=[keys.quarantine(d) for d in DOMAINS] + [keys.raw(d) for d in DOMAINS],
     description="Quarantined rows validated again, in their domain as delivered, with today's rules and subjects: "
                 "how many a rule or data fix would now release. The data_cleaning sensor re-runs validation for those domains.",
 )
-def quarantine_recheck(context: dg.AssetExecutionContext, lake: Lake, pyspark: Spark) -> dg.Output[dict]:
+def quarantine_recheck(context: dg.AssetExecutionContext, lake: Lake, pyspark: Spark,
+                       quality: QualityPolicy) -> dg.Output[dict]:
     import pandas as pd
 
     from ct_assets.core.schemas import domain_schema
     from ct_assets.engines.pandas import split_valid
 
     # Today's subjects: those whose DM row, as delivered now, passes today's rules.
-    known = set(split_valid(_read(lake, "raw_dm"), domain_schema("DM")).accepted["USUBJID"].astype(str))
+    known = set(split_valid(_read(lake, "raw_dm"), domain_schema("DM", cutoff=quality.cutoff())).accepted["USUBJID"].astype(str))
     rows = []
     for d in DOMAINS:
         path = lake.path_for(f"quarantine_{d.lower()}")
@@ -214,10 +237,13 @@ def quarantine_recheck(context: dg.AssetExecutionContext, lake: Lake, pyspark: S
             continue
         # The whole domain again, not the quarantined rows alone: a rule such as "one version of
         # each DM subject" can only be judged next to the rows that were accepted.
-        if d in FINDINGS_DOMAINS:  # on Spark, as they were validated
-            now_valid = _released_on_spark(pyspark, lake, d, known)
+        if d in FINDINGS_DOMAINS and parquet_rows(lake.path_for(f"raw_{d.lower()}")) < pyspark.spark_from_rows():
+            now_valid = _released_locally(lake, d, known, quality.cutoff(), quality.validation_workers)  # as validated
+        elif d in FINDINGS_DOMAINS:  # on Spark, as they were validated
+            now_valid = _released_on_spark(pyspark, lake, d, known, quality.cutoff())
         else:
-            again = split_valid(_read(lake, f"raw_{d.lower()}"), domain_schema(d, None if d == "DM" else known))
+            schema = domain_schema(d, None if d == "DM" else known, quality.cutoff())
+            again = split_valid(_read(lake, f"raw_{d.lower()}"), schema)
             now_valid = len(q.merge(again.accepted[SOURCE_COLS], on=SOURCE_COLS, how="inner"))
         rows.append({"domain": d, "quarantined": len(q), "now_valid": now_valid})
     table = pd.DataFrame(rows)

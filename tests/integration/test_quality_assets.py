@@ -66,7 +66,8 @@ def test_quality_score_check_fails_below_threshold(ct_home, tmp_path, instance):
     assert checks[(keys.validated("VS"), "quality_score")].passed
 
 
-def test_data_fix_releases_quarantined_rows_through_the_cleaning_sensor(ct_home, tmp_path):
+@pytest.mark.parametrize("profile", ["test", "local"])  # the findings re-checked on Spark, and streamed + DuckDB
+def test_data_fix_releases_quarantined_rows_through_the_cleaning_sensor(ct_home, tmp_path, profile):
     from ct_assets.defs.quality_monitoring import quarantine_recheck
     from ct_assets.defs.sensors import data_cleaning_sensor
 
@@ -77,7 +78,7 @@ def test_data_fix_releases_quarantined_rows_through_the_cleaning_sensor(ct_home,
     missing = dm["USUBJID"].iat[0]
     dm.iloc[1:].to_parquet(study / "dm.parquet")  # DM lost a subject: their vitals are quarantined
     vs[vs["USUBJID"].isin(dm["USUBJID"].head(3))].to_parquet(study / "vs.parquet")
-    resources = profile_resources("test") | {"study": StudySource(study_dir=str(study))}
+    resources = profile_resources(profile) | {"study": StudySource(study_dir=str(study))}
     selection = [a for a in raw_assets + validation_assets if set(a.keys) & {keys.raw("DM"), keys.raw("VS"),
                                                                                   keys.validated("DM"), keys.validated("VS")}]
     with dg.instance_for_test() as instance:
