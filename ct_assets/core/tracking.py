@@ -6,6 +6,7 @@ components (inside a run of their own) call these same functions.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,9 +39,12 @@ def log_candidate(training_set: pd.DataFrame, params: training_logic.ModelParams
     import skops.io as sio
     from mlflow.models import infer_signature
 
+    started = time.perf_counter()
     model, columns = training_logic.fit(training_set, params)
+    fitted = time.perf_counter()
     train = training_set[training_set[training_logic.SPLIT] == "train"]
     cv_mean, cv_std = training_logic.cross_validated_auroc(training_set, params, cv_folds)
+    seconds = {"fit_seconds": round(fitted - started, 3), "cv_seconds": round(time.perf_counter() - fitted, 3)}
     metrics = {"cv_auroc_mean": cv_mean, "cv_auroc_std": cv_std,
                "train_auroc": training_logic.binary_metrics(train[training_logic.LABEL], model.predict_proba(train[columns])[:, 1])["auroc"]}
     run = mlflow.active_run()
@@ -66,7 +70,7 @@ def log_candidate(training_set: pd.DataFrame, params: training_logic.ModelParams
     seen = training_set if population is None else pd.concat([training_set[columns], population.reindex(columns=columns)])
     mlflow.log_dict(input_domain(seen, numeric, categorical), DOMAIN_FILE)
     return {"run_id": run.info.run_id, "model_uri": info.model_uri, "features": columns,
-            "params": params.as_dict(), "metrics": metrics}
+            "params": params.as_dict(), "metrics": metrics, "seconds": seconds}
 
 
 def evaluate_and_log(model_uri: str, training_set: pd.DataFrame, plot_path: Path) -> dict[str, Any]:
