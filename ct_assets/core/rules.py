@@ -16,6 +16,7 @@ import fnmatch
 from dataclasses import dataclass
 
 QUARANTINE, WARNING = "quarantine", "warning"
+PARTIAL_DATES, ABSENT_COLUMNS = 15, 16  # the warnings' numbers: what they note is counted by the caller
 ROW, FRAME = "row", "domain"  # what a failure takes with it: the row, or every row of the domain
 SEQ_DOMAINS = ("VS", "LB", "AE", "DS", "EX")
 FINDINGS = ("VS", "LB")
@@ -73,9 +74,9 @@ CATALOGUE: tuple[Rule, ...] = (
          "the domain model's Req variables", scope=FRAME),
     Rule(14, ("*:dtype",), "Character variables hold text (a column of numbers fails every row).",
          "Char variables of the domain model"),
-    Rule(15, ("*DTC:partial_date",), "A partial date (2013-12, 2013) is accepted and read as the interval it states.",
+    Rule(PARTIAL_DATES, ("*DTC:partial_date",), "A partial date (2013-12, 2013) is accepted and read as the interval it states.",
          "--DTC, --STDTC, --ENDTC; SDTMIG v3.4 §4.4.2 Date/Time Precision", severity=WARNING),
-    Rule(16, ("*:absent",), "An Expected or Permissible variable the delivery lacks is added as nulls (not assessable).",
+    Rule(ABSENT_COLUMNS, ("*:absent",), "An Expected or Permissible variable the delivery lacks is added as nulls (not assessable).",
          "the domain model's Exp and Perm variables", severity=WARNING, scope=FRAME),
     Rule(20, ("--TESTCD:testcd_format", "--TESTCD:not_nullable"),
          "--TESTCD is present: at most 8 characters, letters, digits or _, starting with a letter.",

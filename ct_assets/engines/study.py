@@ -20,6 +20,7 @@ from ct_assets.core.sdtm import DOMAINS, FINDINGS_DOMAINS, SOURCE_COLS, StudyFil
 from ct_assets.engines.pandas import REASON, RULES
 
 EXAMPLES = 3  # quarantined rows shown per rule
+UNLISTED = "unlisted"  # the id reported for a failure the catalogue does not name
 
 
 @dataclass
@@ -72,32 +73,38 @@ class StudyReport:
                 "domains": [asdict(d) for d in self.domains]}
 
 
-def _outcomes(domain: str, scan: Scan, partial: int, absent: list[str]) -> list[RuleOutcome]:
-    """Every rule of the catalogue that applies to ``domain``, broken or not; warnings count what they note."""
-    from ct_assets.core.schemas import required_columns
-
-    out = []
-    for rule in catalogue.applicable(domain):
-        rid = rule.id(domain)
-        rows = {15: partial, 16: len(absent)}.get(rule.number, scan.rows[rid])
-        failures = {t: n for t, n in scan.failures.items() if catalogue.rule_id(t) == rid}
-        if rule.number == 16:  # what the warning notes: the optional columns (a Required one fails CT-xx-0013)
-            absent = [c for c in absent if c not in required_columns(domain)]
-            rows, failures = len(absent), {f"{c}: absent": 1 for c in absent}
-        out.append(RuleOutcome(rid, rule.statement, rule.severity, rows, rule.core, failures, scan.examples.get(rid, [])))
-    if scan.rows["unlisted"]:  # a failure the catalogue does not name: a bug, shown rather than hidden
-        out.append(RuleOutcome("unlisted", "a failure the rules catalogue does not name", catalogue.QUARANTINE,
-                               scan.rows["unlisted"], "", {t: n for t, n in scan.failures.items()
-                                                           if not catalogue.rule_id(t)}, scan.examples.get("unlisted", [])))
-    return out
-
-
 @dataclass
 class Scan:
     failures: Counter = field(default_factory=Counter)  # rows per failure text
     rows: Counter = field(default_factory=Counter)  # rows per rule id (a row once per rule)
     examples: dict[str, list[dict]] = field(default_factory=dict)  # the first rows per rule id
     whole: str = ""  # the reason a rule failed every row, if one did
+
+
+def _rule_of(text: str) -> str:
+    return catalogue.rule_id(text) or UNLISTED
+
+
+def _outcomes(domain: str, scan: Scan, partial: int, absent: list[str]) -> list[RuleOutcome]:
+    """Every rule of the catalogue that applies to ``domain``, broken or not; warnings count what they note."""
+    from ct_assets.core.schemas import required_columns
+
+    optional_absent = [c for c in absent if c not in required_columns(domain)]  # a Required one fails CT-xx-0013
+    out = []
+    for rule in catalogue.applicable(domain):
+        rid = rule.id(domain)
+        failures = {t: n for t, n in scan.failures.items() if catalogue.rule_id(t) == rid}
+        rows = scan.rows[rid]
+        if rule.number == catalogue.PARTIAL_DATES:
+            rows = partial
+        elif rule.number == catalogue.ABSENT_COLUMNS:
+            rows, failures = len(optional_absent), {f"{c}: absent": 1 for c in optional_absent}
+        out.append(RuleOutcome(rid, rule.statement, rule.severity, rows, rule.core, failures, scan.examples.get(rid, [])))
+    if scan.rows[UNLISTED]:  # a failure the catalogue does not name: a bug, shown rather than hidden
+        out.append(RuleOutcome(UNLISTED, "a failure the rules catalogue does not name", catalogue.QUARANTINE,
+                               scan.rows[UNLISTED], "", {t: n for t, n in scan.failures.items() if not catalogue.rule_id(t)},
+                               scan.examples.get(UNLISTED, [])))
+    return out
 
 
 def _scan_quarantine(path: Path, limit: int) -> Scan:
@@ -117,9 +124,9 @@ def _scan_quarantine(path: Path, limit: int) -> Scan:
             for joined, group in df.groupby(RULES, sort=False):
                 texts = joined.split("; ")
                 scan.failures.update({t: len(group) for t in texts})
-                for rid in {catalogue.rule_id(t) or "unlisted" for t in texts}:
+                for rid in {_rule_of(t) for t in texts}:
                     scan.rows[rid] += len(group)
-                    failed = [t for t in texts if (catalogue.rule_id(t) or "unlisted") == rid]
+                    failed = [t for t in texts if _rule_of(t) == rid]
                     found.setdefault(rid, []).extend(
                         ((p, b, i), {"file": str(f), "row": int(r) + 1, "failed": failed})
                         for i, f, r in zip(group.index[:limit], group[SOURCE_COLS[0]][:limit], group[SOURCE_COLS[1]][:limit]))
@@ -128,7 +135,8 @@ def _scan_quarantine(path: Path, limit: int) -> Scan:
 
 
 def _judge(domain: str, raw_dir: Path, out: Path, known, cutoff: str, workers: int | None):
-    """(split counts, quarantine folder, validated folder, engine) for one landed domain."""
+    """((raw, accepted, quarantined, absent columns), quarantine folder, validated folder, engine, DM's accepted
+    subjects) for one landed domain; the subjects are those given, or DM's own when ``domain`` is DM."""
     import pandas as pd
 
     from ct_assets.core import lake
