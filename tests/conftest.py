@@ -1,4 +1,5 @@
 import contextlib
+import gc
 import os
 from pathlib import Path
 
@@ -29,6 +30,23 @@ def private_home(home: Path, *unset: str):
             mp.delenv(var, raising=False)
         (home / "dagster").mkdir(parents=True)
         yield home
+
+
+@pytest.fixture(autouse=True)
+def _no_dead_dagster_instance_between_tests():
+    """Dagster keeps the entered instance's state storage in a context variable, and a Dagster context built without
+    ``with`` (an ephemeral instance inside) restores the variable's earlier value whenever the garbage collector
+    finalizes it. Collected mid-test, that value can be a finished test's instance: the next ``Definitions`` then
+    fails with "Attempted to resolve undefined DagsterInstance weakref" (CI, stop 38). Collect at the test boundary
+    instead, and forget a storage whose instance is gone."""
+    yield
+    from dagster._core.storage.defs_state import base  # private: Dagster offers no public reset
+
+    gc.collect()
+    storage = base.DefsStateStorage.get()
+    ref = getattr(storage, "_instance_weakref", None)
+    if storage is not None and (ref is None or ref() is None):
+        base._current_storage.set(None)
 
 
 @pytest.fixture(scope="session")
