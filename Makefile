@@ -17,7 +17,7 @@ export UV_NATIVE_TLS ?= 1
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet uv==0.13.9
-	$(UV) pip install --quiet --python $(PY) -e '.[test]'
+	$(UV) pip install --quiet --compile-bytecode --python $(PY) -e '.[test]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -25,13 +25,13 @@ install: $(VENV)/.installed
 # The legacy Airflow 2.11 deployment has its own venv (Airflow 2 pins SQLAlchemy 1.4).
 $(AIRFLOW_VENV)/.installed: airflow_compat/requirements.txt | $(VENV)/.installed
 	test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
-	$(UV) pip install --quiet --python $(AIRFLOW_VENV)/bin/python -r airflow_compat/requirements.txt
+	$(UV) pip install --quiet --compile-bytecode --python $(AIRFLOW_VENV)/bin/python -r airflow_compat/requirements.txt
 	touch $@
 
 # Airflow 3 (the supported line) in a venv of its own: Airflow 3.3 and Dagster's GraphQL client.
 $(AIRFLOW3_VENV)/.installed: airflow_compat/requirements3.txt | $(VENV)/.installed
 	test -x $(AIRFLOW3_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW3_VENV)
-	$(UV) pip install --quiet --python $(AIRFLOW3_VENV)/bin/python -r airflow_compat/requirements3.txt
+	$(UV) pip install --quiet --compile-bytecode --python $(AIRFLOW3_VENV)/bin/python -r airflow_compat/requirements3.txt
 	touch $@
 
 airflow-install: $(AIRFLOW_VENV)/.installed $(AIRFLOW3_VENV)/.installed

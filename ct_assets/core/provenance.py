@@ -138,7 +138,7 @@ STAGE_LOGIC = {
     "validation": ("ct_assets.core.schemas", "ct_assets.core.rules", "ct_assets.core.values", "ct_assets.core.dates",
                    "ct_assets.core.sdtm",
                    *package_modules("ct_assets.engines")),
-    "processing": ("spark.visits", "ct_assets.engines.duck_visits", "ct_assets.core.dates", "ct_assets.core.units",
+    "processing": ("spark.visits", "ct_assets.engines.duck_visits", "ct_assets.engines.duck", "ct_assets.core.dates", "ct_assets.core.units",
                    "ct_assets.engines.spark_dates"),
     "features": ("ct_assets.core.features", "ct_assets.core.dates"),
     "training": ("ct_assets.core.training", "ct_assets.core.tracking"),

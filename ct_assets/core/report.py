@@ -40,18 +40,6 @@ def dataset_completeness(path: Path, domain: str) -> tuple[int, float]:
     return rows, 1.0 - sum(nulls.values()) / (rows * len(cols))
 
 
-def batches(path: Path, columns: list[str], rows: int = 1_000_000):
-    """A Parquet dataset's ``columns`` (those it has) as pandas frames of at most ``rows`` rows."""
-    import pyarrow.dataset as ds
-
-    from ct_assets.core import lake
-
-    dataset = ds.dataset([str(p) for p in lake.parquet_files(path)], format="parquet")
-    cols = [c for c in columns if c in dataset.schema.names]
-    for batch in dataset.to_batches(columns=cols, batch_size=rows):
-        yield batch.to_pandas()
-
-
 def partial_dates(path: Path) -> int:
     """Partial dates (``2013-12``, ``2013``: valid SDTM, never quarantined for it) in every --DTC column of a
     validated dataset, in Arrow batch by batch. Validated dates are ISO 8601, so a partial one is one shorter
@@ -72,31 +60,6 @@ def partial_dates(path: Path) -> int:
             text = column.cast("string")
             total += pc.sum(pc.fill_null(pc.less(pc.utf8_length(text), 10), False)).as_py() or 0
     return total
-
-
-def subjects_in_dm_share(raw_path: Path, dm_subjects: set) -> float:
-    """``subjects_in_dm`` over a raw dataset, batch by batch."""
-    known = total = 0
-    for part in batches(raw_path, ["USUBJID"]):
-        if "USUBJID" in part:
-            known += int(part["USUBJID"].isin(dm_subjects).sum())
-        total += len(part)
-    return known / total if total else 1.0
-
-
-def dates_within_period_share(validated_path: Path, domain: str, period: pd.DataFrame) -> float | None:
-    """``dates_within_period`` over a validated dataset, batch by batch."""
-    inside = known = total = 0
-    dtc = f"{domain}DTC"
-    for part in batches(validated_path, [SUBJECT_KEY, dtc]):
-        total += len(part)
-        if dtc not in part:
-            return None
-        counts = _within_counts(part, dtc, period)
-        inside, known = inside + counts[0], known + counts[1]
-    if not total:
-        return 1.0
-    return inside / known if known else None
 
 
 def _within_counts(findings: pd.DataFrame, dtc: str, period: pd.DataFrame) -> tuple[int, int]:
@@ -200,25 +163,6 @@ def anomaly_table(rows: list[dict]) -> pd.DataFrame:
     out = pd.DataFrame(rows, columns=["test", "results", "anomalies"])
     out["share"] = out["anomalies"] / out["results"]
     return out.sort_values(["share", "test"], ascending=[False, True], ignore_index=True)
-
-
-def anomalies_local(paths: dict[str, Path], z_limit: float = 6.0) -> pd.DataFrame:
-    """``anomalies_spark`` on one machine, for validated findings datasets by domain: the two columns
-    read (test codes as a dictionary), each test's results judged by numpy. Memory: 12 bytes per result."""
-    import pyarrow.parquet as pq
-
-    from ct_assets.core.lake import parquet_columns
-
-    rows = []
-    for d, path in sorted(paths.items()):
-        res, test = f"{d}STRESN", f"{d}TESTCD"
-        if not {res, test} <= set(parquet_columns(path)):
-            continue
-        df = pq.read_table(path, columns=[test, res], read_dictionary=[test]).to_pandas().dropna()
-        for code, values in df.groupby(test, observed=True)[res]:
-            x = values.to_numpy(dtype=float)
-            rows.append({"test": f"{d}_{code}", "results": len(x), "anomalies": robust_outliers(x, z_limit)})
-    return anomaly_table(rows)
 
 
 def quality_score(components: dict[str, float | None]) -> float:

@@ -8,8 +8,7 @@ from pydantic import Field
 
 from ct_assets.core import audit
 from ct_assets.core.audit import dagster_actor
-from ct_assets.core.lake import parquet_columns, parquet_files, parquet_rows
-from ct_assets.core.privacy import SUBJECT_KEY
+from ct_assets.core.lake import parquet_files, parquet_rows
 from ct_assets.core.sdtm import DOMAINS, FINDINGS_DOMAINS, SOURCE_COLS, domain_files
 from ct_assets.defs import keys
 from ct_assets.defs.alerts import AlertWebhook
@@ -56,7 +55,7 @@ def data_completeness(lake: Lake) -> dg.Output[Frame]:
     return dg.Output(table, metadata=_rounded({"completeness": _mean(present["completeness"])}) | {"by_domain": table_md(table)})
 
 
-@dg.asset(key=keys.DATA_CONSISTENCY, group_name="quality", kinds={"pandas"},
+@dg.asset(key=keys.DATA_CONSISTENCY, group_name="quality", kinds={"duckdb"},
           deps=[keys.raw("DM")] + [keys.raw(d) for d in FINDINGS_DOMAINS] + [keys.validated(d) for d in ("DM", "SV", *FINDINGS_DOMAINS)],
           description="Cross-domain consistency: findings subjects known to DM, dates within each subject's "
                       "study period, scheduled visits in date order.")
@@ -64,6 +63,7 @@ def data_consistency(lake: Lake) -> dg.Output[dict]:
     import pandas as pd
 
     from ct_assets.core import report as quality_report
+    from ct_assets.engines import duck_quality  # one DuckDB pass per findings domain, on any cluster setting too
 
     raw_dm, dm = _read(lake, "raw_dm"), _read(lake, "validated_dm")
     period = quality_report.study_period(dm)
@@ -71,25 +71,19 @@ def data_consistency(lake: Lake) -> dg.Output[dict]:
     if period["end"].isna().all():
         notes.append("dates_in_study_period not assessable: no subject has an end date "
                      f"({', '.join(c for c in quality_report.PERIOD_ENDS)} absent or empty in DM)")
-    rows = []
-    dm_subjects = set(raw_dm["USUBJID"])
-    for d in FINDINGS_DOMAINS:  # findings are streamed in batches: memory does not grow with the study
-        rows.append({"domain": d,
-                     "subjects_in_dm": quality_report.subjects_in_dm_share(lake.path_for(f"raw_{d.lower()}"), dm_subjects),
-                     "dates_in_study_period": quality_report.dates_within_period_share(
-                         lake.path_for(f"validated_{d.lower()}"), d, period)})
-    sv = _read(lake, "validated_sv")
-    vs_path = lake.path_for("validated_vs")
-    visits, date_col = (sv, "SVSTDTC") if len(sv) else (
-        pd.read_parquet(vs_path, columns=[c for c in (SUBJECT_KEY, "VISITNUM", "VSDTC") if c in parquet_columns(vs_path)]),
-        "VSDTC")
+    rows = [{"domain": d,
+             "subjects_in_dm": duck_quality.subjects_in_dm(lake.path_for(f"raw_{d.lower()}"), raw_dm["USUBJID"]),
+             "dates_in_study_period": duck_quality.dates_within_period(lake.path_for(f"validated_{d.lower()}"), d, period)}
+            for d in FINDINGS_DOMAINS]
+    sv = lake.path_for("validated_sv")
+    visits, date_col = (sv, "SVSTDTC") if parquet_rows(sv) else (lake.path_for("validated_vs"), "VSDTC")
     table = pd.DataFrame(rows)
     result = {"subjects_in_dm": _mean(table["subjects_in_dm"]), "dates_in_study_period": _mean(table["dates_in_study_period"]),
-              "visit_order": quality_report.visit_order(visits, date_col) if len(visits) else 1.0}
+              "visit_order": duck_quality.visit_order(visits, date_col)}
     if result["visit_order"] is None:
         notes.append(f"visit_order not assessable: VISITNUM or {date_col} absent or empty")
     return dg.Output(result | {"by_domain": table.to_dict(orient="records"), "not_assessable": notes},
-                     metadata=_rounded(result) | {"by_domain": table_md(table),
+                     metadata=_rounded(result) | {"by_domain": table_md(table), "engine": "duckdb",
                                                   "not_assessable": "; ".join(notes) or "none"})
 
 
@@ -107,17 +101,17 @@ def data_freshness(config: FreshnessConfig, study: StudySource):
                               metadata={"age_days": round(age, 2), "max_age_days": config.max_age_days})
 
 
-@dg.asset(key=keys.DATA_ANOMALIES, group_name="quality", kinds={"spark"}, pool="spark_jobs",
+@dg.asset(key=keys.DATA_ANOMALIES, group_name="quality", kinds={"duckdb", "spark"}, pool="spark_jobs",
           deps=[keys.validated(d) for d in FINDINGS_DOMAINS],
           description="Results far from their test's median (robust z-score on the median absolute deviation).")
 def data_anomalies(config: AnomalyConfig, lake: Lake, pyspark: Spark) -> dg.Output[Frame]:
-    from ct_assets.core import report as quality_report
     from ct_assets.defs.failures import external
+    from ct_assets.engines import duck_quality
     from ct_assets.engines import spark as spark_engine
 
     paths = {d: lake.path_for(f"validated_{d.lower()}") for d in FINDINGS_DOMAINS}
     if sum(parquet_rows(p) for p in paths.values()) < pyspark.spark_from_rows():  # local Spark costs more than the work
-        table, engine = quality_report.anomalies_local(paths, z_limit=config.anomaly_z), "numpy in the step's process"
+        table, engine = duck_quality.anomalies(paths, z_limit=config.anomaly_z), "duckdb in the step's process"
     else:
         with external("Spark", pyspark.master()):
             spark = pyspark.spark_session

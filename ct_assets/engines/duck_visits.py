@@ -13,25 +13,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from ct_assets.core.dates import DATE_PATTERN
 from ct_assets.core.units import UNIT_CONVERSIONS
+from ct_assets.engines.duck import date_bounds, files, ident, study_day, text
 
 SUBJECT = "SUBJECT_KEY"
 ABNORMAL_FLAGS = ["HIGH", "LOW", "ABNORMAL", "H", "L", "A", "HH", "LL"]  # as spark/visits.py
-
-
-def _text(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _files(path: Path) -> str:
-    from ct_assets.core import lake
-
-    return "[" + ", ".join(_text(str(p)) for p in lake.parquet_files(path)) + "]"
 
 
 def _findings_long(domain: str, path: Path, columns: set[str]) -> str:
@@ -39,29 +25,14 @@ def _findings_long(domain: str, path: Path, columns: set[str]) -> str:
     d = domain
 
     def col(name: str, kind: str = "VARCHAR") -> str:
-        return f"CAST({_ident(name)} AS {kind})" if name in columns else f"CAST(NULL AS {kind})"
+        return f"CAST({ident(name)} AS {kind})" if name in columns else f"CAST(NULL AS {kind})"
 
-    flags = ", ".join(_text(f) for f in ABNORMAL_FLAGS)
-    return (f"SELECT {_ident(SUBJECT)} AS SUBJECT_KEY, CAST(VISITNUM AS DOUBLE) AS VISITNUM, {col(d + 'DY', 'DOUBLE')} AS DY, "
-            f"{col(d + 'DTC')} AS DTC, {_text(d + '_')} || {_ident(d + 'TESTCD')} AS TEST, "
-            f"CAST({_ident(d + 'STRESN')} AS DOUBLE) AS VALUE, {col(d + 'STRESU')} AS UNIT, "
+    flags = ", ".join(text(f) for f in ABNORMAL_FLAGS)
+    return (f"SELECT {ident(SUBJECT)} AS SUBJECT_KEY, CAST(VISITNUM AS DOUBLE) AS VISITNUM, {col(d + 'DY', 'DOUBLE')} AS DY, "
+            f"{col(d + 'DTC')} AS DTC, {text(d + '_')} || {ident(d + 'TESTCD')} AS TEST, "
+            f"CAST({ident(d + 'STRESN')} AS DOUBLE) AS VALUE, {col(d + 'STRESU')} AS UNIT, "
             f"CAST(upper(coalesce({col(d + 'NRIND')}, '')) IN ({flags}) AS INTEGER) AS ABNORMAL "
-            f"FROM read_parquet({_files(path)}, union_by_name = true) WHERE {_ident(d + 'STRESN')} IS NOT NULL")
-
-
-def _date_bounds(column: str) -> tuple[str, str]:
-    """``core.dates.date_bounds`` in SQL: the earliest and latest day an SDTM date allows (NULL when not a date)."""
-    pattern = _text(DATE_PATTERN)
-    year, month, day = (f"regexp_extract({column}, {pattern}, {i})" for i in (1, 2, 3))
-    start = (f"CASE WHEN {year} <> '' THEN try_cast({year} || '-' || CASE WHEN {month} = '' THEN '01' ELSE {month} END "
-             f"|| '-' || CASE WHEN {day} = '' THEN '01' ELSE {day} END AS DATE) END")
-    latest = (f"CASE WHEN {start} IS NULL THEN NULL WHEN {day} <> '' THEN {start} WHEN {month} <> '' THEN last_day({start}) "
-              f"ELSE try_cast({year} || '-12-31' AS DATE) END")
-    return start, latest
-
-
-def _study_day(delta: str) -> str:
-    return f"CAST(CASE WHEN ({delta}) >= 0 THEN ({delta}) + 1 ELSE ({delta}) END AS DOUBLE)"
+            f"FROM read_parquet({files(path)}, union_by_name = true) WHERE {ident(d + 'STRESN')} IS NOT NULL")
 
 
 def _long(findings: Mapping[str, Path]) -> str:
@@ -76,7 +47,7 @@ def _long(findings: Mapping[str, Path]) -> str:
         parts.append(_findings_long(domain, path, columns))
     if not parts:
         raise ValueError("no findings domain to process")
-    conversions = ", ".join(f"({_text(u)}, {_text(t)}, {f!r}, {o!r})" for u, (t, f, o) in UNIT_CONVERSIONS.items())
+    conversions = ", ".join(f"({text(u)}, {text(t)}, {f!r}, {o!r})" for u, (t, f, o) in UNIT_CONVERSIONS.items())
     return (f"WITH long_raw AS ({' UNION ALL '.join(parts)}), "
             f"conv(UNIT, TARGET, FACTOR, OFFSET_) AS (VALUES {conversions}), "
             "long AS (SELECT l.SUBJECT_KEY, l.VISITNUM, l.DY, l.DTC, l.TEST, l.ABNORMAL, "
@@ -94,13 +65,13 @@ def visit_query(findings: Mapping[str, Path], dm: Path, tests: list[str] | None 
         with duckdb.connect() as con:
             tests = [r[0] for r in con.execute(f"{long} SELECT DISTINCT TEST FROM long").fetchall()]
     tests = sorted(tests)
-    lo, hi = _date_bounds("l.DTC")
-    ref_lo, ref_hi = _date_bounds("r.RFSTDTC")
-    first, last = _study_day("l._LO - r._REF_HI"), _study_day("l._HI - r._REF_LO")
-    means = "".join(f", avg(VALUE) FILTER (WHERE TEST = {_text(t)}) AS {_ident(t)}" for t in tests)
+    lo, hi = date_bounds("l.DTC")
+    ref_lo, ref_hi = date_bounds("r.RFSTDTC")
+    first, last = study_day("l._LO - r._REF_HI"), study_day("l._HI - r._REF_LO")
+    means = "".join(f", avg(VALUE) FILTER (WHERE TEST = {text(t)}) AS {ident(t)}" for t in tests)
     query = (f"{long}, dated AS (SELECT l.*, {lo} AS _LO, {hi} AS _HI FROM long l), "
-             f"ref AS (SELECT {_ident(SUBJECT)} AS SUBJECT_KEY, {ref_lo} AS _REF_LO, {ref_hi} AS _REF_HI "
-             f"FROM read_parquet({_files(dm)}, union_by_name = true) r), "
+             f"ref AS (SELECT {ident(SUBJECT)} AS SUBJECT_KEY, {ref_lo} AS _REF_LO, {ref_hi} AS _REF_HI "
+             f"FROM read_parquet({files(dm)}, union_by_name = true) r), "
              f"days AS (SELECT l.*, {first} AS _FIRST, {last} AS _LAST FROM dated l LEFT JOIN ref r USING (SUBJECT_KEY)), "
              "bounded AS (SELECT *, coalesce(DY, _FIRST) AS EARLIEST_DAY, coalesce(DY, _LAST) AS LATEST_DAY, "
              "coalesce(DY, CASE WHEN _FIRST = _LAST THEN _FIRST END) AS DAY FROM days) "
@@ -128,5 +99,5 @@ def process_visits(findings: Mapping[str, Path], dm: Path, out_dir: Path, tests:
     query = visit_query(findings, dm, tests)
     out_dir.mkdir(parents=True, exist_ok=True)
     with duckdb.connect(config={"threads": threads} if threads else {}) as con:
-        con.execute(f"COPY ({query}) TO {_text(str(out_dir / 'part-0.parquet'))} (FORMAT parquet)")
-        return con.execute(f"SELECT count(*) FROM read_parquet({_text(str(out_dir / 'part-0.parquet'))})").fetchone()[0]
+        con.execute(f"COPY ({query}) TO {text(str(out_dir / 'part-0.parquet'))} (FORMAT parquet)")
+        return con.execute(f"SELECT count(*) FROM read_parquet({text(str(out_dir / 'part-0.parquet'))})").fetchone()[0]

@@ -1,10 +1,11 @@
-"""The anomaly monitor on Spark and on one machine (numpy) gives the pandas monitor's table, both findings
+"""The anomaly monitor on Spark and on one machine (DuckDB) gives the pandas monitor's table, both findings
 domains in one job."""
 
 import numpy as np
 import pandas as pd
 
 from ct_assets.core import report
+from ct_assets.engines import duck_quality
 from ct_assets.engines import spark as spark_engine
 
 
@@ -46,6 +47,6 @@ def test_anomalies_on_one_machine_match_pandas(tmp_path):
         for i, edges in enumerate([(0, len(df) // 3), (len(df) // 3, len(df))]):
             write_parquet(df.iloc[slice(*edges)], paths[name] / f"part-{i}.parquet")
     write_parquet(pd.DataFrame({"AETERM": ["x"]}), paths["AE"] / "part-0.parquet")
-    got = report.anomalies_local(paths)
+    got = duck_quality.anomalies(paths)
     _assert_same(got, vs, lb)
     assert list(got["test"]) == list(got.sort_values(["share", "test"], ascending=[False, True])["test"])

@@ -1,5 +1,6 @@
-"""The visit table on one machine (DuckDB) and on a cluster (the Spark job): the same table, cell for cell after
-sorting, on the pilot, on a study with partial dates and on a 2,000-subject synth study."""
+"""The data path's local engine (DuckDB) against its other statements, on the pilot, on a study with partial dates
+and on a 2,000-subject synth study: the visit table equals the Spark job's cell for cell after sorting, and the
+quality monitors (consistency, anomalies) equal the pandas definitions in ``core.report``."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from ct_assets.core import report
 from ct_assets.core.privacy import SUBJECT_KEY
 from ct_assets.core.sdtm import read_domain
-from ct_assets.engines import duck_visits
+from ct_assets.engines import duck_quality, duck_visits
 from ct_assets.engines.pandas import validate_study
 from spark import visits as job
 from tests.conftest import private_home
@@ -69,3 +71,34 @@ def test_duckdb_and_spark_give_the_same_visit_table(spark, studies, study, tmp_p
     pd.testing.assert_frame_equal(duck, on_spark, check_exact=True)  # dtypes, order of columns, every cell
     if study == "partial dates":  # the partial dates are there: visits bounded, with no day of their own
         assert (duck["EARLIEST_DAY"] < duck["LATEST_DAY"]).any() and duck["STUDY_DAY"].isna().any()
+
+
+@pytest.mark.parametrize("study", ["pilot", "partial dates", "synth 2,000"])
+def test_quality_monitors_on_duckdb_equal_the_pandas_definitions(studies, study):
+    paths = studies[study]
+    dm = pd.read_parquet(paths["DM"])
+    period = report.study_period(dm)
+    for d in ("VS", "LB"):
+        frame = pd.read_parquet(paths[d])
+        assert duck_quality.dates_within_period(paths[d], d, period) == report.dates_within_period(frame, d, period), d
+    vs = pd.read_parquet(paths["VS"])
+    assert duck_quality.visit_order(paths["VS"], "VSDTC") == report.visit_order(vs, "VSDTC")
+    expected = pd.concat([report.anomalies(pd.read_parquet(paths[d]), d) for d in ("VS", "LB")], ignore_index=True)
+    got = duck_quality.anomalies({d: paths[d] for d in ("VS", "LB")})
+    key = ["test", "results", "anomalies", "share"]
+    pd.testing.assert_frame_equal(got[key].sort_values("test", ignore_index=True),
+                                  expected[key].sort_values("test", ignore_index=True), check_dtype=False)
+    if study == "partial dates":  # partial dates are judged by their interval: some inside, some not assessable
+        share = report.dates_within_period(vs, "VS", period)
+        assert share is not None and 0 < share <= 1
+
+
+def test_subjects_in_dm_on_duckdb(tmp_path):
+    """Raw findings whose subject DM does not know count against the share; a raw dataset without USUBJID has none
+    known, one without rows is consistent."""
+    raw_dm = pd.DataFrame({"USUBJID": ["01-001", "01-002", None]})
+    raw = pd.DataFrame({"USUBJID": ["01-001", "01-002", "01-002", "99-999"], "VSTESTCD": ["SYSBP"] * 4})
+    _write({"vs": raw, "lb": raw.drop(columns="USUBJID"), "ae": raw.head(0)}, tmp_path)
+    assert duck_quality.subjects_in_dm(tmp_path / "vs", raw_dm["USUBJID"]) == report.subjects_in_dm(raw, raw_dm) == 0.75
+    assert duck_quality.subjects_in_dm(tmp_path / "lb", raw_dm["USUBJID"]) == 0.0
+    assert duck_quality.subjects_in_dm(tmp_path / "ae", raw_dm["USUBJID"]) == 1.0

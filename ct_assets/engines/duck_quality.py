@@ -1,0 +1,115 @@
+"""The data-quality monitors on one machine: each findings domain in one DuckDB pass over the lake Parquet.
+
+The measures are those of ``core.report`` (pandas, one frame in memory: the definitions the unit tests read) and of
+``engines.spark.anomalies_spark`` (a cluster); tests/integration/test_quality_engines.py holds the three to the same
+figures on the pilot, on partial dates and on a synth study. Memory stays flat with the study: DuckDB streams the
+Parquet and spills its aggregates, where the pandas definitions would hold every row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from ct_assets.core.lake import parquet_columns, parquet_files
+from ct_assets.core.privacy import SUBJECT_KEY
+from ct_assets.engines.duck import date_bounds, files, ident, text
+
+
+def _connect():
+    import duckdb
+
+    return duckdb.connect()
+
+
+def subjects_in_dm(raw: Path, dm_subjects: pd.Series) -> float:
+    """Share of a raw findings dataset's rows whose USUBJID is a subject of raw DM (1.0 when it has no rows)."""
+    if not parquet_files(raw):
+        return 1.0
+    has_subject = "USUBJID" in parquet_columns(raw)
+    with _connect() as con:
+        con.register("dm_subjects", pd.DataFrame({"USUBJID": dm_subjects.dropna().astype(str).unique()}))
+        known = ("count(*) FILTER (WHERE CAST(USUBJID AS VARCHAR) IN (SELECT USUBJID FROM dm_subjects))"
+                 if has_subject else "0")
+        found, total = con.execute(f"SELECT {known}, count(*) FROM read_parquet({files(raw)}, union_by_name = true)").fetchone()
+    return found / total if total else 1.0
+
+
+def dates_within_period(validated: Path, domain: str, period: pd.DataFrame) -> float | None:
+    """``core.report.dates_within_period`` over a validated findings dataset: the share of assessable dates inside
+    their subject's study period (a partial date is inside when its whole interval is, outside when none of it is);
+    None when nothing can be assessed."""
+    if not parquet_files(validated):
+        return 1.0
+    dtc = f"{domain}DTC"
+    columns = parquet_columns(validated)
+    with _connect() as con:
+        source = f"read_parquet({files(validated)}, union_by_name = true)"
+        if dtc not in columns:
+            return None if con.execute(f"SELECT count(*) FROM {source}").fetchone()[0] else 1.0
+        con.register("period", period[[SUBJECT_KEY, "start", "end"]])
+        lo, hi = date_bounds(f"CAST(f.{ident(dtc)} AS VARCHAR)")
+        inside, outside = "lo >= p.start AND hi <= p.\"end\"", "hi < p.start OR lo > p.\"end\""
+        inside_n, known, total = con.execute(
+            f"WITH f AS (SELECT f.{ident(SUBJECT_KEY)} AS k, {lo} AS lo, {hi} AS hi FROM {source} f), "
+            f"j AS (SELECT lo, hi, p.start, p.\"end\", ({inside}) AS inside, ({outside}) AS outside "
+            f"FROM f LEFT JOIN period p ON f.k = p.{ident(SUBJECT_KEY)}), "
+            "a AS (SELECT inside, coalesce(lo IS NOT NULL AND start IS NOT NULL AND \"end\" IS NOT NULL "
+            "AND (inside OR outside), false) AS known FROM j) "
+            "SELECT count(*) FILTER (WHERE known AND inside), count(*) FILTER (WHERE known), count(*) FROM a").fetchone()
+    if not total:
+        return 1.0
+    return inside_n / known if known else None
+
+
+def visit_order(visits: Path, date_col: str) -> float | None:
+    """``core.report.visit_order`` over a Parquet dataset: the share of consecutive scheduled visits (integer
+    VISITNUM) whose dates (whole dates only) do not go backwards; None when visits or their dates are absent."""
+    if not parquet_files(visits):
+        return 1.0
+    columns = parquet_columns(visits)
+    source = f"read_parquet({files(visits)}, union_by_name = true)"
+    with _connect() as con:
+        if "VISITNUM" not in columns or date_col not in columns:
+            return None if con.execute(f"SELECT count(*) FROM {source}").fetchone()[0] else 1.0
+        day = f"try_strptime(substr(CAST({ident(date_col)} AS VARCHAR), 1, 10), '%Y-%m-%d')"
+        rows, visitnums, dates = con.execute(
+            f"SELECT count(*), count(VISITNUM), count({ident(date_col)}) FROM {source}").fetchone()
+        if not rows:
+            return 1.0
+        if not visitnums or not dates:
+            return None
+        steps, forward = con.execute(
+            f"WITH v AS (SELECT {ident(SUBJECT_KEY)} AS k, CAST(VISITNUM AS DOUBLE) AS n, CAST({day} AS DATE) AS d "
+            f"FROM {source}), "
+            "g AS (SELECT k, n, min(d) AS d FROM v WHERE n % 1 = 0 AND d IS NOT NULL GROUP BY k, n), "
+            "s AS (SELECT d - lag(d) OVER (PARTITION BY k ORDER BY n) AS step FROM g) "
+            "SELECT count(step), count(*) FILTER (WHERE step >= 0) FROM s").fetchone()
+    return forward / steps if steps else 1.0
+
+
+def anomalies(paths: Mapping[str, Path], z_limit: float = 6.0) -> pd.DataFrame:
+    """``core.report.anomalies`` for validated findings datasets by domain, one query each: per test, the results
+    more than ``z_limit`` robust z-scores (|x - median| / (1.4826 MAD)) from the test's median (none when the MAD
+    is 0)."""
+    from ct_assets.core.report import anomaly_table
+
+    rows = []
+    with _connect() as con:
+        for d, path in sorted(paths.items()):
+            res, test = f"{d}STRESN", f"{d}TESTCD"
+            if not parquet_files(path) or not {res, test} <= set(parquet_columns(path)):
+                continue
+            rows += [{"test": t, "results": n, "anomalies": a} for t, n, a in con.execute(
+                f"WITH x AS (SELECT {text(d + '_')} || CAST({ident(test)} AS VARCHAR) AS t, CAST({ident(res)} AS DOUBLE) AS v "
+                f"FROM read_parquet({files(path)}, union_by_name = true) "
+                f"WHERE {ident(test)} IS NOT NULL AND {ident(res)} IS NOT NULL), "
+                "x2 AS (SELECT * FROM x WHERE NOT isnan(v)), "
+                "m AS (SELECT t, median(v) AS med FROM x2 GROUP BY t), "
+                "dev AS (SELECT x2.t, abs(x2.v - m.med) AS dev FROM x2 JOIN m USING (t)), "
+                "mad AS (SELECT t, median(dev) * 1.4826 AS mad FROM dev GROUP BY t) "
+                f"SELECT dev.t, count(*), count(*) FILTER (WHERE mad.mad > 0 AND dev.dev / mad.mad > {float(z_limit)!r}) "
+                "FROM dev JOIN mad USING (t) GROUP BY dev.t").fetchall()]
+    return anomaly_table(rows)
