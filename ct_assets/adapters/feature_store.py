@@ -48,6 +48,7 @@ from ct_assets.adapters.feast_schema import (  # noqa: F401  (re-exported: the s
     StoreSettings,
     default_settings,
     feast_value_to_python,
+    load_feast,
     online_kind,
     pd_utc,
 )
@@ -109,6 +110,7 @@ def redis_connection_string(url: str) -> str:
 
 def repo_config(s: StoreSettings):
     """Feast's RepoConfig, built in code (no feature_store.yaml)."""
+    load_feast()
     from feast import RepoConfig
     from feast.infra.online_stores.redis import RedisOnlineStoreConfig
     from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
@@ -142,6 +144,7 @@ def open_store(s: StoreSettings):
 
 def definitions(s: StoreSettings) -> list:
     """The entity (the subject's pseudonym, never USUBJID) and the feature view, from the offline store."""
+    load_feast()
     from feast import Entity, FeatureView, Field, FileSource, ValueType
     from feast.types import Float64, String
 

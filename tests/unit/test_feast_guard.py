@@ -17,3 +17,21 @@ def test_an_unchecked_feast_fails_before_anything_is_written(monkeypatch):
         feast_layout.require_known_feast()
     with pytest.raises(feast_layout.UnknownFeast):
         feast_layout.write_latest(store=None, s=None, view=None, latest=None)
+
+
+def test_feast_loads_without_instrumentation_and_typeguard_is_restored():
+    """``load_feast`` skips typeguard's import-time recompilation of Feast's classes (2.7 s a process), leaves
+    ``typeguard.typechecked`` as it was, and the store's settings still build."""
+    import subprocess
+    import sys
+
+    code = ("import time, typeguard; before = typeguard.typechecked; t = time.perf_counter()\n"
+            "from ct_assets.adapters.feature_store import load_feast, repo_config, default_settings\n"
+            "import tempfile, pathlib\n"
+            "load_feast(); import feast.data_source as d\n"
+            "assert typeguard.typechecked is before\n"
+            "assert 'TypeCheckMemo' not in d.DataSource.__init__.__code__.co_names\n"  # not recompiled
+            "repo_config(default_settings(tempfile.mkdtemp()))\n"
+            "print('ok', time.perf_counter() - t)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("ok"), proc.stderr[-2000:]
