@@ -50,12 +50,14 @@ def dates_within_period(validated: Path, domain: str, period: pd.DataFrame) -> f
         if dtc not in columns:
             return None if con.execute(f"SELECT count(*) FROM {source}").fetchone()[0] else 1.0
         con.register("period", period[[SUBJECT_KEY, "start", "end"]])
-        lo, hi = date_bounds(f"CAST(f.{ident(dtc)} AS VARCHAR)")
+        lo, hi = date_bounds("x")  # per distinct date (a few per subject and visit), joined back: 6x fewer regexes
         inside, outside = "lo >= p.start AND hi <= p.\"end\"", "hi < p.start OR lo > p.\"end\""
         inside_n, known, total = con.execute(
-            f"WITH f AS (SELECT f.{ident(SUBJECT_KEY)} AS k, {lo} AS lo, {hi} AS hi FROM {source} f), "
+            f"WITH f AS (SELECT f.{ident(SUBJECT_KEY)} AS k, CAST(f.{ident(dtc)} AS VARCHAR) AS x FROM {source} f), "
+            f"b AS (SELECT x, {lo} AS lo, {hi} AS hi FROM (SELECT DISTINCT x FROM f WHERE x IS NOT NULL)), "
             f"j AS (SELECT lo, hi, p.start, p.\"end\", ({inside}) AS inside, ({outside}) AS outside "
-            f"FROM f LEFT JOIN period p ON f.k = p.{ident(SUBJECT_KEY)}), "
+            f"FROM f LEFT JOIN b USING (x) LEFT JOIN (SELECT {ident(SUBJECT_KEY)} AS k, CAST(start AS DATE) AS start, "
+            "CAST(\"end\" AS DATE) AS \"end\" FROM period) p USING (k)), "
             "a AS (SELECT inside, coalesce(lo IS NOT NULL AND start IS NOT NULL AND \"end\" IS NOT NULL "
             "AND (inside OR outside), false) AS known FROM j) "
             "SELECT count(*) FILTER (WHERE known AND inside), count(*) FILTER (WHERE known), count(*) FROM a").fetchone()
