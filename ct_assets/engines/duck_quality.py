@@ -50,17 +50,21 @@ def dates_within_period(validated: Path, domain: str, period: pd.DataFrame) -> f
         if dtc not in columns:
             return None if con.execute(f"SELECT count(*) FROM {source}").fetchone()[0] else 1.0
         con.register("period", period[[SUBJECT_KEY, "start", "end"]])
-        lo, hi = date_bounds("x")  # per distinct date (a few per subject and visit), joined back: 6x fewer regexes
+        # Rows counted per subject and date first, the bounds per distinct date (a few per visit): far fewer rows
+        # reach the date arithmetic and the joins.
+        lo, hi = date_bounds("x")
         inside, outside = "lo >= p.start AND hi <= p.\"end\"", "hi < p.start OR lo > p.\"end\""
         inside_n, known, total = con.execute(
-            f"WITH f AS (SELECT f.{ident(SUBJECT_KEY)} AS k, CAST(f.{ident(dtc)} AS VARCHAR) AS x FROM {source} f), "
+            f"WITH f AS (SELECT f.{ident(SUBJECT_KEY)} AS k, CAST(f.{ident(dtc)} AS VARCHAR) AS x, count(*) AS n "
+            f"FROM {source} f GROUP BY ALL), "
             f"b AS (SELECT x, {lo} AS lo, {hi} AS hi FROM (SELECT DISTINCT x FROM f WHERE x IS NOT NULL)), "
-            f"j AS (SELECT lo, hi, p.start, p.\"end\", ({inside}) AS inside, ({outside}) AS outside "
+            f"j AS (SELECT n, lo, hi, p.start, p.\"end\", ({inside}) AS inside, ({outside}) AS outside "
             f"FROM f LEFT JOIN b USING (x) LEFT JOIN (SELECT {ident(SUBJECT_KEY)} AS k, CAST(start AS DATE) AS start, "
             "CAST(\"end\" AS DATE) AS \"end\" FROM period) p USING (k)), "
-            "a AS (SELECT inside, coalesce(lo IS NOT NULL AND start IS NOT NULL AND \"end\" IS NOT NULL "
+            "a AS (SELECT n, inside, coalesce(lo IS NOT NULL AND start IS NOT NULL AND \"end\" IS NOT NULL "
             "AND (inside OR outside), false) AS known FROM j) "
-            "SELECT count(*) FILTER (WHERE known AND inside), count(*) FILTER (WHERE known), count(*) FROM a").fetchone()
+            "SELECT coalesce(sum(n) FILTER (WHERE known AND inside), 0), coalesce(sum(n) FILTER (WHERE known), 0), "
+            "coalesce(sum(n), 0) FROM a").fetchone()
     if not total:
         return 1.0
     return inside_n / known if known else None
