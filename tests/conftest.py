@@ -1,5 +1,4 @@
 import contextlib
-import gc
 import os
 from pathlib import Path
 
@@ -32,21 +31,25 @@ def private_home(home: Path, *unset: str):
         yield home
 
 
-@pytest.fixture(autouse=True)
-def _no_dead_dagster_instance_between_tests():
+@pytest.fixture(autouse=True, scope="session")
+def _no_dead_dagster_instance_in_context():
     """Dagster keeps the entered instance's state storage in a context variable, and a Dagster context built without
     ``with`` (an ephemeral instance inside) restores the variable's earlier value whenever the garbage collector
-    finalizes it. Collected mid-test, that value can be a finished test's instance: the next ``Definitions`` then
-    fails with "Attempted to resolve undefined DagsterInstance weakref" (CI, stop 38). Collect at the test boundary
-    instead, and forget a storage whose instance is gone."""
-    yield
-    from dagster._core.storage.defs_state import base  # private: Dagster offers no public reset
+    finalizes it. Finalized mid-test, that value can be a finished test's instance: the next ``Definitions`` then
+    fails with "Attempted to resolve undefined DagsterInstance weakref" (CI, stop 38). For the tests, a storage
+    whose instance is gone reads as no storage, which is what Dagster does when no instance is entered."""
+    from dagster._core.storage.defs_state.base import DefsStateStorage  # private: Dagster offers no public hook
 
-    gc.collect()
-    storage = base.DefsStateStorage.get()
-    ref = getattr(storage, "_instance_weakref", None)
-    if storage is not None and (ref is None or ref() is None):
-        base._current_storage.set(None)
+    original = DefsStateStorage.__dict__["get"]
+
+    def get(cls):
+        storage = original.__func__(cls)
+        ref = getattr(storage, "_instance_weakref", None)
+        return None if storage is not None and (ref is None or ref() is None) else storage
+
+    DefsStateStorage.get = classmethod(get)
+    yield
+    DefsStateStorage.get = original
 
 
 @pytest.fixture(scope="session")
