@@ -76,7 +76,7 @@ def data_consistency(lake: Lake) -> dg.Output[dict]:
              "dates_in_study_period": duck_quality.dates_within_period(lake.path_for(f"validated_{d.lower()}"), d, period)}
             for d in FINDINGS_DOMAINS]
     sv = lake.path_for("validated_sv")
-    visits, date_col = (sv, "SVSTDTC") if parquet_rows(sv) else (lake.path_for("validated_vs"), "VSDTC")
+    visits, date_col = (sv, "SVSTDTC") if duck_quality.rows(sv) else (lake.path_for("validated_vs"), "VSDTC")
     table = pd.DataFrame(rows)
     result = {"subjects_in_dm": _mean(table["subjects_in_dm"]), "dates_in_study_period": _mean(table["dates_in_study_period"]),
               "visit_order": duck_quality.visit_order(visits, date_col)}

@@ -18,6 +18,20 @@ from ct_assets.core.privacy import SUBJECT_KEY
 from ct_assets.engines.duck import date_bounds, files, ident, text
 
 
+def require(path: Path) -> Path:
+    """``path``, a lake dataset its asset wrote (an absent domain is an empty dataset, never a missing one)."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{Path(path).name}: missing from the lake at {path}; materialize its asset again")
+    return Path(path)
+
+
+def rows(path: Path) -> int:
+    """Rows of a lake dataset, from the Parquet footers; a missing dataset fails (``require``)."""
+    from ct_assets.core.lake import parquet_rows
+
+    return parquet_rows(require(path))
+
+
 def _connect():
     import duckdb
 
@@ -26,7 +40,7 @@ def _connect():
 
 def subjects_in_dm(raw: Path, dm_subjects: pd.Series) -> float:
     """Share of a raw findings dataset's rows whose USUBJID is a subject of raw DM (1.0 when it has no rows)."""
-    if not parquet_files(raw):
+    if not parquet_files(require(raw)):
         return 1.0
     has_subject = "USUBJID" in parquet_columns(raw)
     with _connect() as con:
@@ -41,7 +55,7 @@ def dates_within_period(validated: Path, domain: str, period: pd.DataFrame) -> f
     """``core.report.dates_within_period`` over a validated findings dataset: the share of assessable dates inside
     their subject's study period (a partial date is inside when its whole interval is, outside when none of it is);
     None when nothing can be assessed."""
-    if not parquet_files(validated):
+    if not parquet_files(require(validated)):
         return 1.0
     dtc = f"{domain}DTC"
     columns = parquet_columns(validated)
@@ -73,7 +87,7 @@ def dates_within_period(validated: Path, domain: str, period: pd.DataFrame) -> f
 def visit_order(visits: Path, date_col: str) -> float | None:
     """``core.report.visit_order`` over a Parquet dataset: the share of consecutive scheduled visits (integer
     VISITNUM) whose dates (whole dates only) do not go backwards; None when visits or their dates are absent."""
-    if not parquet_files(visits):
+    if not parquet_files(require(visits)):
         return 1.0
     columns = parquet_columns(visits)
     source = f"read_parquet({files(visits)}, union_by_name = true)"
@@ -106,7 +120,7 @@ def anomalies(paths: Mapping[str, Path], z_limit: float = 6.0) -> pd.DataFrame:
     with _connect() as con:
         for d, path in sorted(paths.items()):
             res, test = f"{d}STRESN", f"{d}TESTCD"
-            if not parquet_files(path) or not {res, test} <= set(parquet_columns(path)):
+            if not parquet_files(require(path)) or not {res, test} <= set(parquet_columns(path)):
                 continue
             rows += [{"test": t, "results": n, "anomalies": a} for t, n, a in con.execute(
                 f"WITH x AS (SELECT {text(d + '_')} || CAST({ident(test)} AS VARCHAR) AS t, CAST({ident(res)} AS DOUBLE) AS v "

@@ -53,7 +53,8 @@ def openapi_document(champion: Slot | None, require_auth: bool, max_body_bytes: 
                "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
                    {"$ref": "#/components/schemas/Instance"},
                    {"type": "object", "additionalProperties": False, "required": ["instances"], "properties": {
-                       "instances": {"type": "array", "minItems": 1, "maxItems": MAX_INSTANCES,
+                       "instances": {"type": "array", "minItems": 1, "maxItems": MAX_INSTANCES, "uniqueItems": True,
+                                     "description": "each subject key once among the instances sent by key",
                                      "items": {"$ref": "#/components/schemas/Instance"}}}}]}}}},
                "responses": {"200": answer({"oneOf": [prediction, {
                    "type": "object", "required": ["predictions"],

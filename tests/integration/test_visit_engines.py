@@ -95,10 +95,14 @@ def test_quality_monitors_on_duckdb_equal_the_pandas_definitions(studies, study)
 
 def test_subjects_in_dm_on_duckdb(tmp_path):
     """Raw findings whose subject DM does not know count against the share; a raw dataset without USUBJID has none
-    known, one without rows is consistent."""
+    known, one without rows is consistent, one missing from the lake fails."""
     raw_dm = pd.DataFrame({"USUBJID": ["01-001", "01-002", None]})
     raw = pd.DataFrame({"USUBJID": ["01-001", "01-002", "01-002", "99-999"], "VSTESTCD": ["SYSBP"] * 4})
     _write({"vs": raw, "lb": raw.drop(columns="USUBJID"), "ae": raw.head(0)}, tmp_path)
     assert duck_quality.subjects_in_dm(tmp_path / "vs", raw_dm["USUBJID"]) == report.subjects_in_dm(raw, raw_dm) == 0.75
     assert duck_quality.subjects_in_dm(tmp_path / "lb", raw_dm["USUBJID"]) == 0.0
     assert duck_quality.subjects_in_dm(tmp_path / "ae", raw_dm["USUBJID"]) == 1.0
+    with pytest.raises(FileNotFoundError, match=r"^ex: missing from the lake"):  # lost, not absent: fails, says which
+        duck_quality.subjects_in_dm(tmp_path / "ex", raw_dm["USUBJID"])
+    with pytest.raises(FileNotFoundError, match=r"^sv: missing from the lake"):
+        duck_quality.visit_order(tmp_path / "sv", "SVSTDTC")
