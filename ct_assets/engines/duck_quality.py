@@ -1,7 +1,7 @@
 """The data-quality monitors on one machine: each findings domain in one DuckDB pass over the lake Parquet.
 
 The measures are those of ``core.report`` (pandas, one frame in memory: the definitions the unit tests read) and of
-``engines.spark.anomalies_spark`` (a cluster); tests/integration/test_quality_engines.py holds the three to the same
+``engines.spark.anomalies_spark`` (a cluster); tests/integration/test_visit_engines.py and test_spark_anomalies.py hold the three to the same
 figures on the pilot, on partial dates and on a synth study. Memory stays flat with the study: DuckDB streams the
 Parquet and spills its aggregates, where the pandas definitions would hold every row.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ct_assets.core.lake import parquet_columns, parquet_files
+from ct_assets.core.lake import parquet_columns, parquet_files, parquet_rows
 from ct_assets.core.privacy import SUBJECT_KEY
 from ct_assets.engines.duck import date_bounds, files, ident, text
 
@@ -27,8 +27,6 @@ def require(path: Path) -> Path:
 
 def rows(path: Path) -> int:
     """Rows of a lake dataset, from the Parquet footers; a missing dataset fails (``require``)."""
-    from ct_assets.core.lake import parquet_rows
-
     return parquet_rows(require(path))
 
 
@@ -95,9 +93,9 @@ def visit_order(visits: Path, date_col: str) -> float | None:
         if "VISITNUM" not in columns or date_col not in columns:
             return None if con.execute(f"SELECT count(*) FROM {source}").fetchone()[0] else 1.0
         day = f"try_strptime(substr(CAST({ident(date_col)} AS VARCHAR), 1, 10), '%Y-%m-%d')"
-        rows, visitnums, dates = con.execute(
+        total, visitnums, dates = con.execute(
             f"SELECT count(*), count(VISITNUM), count({ident(date_col)}) FROM {source}").fetchone()
-        if not rows:
+        if not total:
             return 1.0
         if not visitnums or not dates:
             return None
@@ -116,13 +114,13 @@ def anomalies(paths: Mapping[str, Path], z_limit: float = 6.0) -> pd.DataFrame:
     is 0)."""
     from ct_assets.core.report import anomaly_table
 
-    rows = []
+    table = []
     with _connect() as con:
         for d, path in sorted(paths.items()):
             res, test = f"{d}STRESN", f"{d}TESTCD"
             if not parquet_files(require(path)) or not {res, test} <= set(parquet_columns(path)):
                 continue
-            rows += [{"test": t, "results": n, "anomalies": a} for t, n, a in con.execute(
+            table += [{"test": t, "results": n, "anomalies": a} for t, n, a in con.execute(
                 f"WITH x AS (SELECT {text(d + '_')} || CAST({ident(test)} AS VARCHAR) AS t, CAST({ident(res)} AS DOUBLE) AS v "
                 f"FROM read_parquet({files(path)}, union_by_name = true) "
                 f"WHERE {ident(test)} IS NOT NULL AND {ident(res)} IS NOT NULL), "
@@ -132,4 +130,4 @@ def anomalies(paths: Mapping[str, Path], z_limit: float = 6.0) -> pd.DataFrame:
                 "mad AS (SELECT t, median(dev) * 1.4826 AS mad FROM dev GROUP BY t) "
                 f"SELECT dev.t, count(*), count(*) FILTER (WHERE mad.mad > 0 AND dev.dev / mad.mad > {float(z_limit)!r}) "
                 "FROM dev JOIN mad USING (t) GROUP BY dev.t").fetchall()]
-    return anomaly_table(rows)
+    return anomaly_table(table)
