@@ -32,7 +32,7 @@ def processed_visits(context: dg.AssetExecutionContext, pyspark: Spark, lake: La
     sources = {d: lake.path_for(keys.validated(d).path[-1]) for d in FINDINGS_DOMAINS}
     present = {d: p for d, p in sources.items() if parquet_rows(p)}
     version = new_version_dir(out)
-    if present and sum(parquet_rows(p) for p in present.values()) < pyspark.spark_from_rows():
+    if present and not pyspark.takes(sum(parquet_rows(p) for p in present.values())):
         from ct_assets.engines import duck_visits  # one machine: no JVM to start (decision 0013)
 
         units = duck_visits.test_units(present)

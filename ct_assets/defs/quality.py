@@ -159,10 +159,10 @@ def _spark_validation(domain: str, multi_asset) -> dg.AssetsDefinition:
         versions = {name: lake_files.new_version_dir(link) for name, link in links.items()}
         raw_path = lake.path_for(keys.raw(domain).path[-1])
         try:
-            if lake_files.parquet_rows(raw_path) < pyspark.spark_from_rows():
+            if not pyspark.takes(lake_files.parquet_rows(raw_path)):
                 split = validate_stream(domain, raw_path, set(known), quality.cutoff(), versions["validated"],
                                         versions["quarantine"], processes=quality.validation_workers)
-                master = f"none: streamed by {split.processes} local process(es) (fewer rows than the pyspark resource's min_rows)"
+                master = "none: streamed by local processes (see the pyspark resource's min_rows)"
                 engine = f"streamed by {split.processes} local process{'es' if split.processes > 1 else ''}"
             else:
                 with external("Spark", pyspark.master()):

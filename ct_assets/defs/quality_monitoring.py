@@ -110,7 +110,7 @@ def data_anomalies(config: AnomalyConfig, lake: Lake, pyspark: Spark) -> dg.Outp
     from ct_assets.engines import spark as spark_engine
 
     paths = {d: lake.path_for(f"validated_{d.lower()}") for d in FINDINGS_DOMAINS}
-    if sum(parquet_rows(p) for p in paths.values()) < pyspark.spark_from_rows():  # local Spark costs more than the work
+    if not pyspark.takes(sum(parquet_rows(p) for p in paths.values())):
         table, engine = duck_quality.anomalies(paths, z_limit=config.anomaly_z), "duckdb in the step's process"
     else:
         with external("Spark", pyspark.master()):
@@ -176,8 +176,7 @@ def _released_locally(lake: Lake, domain: str, known: set[str], cutoff: str, wor
     with the accepted rows' in DuckDB, on the Parquet."""
     import tempfile
 
-    import duckdb
-
+    from ct_assets.engines.duck import connect
     from ct_assets.engines.stream import validate_stream
 
     with tempfile.TemporaryDirectory(prefix=".recheck-", dir=lake.base()) as tmp:
@@ -185,7 +184,7 @@ def _released_locally(lake: Lake, domain: str, known: set[str], cutoff: str, wor
         validate_stream(domain, lake.path_for(f"raw_{domain.lower()}"), known, cutoff, accepted, rejected,
                         processes=workers)
         quarantine = lake.path_for(f"quarantine_{domain.lower()}")
-        with duckdb.connect() as con:
+        with connect() as con:
             return con.execute(
                 "SELECT count(*) FROM read_parquet(?) q SEMI JOIN read_parquet(?) v USING (_SOURCE_FILE, _SOURCE_ROW)",
                 [[str(p) for p in parquet_files(quarantine)], [str(p) for p in parquet_files(accepted)]]).fetchone()[0]
@@ -231,7 +230,7 @@ def quarantine_recheck(context: dg.AssetExecutionContext, lake: Lake, pyspark: S
             continue
         # The whole domain again, not the quarantined rows alone: a rule such as "one version of
         # each DM subject" can only be judged next to the rows that were accepted.
-        if d in FINDINGS_DOMAINS and parquet_rows(lake.path_for(f"raw_{d.lower()}")) < pyspark.spark_from_rows():
+        if d in FINDINGS_DOMAINS and not pyspark.takes(parquet_rows(lake.path_for(f"raw_{d.lower()}"))):
             now_valid = _released_locally(lake, d, known, quality.cutoff(), quality.validation_workers)  # as validated
         elif d in FINDINGS_DOMAINS:  # on Spark, as they were validated
             now_valid = _released_on_spark(pyspark, lake, d, known, quality.cutoff())

@@ -237,12 +237,6 @@ class LakeIOManager(dg.ConfigurableIOManager):
         return pd.read_parquet(frame_path)
 
 
-# With a local master, findings domains with fewer rows are validated by local worker processes (bounded memory):
-# on one machine that is several times faster than local Spark (1.9 M rows, both under the same heavy load: 16 s
-# against 140 s), whose JVM, Arrow hand-over and Parquet writer cost more than the rules (decision 0003).
-LOCAL_SPARK_FROM_ROWS = 100_000_000
-
-
 class Spark(dg.ConfigurableResource):
     """One Spark session per process, started on first use (the code location loads without Spark or
     pyspark); ``spark_config`` from ``settings.spark_config()``: ``local[*]`` by default, a cluster's
@@ -250,19 +244,19 @@ class Spark(dg.ConfigurableResource):
     on it, and a session that a failed attempt left stopped is replaced."""
 
     spark_config: dict[str, str] = Field(default_factory=settings.spark_config)
-    min_rows: int | None = Field(default=None, description="Engine threshold: findings domains with fewer rows are validated "
-                                 "by local worker processes, the visit table is a DuckDB query and the anomaly monitor "
-                                 "runs on numpy, instead of Spark. "
-                                 f"Default {LOCAL_SPARK_FROM_ROWS:,} with a local master; 0 (always Spark) on a cluster.")
+    min_rows: int | None = Field(default=None, description="Engine threshold: with fewer findings rows than this, a step runs "
+                                 "on one machine (validation by local worker processes, the visit table and the monitors "
+                                 "in DuckDB) instead of Spark. Default: never Spark with a local master (its JVM costs more "
+                                 "than the work at every size measured, decision 0013), always Spark on a cluster (0).")
 
     def master(self) -> str:
         return self.spark_config.get("spark.master", "local[*]")
 
-    def spark_from_rows(self) -> int:
-        """The row count from which the work goes to Spark (see ``min_rows``)."""
+    def takes(self, rows: int) -> bool:
+        """Whether a step over ``rows`` findings rows runs on Spark (see ``min_rows``)."""
         if self.min_rows is not None:
-            return self.min_rows
-        return LOCAL_SPARK_FROM_ROWS if self.master().startswith("local") else 0
+            return rows >= self.min_rows
+        return not self.master().startswith("local")
 
     @property
     def spark_session(self) -> Any:

@@ -1,10 +1,27 @@
-"""SQL pieces the DuckDB steps share: quoting, a lake dataset's files, SDTM dates as the interval they allow."""
+"""SQL pieces the DuckDB steps share: a connection with bounded memory, quoting, a lake dataset's files, SDTM
+dates as the interval they allow."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
+from typing import Any
 
 from ct_assets.core.dates import DATE_PATTERN
+
+
+# DuckDB's own default is 80% of the machine's memory. The local steps spill their aggregates to disk past this,
+# so a million-subject study stays inside the process tree's memory budget (issue 31: 8 GiB in all).
+MEMORY_LIMIT = "3GiB"
+
+
+def connect(threads: int | None = None) -> Any:
+    """An in-memory DuckDB connection that spills past ``MEMORY_LIMIT`` into the system's temporary directory
+    (DuckDB's default for an in-memory database is ``.tmp`` in the working directory)."""
+    import duckdb
+
+    config = {"memory_limit": MEMORY_LIMIT, "temp_directory": str(Path(tempfile.gettempdir()) / "ct-duckdb")}
+    return duckdb.connect(config=config | ({"threads": threads} if threads else {}))
 
 
 def text(value: str) -> str:

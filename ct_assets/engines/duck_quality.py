@@ -15,7 +15,7 @@ import pandas as pd
 
 from ct_assets.core.lake import parquet_columns, parquet_files, parquet_rows
 from ct_assets.core.privacy import SUBJECT_KEY
-from ct_assets.engines.duck import date_bounds, files, ident, text
+from ct_assets.engines.duck import connect, date_bounds, files, ident, text
 
 
 def require(path: Path) -> Path:
@@ -30,18 +30,12 @@ def rows(path: Path) -> int:
     return parquet_rows(require(path))
 
 
-def _connect():
-    import duckdb
-
-    return duckdb.connect()
-
-
 def subjects_in_dm(raw: Path, dm_subjects: pd.Series) -> float:
     """Share of a raw findings dataset's rows whose USUBJID is a subject of raw DM (1.0 when it has no rows)."""
     if not parquet_files(require(raw)):
         return 1.0
     has_subject = "USUBJID" in parquet_columns(raw)
-    with _connect() as con:
+    with connect() as con:
         con.register("dm_subjects", pd.DataFrame({"USUBJID": dm_subjects.dropna().astype(str).unique()}))
         known = ("count(*) FILTER (WHERE CAST(USUBJID AS VARCHAR) IN (SELECT USUBJID FROM dm_subjects))"
                  if has_subject else "0")
@@ -57,7 +51,7 @@ def dates_within_period(validated: Path, domain: str, period: pd.DataFrame) -> f
         return 1.0
     dtc = f"{domain}DTC"
     columns = parquet_columns(validated)
-    with _connect() as con:
+    with connect() as con:
         source = f"read_parquet({files(validated)}, union_by_name = true)"
         if dtc not in columns:
             return None if con.execute(f"SELECT count(*) FROM {source}").fetchone()[0] else 1.0
@@ -89,7 +83,7 @@ def visit_order(visits: Path, date_col: str) -> float | None:
         return 1.0
     columns = parquet_columns(visits)
     source = f"read_parquet({files(visits)}, union_by_name = true)"
-    with _connect() as con:
+    with connect() as con:
         if "VISITNUM" not in columns or date_col not in columns:
             return None if con.execute(f"SELECT count(*) FROM {source}").fetchone()[0] else 1.0
         day = f"try_strptime(substr(CAST({ident(date_col)} AS VARCHAR), 1, 10), '%Y-%m-%d')"
@@ -115,7 +109,7 @@ def anomalies(paths: Mapping[str, Path], z_limit: float = 6.0) -> pd.DataFrame:
     from ct_assets.core.report import anomaly_table
 
     table = []
-    with _connect() as con:
+    with connect() as con:
         for d, path in sorted(paths.items()):
             res, test = f"{d}STRESN", f"{d}TESTCD"
             if not parquet_files(require(path)) or not {res, test} <= set(parquet_columns(path)):

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from ct_assets.core.units import UNIT_CONVERSIONS
-from ct_assets.engines.duck import date_bounds, files, ident, study_day, text
+from ct_assets.engines.duck import connect, date_bounds, files, ident, study_day, text
 
 SUBJECT = "SUBJECT_KEY"
 ABNORMAL_FLAGS = ["HIGH", "LOW", "ABNORMAL", "H", "L", "A", "HH", "LL"]  # as spark/visits.py
@@ -58,11 +58,9 @@ def _long(findings: Mapping[str, Path]) -> str:
 def visit_query(findings: Mapping[str, Path], dm: Path, tests: list[str] | None = None) -> str:
     """The query for the visit table of ``findings`` (validated domains by SDTM code, Parquet paths) and ``dm``;
     ``tests``: the test columns when known, else found by a pass over the findings."""
-    import duckdb
-
     long = _long(findings)
     if tests is None:
-        with duckdb.connect() as con:
+        with connect() as con:
             tests = [r[0] for r in con.execute(f"{long} SELECT DISTINCT TEST FROM long").fetchall()]
     tests = sorted(tests)
     lo, hi = date_bounds("l.DTC")
@@ -84,9 +82,7 @@ def visit_query(findings: Mapping[str, Path], dm: Path, tests: list[str] | None 
 
 def test_units(findings: Mapping[str, Path]) -> dict[str, str]:
     """The standard unit of every test column: the most common after conversion (``spark.visits.test_units``)."""
-    import duckdb
-
-    with duckdb.connect() as con:
+    with connect() as con:
         rows = con.execute(f"{_long(findings)} SELECT TEST, mode(UNIT) FROM long GROUP BY TEST").fetchall()
     return {test: unit or "" for test, unit in rows}
 
@@ -94,10 +90,8 @@ def test_units(findings: Mapping[str, Path]) -> dict[str, str]:
 def process_visits(findings: Mapping[str, Path], dm: Path, out_dir: Path, tests: list[str] | None = None,
                    threads: int | None = None) -> int:
     """Write the visit table as Parquet into ``out_dir`` (the caller publishes it); returns its rows."""
-    import duckdb
-
     query = visit_query(findings, dm, tests)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect(config={"threads": threads} if threads else {}) as con:
+    with connect(threads) as con:
         con.execute(f"COPY ({query}) TO {text(str(out_dir / 'part-0.parquet'))} (FORMAT parquet)")
         return con.execute(f"SELECT count(*) FROM read_parquet({text(str(out_dir / 'part-0.parquet'))})").fetchone()[0]

@@ -9,15 +9,18 @@ import pytest
 
 from ct_assets import settings
 from ct_assets.defs.profiles import PROFILES, TEST_DATA_CUTOFF, profile_resources
-from ct_assets.defs.resources import LOCAL_SPARK_FROM_ROWS, FeatureStore, MlflowSettings, QualityPolicy, Spark
+from ct_assets.defs.resources import FeatureStore, MlflowSettings, QualityPolicy, Spark
 from tests.conftest import ROOT
 
 
-def test_spark_threshold_is_config_local_by_default_and_always_spark_on_a_cluster(monkeypatch):
+def test_spark_threshold_is_config_never_spark_locally_by_default_and_always_spark_on_a_cluster(monkeypatch):
     monkeypatch.setenv("CT_SPARK_MIN_ROWS", "1234")  # no longer a switch: the launchpad's field is the one place
-    assert Spark(spark_config={"spark.master": "local[2]"}).spark_from_rows() == LOCAL_SPARK_FROM_ROWS
-    assert Spark(spark_config={"spark.master": "spark://spark-master:7077"}).spark_from_rows() == 0
-    assert Spark(spark_config={"spark.master": "local[2]"}, min_rows=5).spark_from_rows() == 5
+    local = Spark(spark_config={"spark.master": "local[2]"})
+    assert not local.takes(0) and not local.takes(10**12)  # a million subjects (291 M rows) stay off the JVM
+    cluster = Spark(spark_config={"spark.master": "spark://spark-master:7077"})
+    assert cluster.takes(0) and cluster.takes(1)
+    chosen = Spark(spark_config={"spark.master": "local[2]"}, min_rows=5)
+    assert not chosen.takes(4) and chosen.takes(5)
 
 
 def test_the_launchpad_shows_the_engine_settings_with_their_descriptions():
@@ -25,7 +28,7 @@ def test_the_launchpad_shows_the_engine_settings_with_their_descriptions():
     for name in ("min_rows", "validation_workers"):
         assert fields[name].description and "default" in fields[name].description.lower()
     assert fields["min_quality_score"].description and fields["min_quality_score"].default == 0.95
-    assert f"{LOCAL_SPARK_FROM_ROWS:,}" in fields["min_rows"].description
+    assert "never Spark with a local master" in fields["min_rows"].description
 
 
 def test_every_profile_has_the_same_resources_and_the_choice_is_checked(monkeypatch):
@@ -38,10 +41,10 @@ def test_every_profile_has_the_same_resources_and_the_choice_is_checked(monkeypa
 
 def test_the_test_profile_exercises_spark_and_does_not_move_with_the_calendar():
     resources = profile_resources("test")
-    assert resources["pyspark"].spark_from_rows() == 0
+    assert resources["pyspark"].takes(0)
     assert resources["quality"].cutoff() == TEST_DATA_CUTOFF
     local = profile_resources("local")
-    assert local["pyspark"].spark_from_rows() == LOCAL_SPARK_FROM_ROWS and local["quality"].data_cutoff is None
+    assert not local["pyspark"].takes(10**12) and local["quality"].data_cutoff is None
 
 
 def test_production_needs_its_endpoints_and_says_which_is_missing(monkeypatch):
