@@ -9,7 +9,6 @@ from typing import Any
 
 from ct_assets.core.dates import DATE_PATTERN
 
-
 # DuckDB's own default is 80% of the machine's memory. The local steps spill their aggregates to disk past this,
 # so a million-subject study stays inside the process tree's memory budget (issue 31: 8 GiB in all).
 MEMORY_LIMIT = "3GiB"
