@@ -20,29 +20,48 @@ EPS = 1e-4
 
 def psi_numeric(reference: pd.Series, current: pd.Series, bins: int = 10) -> float:
     """PSI over the reference's quantile bins (missing values are a bin of their own)."""
-    ref, cur = reference.astype(float), current.astype(float)
-    edges = np.unique(np.nanquantile(ref.dropna(), np.linspace(0, 1, bins + 1))) if ref.notna().any() else []
-    if len(edges) < 2:
-        ref_b = ref.isna().map({True: "na", False: "v"})
-        cur_b = cur.isna().map({True: "na", False: "v"})
-    else:
-        inner = edges[1:-1]
-        ref_b = pd.Series(np.where(ref.isna(), -1, np.searchsorted(inner, ref, side="right")), index=ref.index)
-        cur_b = pd.Series(np.where(cur.isna(), -1, np.searchsorted(inner, cur, side="right")), index=cur.index)
-    return psi_categorical(ref_b, cur_b)
+    return _psi_numeric(_floats(reference), _floats(current), bins)
+
+
+def _floats(values: pd.Series) -> np.ndarray:
+    return values.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _psi_numeric(ref: np.ndarray, cur: np.ndarray, bins: int = 10) -> float:
+    """``psi_numeric`` on arrays: bins counted with ``bincount``, missing values the bin before the first (-1)."""
+    known = ref[~np.isnan(ref)]
+    edges = np.unique(np.nanquantile(known, np.linspace(0, 1, bins + 1))) if len(known) else []
+    inner = edges[1:-1] if len(edges) >= 2 else None  # None: no spread, one bin of values beside the missing one
+
+    def binned(x: np.ndarray) -> np.ndarray:
+        return np.where(np.isnan(x), 0, 1 if inner is None else np.searchsorted(inner, x, side="right") + 1)
+
+    p, q = (np.bincount(binned(x), minlength=2 if inner is None else len(inner) + 2) / len(x) for x in (ref, cur))
+    return _psi(p, q)
+
+
+def _psi(p: np.ndarray, q: np.ndarray) -> float:
+    """PSI of two share vectors over the same levels, in level order; levels neither side has are left out."""
+    present = (p > 0) | (q > 0)
+    p, q = p[present] + EPS, q[present] + EPS
+    return float(np.sum((q - p) * np.log(q / p)))
 
 
 def psi_categorical(reference: pd.Series, current: pd.Series) -> float:
     levels = sorted(set(reference.dropna().astype(str)) | set(current.dropna().astype(str)))
-    p = reference.astype(str).value_counts(normalize=True).reindex(levels, fill_value=0).to_numpy() + EPS
-    q = current.astype(str).value_counts(normalize=True).reindex(levels, fill_value=0).to_numpy() + EPS
-    return float(np.sum((q - p) * np.log(q / p)))
+    p = reference.astype(str).value_counts(normalize=True).reindex(levels, fill_value=0).to_numpy()
+    q = current.astype(str).value_counts(normalize=True).reindex(levels, fill_value=0).to_numpy()
+    return _psi(p, q)
 
 
 def ks_test(reference: pd.Series, current: pd.Series) -> tuple[float, float]:
+    return _ks_test(_floats(reference), _floats(current))
+
+
+def _ks_test(ref: np.ndarray, cur: np.ndarray) -> tuple[float, float]:
     from scipy import stats  # imported on use: keeps the code location quick to load
 
-    a, b = reference.dropna().astype(float), current.dropna().astype(float)
+    a, b = ref[~np.isnan(ref)], cur[~np.isnan(cur)]
     if len(a) < 2 or len(b) < 2:
         return float("nan"), float("nan")
     res = stats.ks_2samp(a, b)
@@ -51,8 +70,12 @@ def ks_test(reference: pd.Series, current: pd.Series) -> tuple[float, float]:
 
 def out_of_range_share(reference: pd.Series, current: pd.Series) -> float:
     """Share of current values outside the reference's 0.5-99.5 % range (feature distribution check)."""
-    ref, cur = reference.dropna().astype(float), current.dropna().astype(float)
-    if len(ref) < 10 or cur.empty:
+    return _out_of_range_share(_floats(reference), _floats(current))
+
+
+def _out_of_range_share(ref: np.ndarray, cur: np.ndarray) -> float:
+    ref, cur = ref[~np.isnan(ref)], cur[~np.isnan(cur)]
+    if len(ref) < 10 or not len(cur):
         return 0.0
     lo, hi = np.quantile(ref, [0.005, 0.995])
     return float(((cur < lo) | (cur > hi)).mean())
@@ -66,9 +89,10 @@ def feature_drift(reference: pd.DataFrame, current: pd.DataFrame, categorical: l
             rows.append({"feature": col, "psi": psi_categorical(reference[col], current[col]),
                          "ks_stat": np.nan, "ks_pvalue": np.nan, "out_of_range": 0.0})
         else:
-            ks, pv = ks_test(reference[col], current[col])
-            rows.append({"feature": col, "psi": psi_numeric(reference[col], current[col]), "ks_stat": ks,
-                         "ks_pvalue": pv, "out_of_range": out_of_range_share(reference[col], current[col])})
+            ref, cur = _floats(reference[col]), _floats(current[col])
+            ks, pv = _ks_test(ref, cur)
+            rows.append({"feature": col, "psi": _psi_numeric(ref, cur), "ks_stat": ks, "ks_pvalue": pv,
+                         "out_of_range": _out_of_range_share(ref, cur)})
     return pd.DataFrame(rows, columns=["feature", "psi", "ks_stat", "ks_pvalue", "out_of_range"])
 
 
