@@ -202,8 +202,13 @@ def write_domain_dataset(study_dir: Path, domain: str, out_dir: Path, encoding: 
                          ) -> tuple[int, list[FileRead]] | None:
     """Every file of one domain as parts of one Parquet dataset in ``out_dir`` (rows, reads); None when the
     study lacks the domain. The same reading rules as read_domain_files (names upper-cased, text trimmed,
-    empty text null, provenance per row, columns typed differently across files kept as text), with at
-    most one batch or one text file in memory. A file that cannot be read raises StudyFileError."""
+    empty text null, provenance per row, columns typed differently across files kept as text), the files
+    landed side by side (one per core) with at most one batch or one text file each in memory. A file that cannot be
+    read raises StudyFileError."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -225,10 +230,11 @@ def write_domain_dataset(study_dir: Path, domain: str, out_dir: Path, encoding: 
             raise failed(path, err) from err
     text_cols = {c for c, k in kinds.items() if k == {True, False}}
 
-    tables_meta: list[tuple[Path, pa.Schema]] = []
     out_dir.mkdir(parents=True, exist_ok=True)
-    reads, total, part = [], 0, 0
-    for path in files:
+
+    def land(number: int, path: Path) -> tuple[FileRead, list[tuple[Path, pa.Schema]]]:
+        """One file's batches as parts ``part-<file>-<batch>``: names that keep the files' order and the rows'."""
+        parts: list[tuple[Path, pa.Schema]] = []
         try:
             if READERS[path.suffix.lower()] == "parquet":
                 batches, used = _parquet_batches(path), "parquet"
@@ -237,25 +243,28 @@ def write_domain_dataset(study_dir: Path, domain: str, out_dir: Path, encoding: 
                 df = df.drop(columns=SOURCE_COLS)
                 batches = [pa.Table.from_pandas(df, preserve_index=False)]
             rows = 0
-            for table in batches:
+            for b, table in enumerate(batches):
                 for col in text_cols & set(table.column_names):
                     if not pa.types.is_string(table.schema.field(col).type):
                         table = table.set_column(table.column_names.index(col), col, _as_text(table[col]))
-                table = table.append_column("_SOURCE_FILE", pa.array([path.name] * len(table), pa.string()))
-                table = table.append_column("_SOURCE_ROW", pa.array(range(rows, rows + len(table)), pa.int64()))
-                target = out_dir / f"part-{part:05d}.parquet"
+                table = table.append_column("_SOURCE_FILE", pa.repeat(pa.scalar(path.name, pa.string()), len(table)))
+                table = table.append_column("_SOURCE_ROW", pa.array(np.arange(rows, rows + len(table), dtype=np.int64)))
+                target = out_dir / f"part-{number:05d}-{b:05d}.parquet"
                 pq.write_table(table, target)
-                tables_meta.append((target, table.schema))
+                parts.append((target, table.schema))
                 rows += len(table)
-                part += 1
         except StudyFileError:
             raise
         except Exception as err:
             raise failed(path, err) from err
-        reads.append(FileRead(path.name, rows, used))
-        total += rows
-    unify_parts(tables_meta)
-    return total, reads
+        return FileRead(path.name, rows, used), parts
+
+    # Files in parallel (pyarrow's reading, trimming and Parquet writing release the GIL), one batch each in memory.
+    with ThreadPoolExecutor(max_workers=min(len(files), os.cpu_count() or 1)) as pool:
+        landed = list(pool.map(land, range(len(files)), files))
+    unify_parts([part for _, parts in landed for part in parts])
+    reads = [read for read, _ in landed]
+    return sum(r.rows for r in reads), reads
 
 
 def unify_parts(parts) -> None:
