@@ -1,7 +1,7 @@
 """Raw SDTM domains, read from the study source as they are (plus row provenance).
 
-Each domain lands as a Parquet dataset in the raw zone of the lake, streamed file by file and batch by
-batch (memory does not grow with the study), and published atomically: assets downstream get its
+Each domain lands as a Parquet dataset in the raw zone of the lake, its files side by side (one per core),
+each batch by batch (memory does not grow with the study), and published atomically: assets downstream get its
 location, never the rows.
 """
 
