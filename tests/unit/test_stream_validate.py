@@ -85,3 +85,20 @@ def test_the_scan_counts_units_and_hashes_keys_as_pandas_would(tmp_path):
         key = pd.DataFrame({"u": df["USUBJID"].astype(object), "s": pd.to_numeric(df["LBSEQ"], errors="coerce")})
         assert (hashes == pd.util.hash_pandas_object(key, index=False).to_numpy()).all() and rows == len(df)
         assert len(set(hashes.tolist())) == 4  # a + 1 twice; b + "x" and b + none both b + NaN
+
+
+def test_repeated_key_hashes_are_found_in_two_arrays_memory():
+    """The scan's duplicate finder over 195 M hashes at a million subjects: the values seen more than once, as
+    ``np.unique``'s counts say, from parts gathered without holding them twice."""
+    import numpy as np
+
+    from ct_assets.engines.stream import _gathered, _repeated_values
+
+    rng = np.random.default_rng(0)
+    parts = [rng.integers(0, 5000, n, dtype=np.uint64) for n in (3000, 0, 2500)]
+    expected = np.concatenate(parts)
+    every = _gathered(list(parts), len(expected))
+    assert np.array_equal(every, expected)
+    values, counts = np.unique(expected, return_counts=True)
+    assert np.array_equal(_repeated_values(every), values[counts > 1])
+    assert len(_repeated_values(np.arange(10, dtype=np.uint64))) == 0
