@@ -102,10 +102,17 @@ def visit_order(visits: Path, date_col: str) -> float | None:
     return forward / steps if steps else 1.0
 
 
+# Results per anomaly query: an exact median holds every value of its test, and the query holds them twice (values,
+# then deviations), about 60 bytes a result in all; 25 M results stay under ``duck.MEMORY_LIMIT``. Tests are queried
+# a group at a time under this count: one query per domain up to 100,000 subjects, ten for LB at a million.
+RESULTS_PER_QUERY = 25_000_000
+
+
 def anomalies(paths: Mapping[str, Path], z_limit: float = 6.0) -> pd.DataFrame:
-    """``core.report.anomalies`` for validated findings datasets by domain, one query each: per test, the results
-    more than ``z_limit`` robust z-scores (|x - median| / (1.4826 MAD)) from the test's median (none when the MAD
-    is 0)."""
+    """``core.report.anomalies`` for validated findings datasets by domain: per test, the results more than ``z_limit``
+    robust z-scores (|x - median| / (1.4826 MAD)) from the test's median (none when the MAD is 0). Each domain's
+    tests are counted first, then queried in groups of at most ``RESULTS_PER_QUERY`` results (DuckDB cannot spill
+    an exact median)."""
     from ct_assets.core.report import anomaly_table
 
     table = []
@@ -114,14 +121,29 @@ def anomalies(paths: Mapping[str, Path], z_limit: float = 6.0) -> pd.DataFrame:
             res, test = f"{d}STRESN", f"{d}TESTCD"
             if not parquet_files(require(path)) or not {res, test} <= set(parquet_columns(path)):
                 continue
-            table += [{"test": t, "results": n, "anomalies": a} for t, n, a in con.execute(
-                f"WITH x AS (SELECT {text(d + '_')} || CAST({ident(test)} AS VARCHAR) AS t, CAST({ident(res)} AS DOUBLE) AS v "
-                f"FROM read_parquet({files(path)}, union_by_name = true) "
-                f"WHERE {ident(test)} IS NOT NULL AND {ident(res)} IS NOT NULL), "
-                "x2 AS (SELECT * FROM x WHERE NOT isnan(v)), "
-                "m AS (SELECT t, median(v) AS med FROM x2 GROUP BY t), "
-                "dev AS (SELECT x2.t, abs(x2.v - m.med) AS dev FROM x2 JOIN m USING (t)), "
-                "mad AS (SELECT t, median(dev) * 1.4826 AS mad FROM dev GROUP BY t) "
-                f"SELECT dev.t, count(*), count(*) FILTER (WHERE mad.mad > 0 AND dev.dev / mad.mad > {float(z_limit)!r}) "
-                "FROM dev JOIN mad USING (t) GROUP BY dev.t").fetchall()]
+            results = (f"SELECT CAST({ident(test)} AS VARCHAR) AS t, CAST({ident(res)} AS DOUBLE) AS v "
+                       f"FROM read_parquet({files(path)}, union_by_name = true) "
+                       f"WHERE {ident(test)} IS NOT NULL AND {ident(res)} IS NOT NULL")
+            counts = con.execute(f"SELECT t, count(*) FROM ({results}) WHERE NOT isnan(v) GROUP BY t ORDER BY t").fetchall()
+            for group in _groups(counts, RESULTS_PER_QUERY):
+                table += [{"test": f"{d}_{t}", "results": n, "anomalies": a} for t, n, a in con.execute(
+                    f"WITH x AS (SELECT * FROM ({results}) WHERE NOT isnan(v) AND t IN ({', '.join(map(text, group))})), "
+                    "m AS (SELECT t, median(v) AS med FROM x GROUP BY t), "
+                    "dev AS (SELECT x.t, abs(x.v - m.med) AS dev FROM x JOIN m USING (t)), "
+                    "mad AS (SELECT t, median(dev) * 1.4826 AS mad FROM dev GROUP BY t) "
+                    f"SELECT dev.t, count(*), count(*) FILTER (WHERE mad.mad > 0 AND dev.dev / mad.mad > {float(z_limit)!r}) "
+                    "FROM dev JOIN mad USING (t) GROUP BY dev.t").fetchall()]
     return anomaly_table(table)
+
+
+def _groups(counts: list[tuple[str, int]], limit: int) -> list[list[str]]:
+    """Tests in order, grouped so that each group's results stay under ``limit`` (a larger test is a group alone)."""
+    groups: list[list[str]] = []
+    held = limit
+    for test, n in counts:
+        if held + n > limit:
+            groups.append([])
+            held = 0
+        groups[-1].append(test)
+        held += n
+    return groups

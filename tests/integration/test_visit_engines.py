@@ -84,13 +84,23 @@ def test_quality_monitors_on_duckdb_equal_the_pandas_definitions(studies, study)
     vs = pd.read_parquet(paths["VS"])
     assert duck_quality.visit_order(paths["VS"], "VSDTC") == report.visit_order(vs, "VSDTC")
     expected = pd.concat([report.anomalies(pd.read_parquet(paths[d]), d) for d in ("VS", "LB")], ignore_index=True)
-    got = duck_quality.anomalies({d: paths[d] for d in ("VS", "LB")})
     key = ["test", "results", "anomalies", "share"]
-    pd.testing.assert_frame_equal(got[key].sort_values("test", ignore_index=True),
-                                  expected[key].sort_values("test", ignore_index=True), check_dtype=False)
+    # One query per domain, then the tests a few at a time (as a million subjects' LB is queried, in bounded memory)
+    for limit in (duck_quality.RESULTS_PER_QUERY, 3 * len(vs) // vs["VSTESTCD"].nunique()):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(duck_quality, "RESULTS_PER_QUERY", limit)
+            got = duck_quality.anomalies({d: paths[d] for d in ("VS", "LB")})
+        pd.testing.assert_frame_equal(got[key].sort_values("test", ignore_index=True),
+                                      expected[key].sort_values("test", ignore_index=True), check_dtype=False)
     if study == "partial dates":  # partial dates are judged by their interval: some inside, some not assessable
         share = report.dates_within_period(vs, "VS", period)
         assert share is not None and 0 < share <= 1
+
+
+def test_anomaly_queries_group_tests_under_the_results_limit():
+    counts = [("A", 5), ("B", 5), ("C", 12), ("D", 1), ("E", 9)]
+    assert duck_quality._groups(counts, 10) == [["A", "B"], ["C"], ["D", "E"]]
+    assert duck_quality._groups(counts, 100) == [["A", "B", "C", "D", "E"]] and duck_quality._groups([], 10) == []
 
 
 def test_subjects_in_dm_on_duckdb(tmp_path):
