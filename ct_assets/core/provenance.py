@@ -92,11 +92,26 @@ def source_digests(files: list[Path]) -> dict[str, str]:
     return {p.name: sha256_file(p) for p in sorted(files)}
 
 
-def model_provenance(source_files: list[Path], training_set: pd.DataFrame, quarantined: dict[str, int], split_seed: int,
+# The per-file listing stays in the ``ct.sources`` tag up to this many characters (some 200 files); past it the tag
+# gives way to the listing's digest and file count, and the listing is an artifact of the model's MLflow run
+# (SOURCES_ARTIFACT): MLflow refuses a registry tag over 100,000 characters, which a delivery of 1,400 files passes.
+SOURCES_TAG_LIMIT = 20_000
+SOURCES_ARTIFACT = "provenance/sources.json"
+
+
+def sources_tags(digests: dict[str, str]) -> dict[str, str]:
+    """``ct.sources_sha256`` and ``ct.sources_files`` always; ``ct.sources`` (the listing) when it fits the tag, else
+    ``ct.sources_artifact`` (the caller logs the listing there)."""
+    listing = json.dumps(digests, sort_keys=True)
+    tags = {"ct.sources_sha256": hashlib.sha256(listing.encode()).hexdigest(), "ct.sources_files": str(len(digests))}
+    return tags | ({"ct.sources": listing} if len(listing) <= SOURCES_TAG_LIMIT else {"ct.sources_artifact": SOURCES_ARTIFACT})
+
+
+def model_provenance(sources: dict[str, str], training_set: pd.DataFrame, quarantined: dict[str, int], split_seed: int,
                      holdout_subjects: pd.Series, asset_code_versions: dict[str, str]) -> dict[str, str]:
-    """The provenance of a model version as flat string tags; ``ct.provenance`` digests all the others."""
-    tags = {
-        "ct.sources": json.dumps(source_digests(source_files), sort_keys=True),
+    """The provenance of a model version as flat string tags (``sources``: each study file's SHA-256, see
+    ``sources_tags``); ``ct.provenance`` digests all the others."""
+    tags = sources_tags(sources) | {
         "ct.training_set_sha256": frame_digest(training_set),
         "ct.ruleset_version": ruleset_version(),
         "ct.quarantined": json.dumps(quarantined, sort_keys=True),

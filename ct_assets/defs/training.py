@@ -8,7 +8,13 @@ from pydantic import Field
 from ct_assets import settings
 from ct_assets.core.audit import dagster_actor
 from ct_assets.core.privacy import SUBJECT_KEY
-from ct_assets.core.provenance import STAGE_LOGIC, model_provenance, module_code_version, stage_code_versions
+from ct_assets.core.provenance import (
+    STAGE_LOGIC,
+    model_provenance,
+    module_code_version,
+    source_digests,
+    stage_code_versions,
+)
 from ct_assets.core.registry import CHALLENGER, ApprovalRequired, promote
 from ct_assets.defs import keys
 from ct_assets.defs.failures import fails_fast
@@ -188,9 +194,12 @@ def registered_model(context: dg.AssetExecutionContext, config: PromotionConfig,
 
     name, auroc = mlflow_settings.model_name, evaluation["metrics"]["auroc"]
     holdout = training_logic.holdout_of(training_set)
-    provenance = model_provenance(study.source_files(), training_set, lake.quarantined_rows(), _split_seed(context),
+    sources = source_digests(study.source_files())
+    provenance = model_provenance(sources, training_set, lake.quarantined_rows(), _split_seed(context),
                                   holdout[SUBJECT_KEY], stage_code_versions())
     with mlflow_settings.session() as client:
+        if "ct.sources_artifact" in provenance:  # too many files for a tag: the listing beside the model
+            client.log_dict(candidate["run_id"], sources, provenance["ct.sources_artifact"])
         gate = register_challenger(client, name, candidate["model_uri"], auroc, holdout, config.min_auroc, config.tolerance,
                                    {"dagster_run_id": context.run.run_id} | provenance, dagster_actor(context))
     champion_version, champion_auroc = gate["champion_version"], gate["champion_auroc"]

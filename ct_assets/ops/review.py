@@ -59,6 +59,23 @@ def operator() -> str:
     return f"mlflow:{user}" if user and user != MLFLOW_SERVICE_ACCOUNT else audit.os_actor()
 
 
+def _sources(client, run_id: str, tags: dict[str, str], out_dir: Path) -> dict[str, str] | None:
+    """Each source file's SHA-256: from the ``ct.sources`` tag, or from the run's listing artifact when the tag gave
+    way to it (many files), checked against ``ct.sources_sha256``; None when that listing is missing or altered."""
+    import hashlib
+
+    from mlflow.exceptions import MlflowException
+
+    if "ct.sources" in tags or "ct.sources_artifact" not in tags:
+        return json.loads(tags.get("ct.sources", "{}"))
+    try:
+        listing = json.loads(Path(client.download_artifacts(run_id, tags["ct.sources_artifact"], str(out_dir))).read_text())
+    except (MlflowException, OSError, ValueError):  # not there, unreadable or not JSON: reported as missing
+        return None
+    digest = hashlib.sha256(json.dumps(listing, sort_keys=True).encode()).hexdigest()
+    return listing if digest == tags.get("ct.sources_sha256") else None
+
+
 def trace(client, name: str, version: str, out_dir: Path) -> str:
     """The chain from source files to the served version, as Markdown a reviewer can file (its plot is
     copied into ``out_dir``, next to the report)."""
@@ -85,10 +102,17 @@ def trace(client, name: str, version: str, out_dir: Path) -> str:
              f"- Registered: {dt.datetime.fromtimestamp(mv.creation_timestamp / 1000, dt.UTC).isoformat()}",
              f"- MLflow run: {mv.run_id}", f"- Aliases now: {', '.join(served) or 'none'}",
              f"- Provenance digest: {tag('ct.provenance', 'none')}", "", "## Sources", ""]
-    if "ct.sources" in logged and logged["ct.sources"] != tags.get("ct.sources"):
-        lines += ["**The registry's sources differ from those the audit log recorded at registration.**", ""]
+    for key in ("ct.sources", "ct.sources_sha256"):
+        if key in logged and logged[key] != tags.get(key):
+            lines += ["**The registry's sources differ from those the audit log recorded at registration.**", ""]
+            break
+    sources = _sources(client, mv.run_id, tags, out_dir)
+    if sources is None:
+        lines += [f"**The listing of the {tags.get('ct.sources_files', '?')} source files "
+                  f"(`{tags.get('ct.sources_artifact')}` of MLflow run {mv.run_id}) is missing or does not match its "
+                  f"digest {tag('ct.sources_sha256')}.**", ""]
     lines += ["| file | SHA-256 |", "|---|---|"]
-    lines += [f"| {f} | `{d}` |" for f, d in json.loads(tags.get("ct.sources", "{}")).items()]
+    lines += [f"| {f} | `{d}` |" for f, d in (sources or {}).items()]
     lines += ["", "## Data and rules", "",
               f"- Training set SHA-256: {tag('ct.training_set_sha256')}",
               f"- Validation rule-set version: {tag('ct.ruleset_version')}",

@@ -1,5 +1,6 @@
 """The audit trail and the provenance of model versions (21 CFR 11.10(e), 11.50, 11.70)."""
 
+import hashlib
 import json
 import os
 import subprocess
@@ -203,3 +204,25 @@ def test_verify_says_when_the_registry_could_not_be_checked(ct_home):
                          env=os.environ | {"CT_HOME": str(ct_home), "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"})
     assert out.returncode == 1 and "the registry's aliases were not checked" in out.stdout and "NOT VERIFIED" in out.stdout
     assert "Traceback" not in out.stderr
+
+
+def test_a_delivery_of_many_files_keeps_its_listing_beside_the_model_and_the_trace_checks_it(ct_home):
+    """1,400 files (a million-subject synth study) overflow MLflow's 100,000-character registry tag: the tag holds the
+    listing's digest and the run the listing, which the trace shows, and reports when it was altered."""
+    from ct_assets.ops import review
+
+    client = _registry(ct_home)
+    sources = {f"lb_part{i:04d}.parquet": hashlib.sha256(str(i).encode()).hexdigest() for i in range(1400)}
+    tags = provenance.sources_tags(sources)
+    assert "ct.sources" not in tags and tags["ct.sources_files"] == "1400"
+    assert provenance.sources_tags(dict(list(sources.items())[:3]))["ct.sources"] == json.dumps(
+        dict(list(sources.items())[:3]), sort_keys=True)  # a few files: the listing itself, as before
+    run = client.create_run(client.get_experiment_by_name("Default").experiment_id)
+    client.log_dict(run.info.run_id, sources, tags["ct.sources_artifact"])
+    version = client.create_model_version("m", source="file:///nowhere", run_id=run.info.run_id, tags=tags).version
+    report = review.trace(client, "m", version, ct_home / "out-1")
+    assert "| lb_part1399.parquet |" in report and "is missing or does not match" not in report
+    client.log_dict(run.info.run_id, sources | {"lb_part0000.parquet": "0" * 64}, tags["ct.sources_artifact"])
+    report = review.trace(client, "m", version, ct_home / "out-2")
+    assert "listing of the 1400 source files" in report and "does not match its digest" in report
+    assert "| lb_part1399.parquet |" not in report
