@@ -213,18 +213,33 @@ def fit(training_set: pd.DataFrame, params: ModelParams):
     return model, numeric + categorical
 
 
+# From this many train rows the folds are fitted side by side in worker processes, one per core: at 55,000 rows (a
+# 100,000-subject study) 17 s -> 8.7 s on 2 cores, at 11,000 rows 3.3 s -> 2.9 s; below, starting the workers
+# costs more than it saves. (Threads gain little: the solver's Python loop holds the GIL.)
+PARALLEL_CV_FROM_ROWS = 10_000
+
+
+def cv_workers(train_rows: int, folds: int) -> int:
+    """The processes ``cross_validated_auroc`` fits its folds in: one per core up to the folds, from PARALLEL_CV_FROM_ROWS."""
+    import os
+
+    return min(folds, os.cpu_count() or 1) if train_rows >= PARALLEL_CV_FROM_ROWS else 1
+
+
 def cross_validated_auroc(training_set: pd.DataFrame, params: ModelParams, folds: int = 5,
-                          repeats: int = 1) -> tuple[float, float]:
+                          repeats: int = 1, workers: int | None = None) -> tuple[float, float]:
     """Mean and standard deviation of the stratified k-fold AUROC on the train split (``repeats``
-    times with other shuffles); the holdout is never seen."""
+    times with other shuffles); the holdout is never seen. ``workers``: processes for the folds (default
+    ``cv_workers``); the scores do not depend on it."""
     from sklearn.model_selection import RepeatedStratifiedKFold, cross_val_score
 
     train = train_split(training_set)
     numeric, categorical = feature_columns(training_set)
     splits = RepeatedStratifiedKFold(n_splits=max(2, min(folds, int(train[LABEL].value_counts().min()))),
                                      n_repeats=repeats, random_state=params.seed)
+    workers = workers or cv_workers(len(train), splits.get_n_splits())
     cv = cross_val_score(build_model(params, numeric, categorical), train[numeric + categorical], train[LABEL],
-                         cv=splits, scoring="roc_auc")
+                         cv=splits, scoring="roc_auc", n_jobs=workers if workers > 1 else None)
     return float(cv.mean()), float(cv.std())
 
 

@@ -8,7 +8,8 @@ from pydantic import Field
 
 from ct_assets.core import audit
 from ct_assets.core.audit import dagster_actor
-from ct_assets.core.lake import parquet_files, parquet_rows
+from ct_assets.core.lake import parquet_columns, parquet_files, parquet_rows
+from ct_assets.core.privacy import SUBJECT_KEY
 from ct_assets.core.sdtm import DOMAINS, FINDINGS_DOMAINS, SOURCE_COLS, domain_files
 from ct_assets.defs import keys
 from ct_assets.defs.alerts import AlertWebhook
@@ -25,10 +26,12 @@ class AnomalyConfig(dg.Config):
     anomaly_z: float = Field(default=6.0, description="Robust z-score above which a result is anomalous.")
 
 
-def _read(lake: Lake, name: str) -> Frame:
+def _read(lake: Lake, name: str, columns: list[str] | None = None) -> Frame:
+    """A lake dataset in pandas: whole, or those of ``columns`` it has."""
     import pandas as pd
 
-    return pd.read_parquet(lake.path_for(name))
+    path = lake.path_for(name)
+    return pd.read_parquet(path, columns=None if columns is None else [c for c in columns if c in parquet_columns(path)])
 
 
 def _mean(values) -> float | None:
@@ -65,7 +68,8 @@ def data_consistency(lake: Lake) -> dg.Output[dict]:
     from ct_assets.core import report as quality_report
     from ct_assets.engines import duck_quality  # one DuckDB pass per findings domain, on any cluster setting too
 
-    raw_dm, dm = _read(lake, "raw_dm"), _read(lake, "validated_dm")
+    raw_dm = _read(lake, "raw_dm", ["USUBJID"])  # DM's columns that the measures read, not the domain
+    dm = _read(lake, "validated_dm", [SUBJECT_KEY, *quality_report.PERIOD_STARTS, *quality_report.PERIOD_ENDS])
     period = quality_report.study_period(dm)
     notes = []
     if period["end"].isna().all():

@@ -1,5 +1,7 @@
 """Feature, label and split logic on tiny frames with hand-computed answers."""
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -99,6 +101,11 @@ def test_cross_validation_and_fit_do_not_depend_on_the_pseudonym_key():
     shuffled = df.sample(frac=1, random_state=2)
     assert (training_logic.cross_validated_auroc(shuffled, training_logic.ModelParams(), 5, 1)
             == training_logic.cross_validated_auroc(df, training_logic.ModelParams(), 5, 1))
+    # Folds fitted in two worker processes (as from PARALLEL_CV_FROM_ROWS train rows) score exactly as in one.
+    assert (training_logic.cross_validated_auroc(df, training_logic.ModelParams(), 5, 1, workers=2)
+            == training_logic.cross_validated_auroc(df, training_logic.ModelParams(), 5, 1, workers=1))
+    assert training_logic.cv_workers(training_logic.PARALLEL_CV_FROM_ROWS - 1, 5) == 1
+    assert training_logic.cv_workers(training_logic.PARALLEL_CV_FROM_ROWS, 5) == min(5, os.cpu_count())
 
 
 def test_fit_refuses_a_single_class():
