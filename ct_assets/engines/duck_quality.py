@@ -103,8 +103,9 @@ def visit_order(visits: Path, date_col: str) -> float | None:
 
 
 # Results per anomaly query: an exact median holds every value of its test, and the query holds them twice (values,
-# then deviations), about 60 bytes a result in all; 25 M results stay under ``duck.MEMORY_LIMIT``. Tests are queried
-# a group at a time under this count: one query per domain up to 100,000 subjects, ten for LB at a million.
+# then deviations). A 100,000-subject study's LB (19.4 M results) runs in one query under ``duck.MEMORY_LIMIT``; a
+# million subjects' (195 M) did not. Tests are queried a group at a time under this count: one query per domain up to
+# 100,000 subjects, about ten for LB at a million.
 RESULTS_PER_QUERY = 25_000_000
 
 
