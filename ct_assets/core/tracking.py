@@ -45,7 +45,7 @@ def log_candidate(training_set: pd.DataFrame, params: training_logic.ModelParams
     train = training_set[training_set[training_logic.SPLIT] == "train"]
     cv_mean, cv_std = training_logic.cross_validated_auroc(training_set, params, cv_folds)
     seconds = {"fit_seconds": round(fitted - started, 3), "cv_seconds": round(time.perf_counter() - fitted, 3),
-               "cv_workers": training_logic.cv_workers(int((training_set[training_logic.SPLIT] == "train").sum()), cv_folds)}
+               "cv_workers": training_logic.cv_workers(len(train), cv_folds, len(columns))}
     metrics = {"cv_auroc_mean": cv_mean, "cv_auroc_std": cv_std,
                "train_auroc": training_logic.binary_metrics(train[training_logic.LABEL], model.predict_proba(train[columns])[:, 1])["auroc"]}
     run = mlflow.active_run()

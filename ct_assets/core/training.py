@@ -217,13 +217,21 @@ def fit(training_set: pd.DataFrame, params: ModelParams):
 # 100,000-subject study) 17 s -> 8.7 s on 2 cores, at 11,000 rows 3.3 s -> 2.9 s; below, starting the workers
 # costs more than it saves. (Threads gain little: the solver's Python loop holds the GIL.)
 PARALLEL_CV_FROM_ROWS = 10_000
+# ... as long as the workers together stay under this much memory. Each holds its own scikit-learn (about 150 MB) and
+# the fold's copies of the train matrix (about 5 times its 8-byte values): 2 workers added 1.1 GiB at 55,000 rows x 200
+# features; at a million subjects (588,000 rows) each would need some 5 GiB, and the folds stay in one process.
+CV_WORKERS_MEMORY = 1.5 * 1024**3
 
 
-def cv_workers(train_rows: int, folds: int) -> int:
-    """The processes ``cross_validated_auroc`` fits its folds in: one per core up to the folds, from PARALLEL_CV_FROM_ROWS."""
+def cv_workers(train_rows: int, folds: int, features: int) -> int:
+    """The processes ``cross_validated_auroc`` fits its folds in: one per core up to the folds, from
+    PARALLEL_CV_FROM_ROWS train rows, within CV_WORKERS_MEMORY."""
     import os
 
-    return min(folds, os.cpu_count() or 1) if train_rows >= PARALLEL_CV_FROM_ROWS else 1
+    if train_rows < PARALLEL_CV_FROM_ROWS:
+        return 1
+    each = 150 * 1024**2 + 5 * 8 * train_rows * features
+    return max(1, min(folds, os.cpu_count() or 1, int(CV_WORKERS_MEMORY // each)))
 
 
 def cross_validated_auroc(training_set: pd.DataFrame, params: ModelParams, folds: int = 5,
@@ -237,7 +245,7 @@ def cross_validated_auroc(training_set: pd.DataFrame, params: ModelParams, folds
     numeric, categorical = feature_columns(training_set)
     splits = RepeatedStratifiedKFold(n_splits=max(2, min(folds, int(train[LABEL].value_counts().min()))),
                                      n_repeats=repeats, random_state=params.seed)
-    workers = workers or cv_workers(len(train), splits.get_n_splits())
+    workers = workers or cv_workers(len(train), splits.get_n_splits(), len(numeric + categorical))
     cv = cross_val_score(build_model(params, numeric, categorical), train[numeric + categorical], train[LABEL],
                          cv=splits, scoring="roc_auc", n_jobs=workers if workers > 1 else None)
     return float(cv.mean()), float(cv.std())

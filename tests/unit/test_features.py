@@ -104,8 +104,9 @@ def test_cross_validation_and_fit_do_not_depend_on_the_pseudonym_key():
     # Folds fitted in two worker processes (as from PARALLEL_CV_FROM_ROWS train rows) score exactly as in one.
     assert (training_logic.cross_validated_auroc(df, training_logic.ModelParams(), 5, 1, workers=2)
             == training_logic.cross_validated_auroc(df, training_logic.ModelParams(), 5, 1, workers=1))
-    assert training_logic.cv_workers(training_logic.PARALLEL_CV_FROM_ROWS - 1, 5) == 1
-    assert training_logic.cv_workers(training_logic.PARALLEL_CV_FROM_ROWS, 5) == min(5, os.cpu_count())
+    assert training_logic.cv_workers(training_logic.PARALLEL_CV_FROM_ROWS - 1, 5, 200) == 1
+    assert training_logic.cv_workers(55_000, 5, 200) == min(5, os.cpu_count())  # a 100,000-subject study
+    assert training_logic.cv_workers(588_000, 5, 200) == 1  # a million subjects: one process, or 5 GiB a worker
 
 
 def test_fit_refuses_a_single_class():
