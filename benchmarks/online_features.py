@@ -80,8 +80,7 @@ def run(rounds: int, profile: str | None) -> None:
             timed("apply", fs.apply, store, s)
             latest = timed("latest_rows", lambda: fs.latest_rows(pd.read_parquet(s.offline_path)))
             timed("materialize_latest", fs.materialize_latest, store, s, latest)
-            pruned = timed("prune_online", fs.prune_online, store, s, set(latest[fs.SUBJECT_KEY]))
-            verdict = timed("verify_online", fs.verify_online, store, s, latest)
+            pruned, verdict = timed("prune_and_verify", fs.prune_and_verify, store, s, latest)
             ok = (verdict["found"] == verdict["online_rows"] == len(latest) and not verdict["stale"]
                   and not verdict["differing_features"] and len(pruned) == 3)
             print(f"round {r + 1}: " + ", ".join(f"{k} {v:.2f} s ({cpu[k]:.2f} s CPU)" for k, v in times.items())

@@ -279,16 +279,16 @@ class OnlineReader:
 def online_subjects(store, s: StoreSettings) -> dict[str, Any]:
     """Every subject the online store holds for the feature view, with where (its Redis key or SQLite
     entity key), read from the store's own tables or keys: what "rows online" means, extras included."""
-    return {name: where for name, (where, _) in held(store, s, stamps=False).items()}
+    return {name: where for name, (where, _) in held_subjects(store, s, stamps=False).items()}
 
 
 def online_stamps(store, s: StoreSettings) -> dict[str, tuple[Any, int | None]]:
     """``online_subjects`` with each subject's feature timestamp online, in epoch seconds, as Feast's
     read gives it (None when the subject's rows disagree, which Feast's read would hide)."""
-    return held(store, s, stamps=True)
+    return held_subjects(store, s, stamps=True)
 
 
-def held(store, s: StoreSettings, stamps: bool) -> dict[str, tuple[Any, int | None]]:
+def held_subjects(store, s: StoreSettings, stamps: bool) -> dict[str, tuple[Any, int | None]]:
     require_known_feast()
     import sqlite3
 
@@ -353,16 +353,17 @@ def held(store, s: StoreSettings, stamps: bool) -> dict[str, tuple[Any, int | No
     return out
 
 
-def prune_online(store, s: StoreSettings, keep: set[str]) -> list[str]:
+def prune_online(store, s: StoreSettings, keep: set[str], held: dict[str, tuple[Any, int | None]] | None = None) -> list[str]:
     """Remove from the online store the subjects the offline store no longer has (a subject withdrawn or
-    quarantined since): Feast's materialization only ever adds. Returns the subjects removed."""
+    quarantined since): Feast's materialization only ever adds. ``held``: what the store holds, as ``online_stamps``
+    read it (read here if not given). Returns the subjects removed."""
     require_known_feast()
     import sqlite3
 
     from feast.infra.online_stores.helpers import _mmh3, compute_table_id
     from feast.infra.online_stores.redis import _versioned_fv_name
 
-    held = online_subjects(store, s)
+    held = {name: where for name, (where, _) in (held if held is not None else held_subjects(store, s, False)).items()}
     stale = sorted(set(held) - keep)
     if not stale:
         return stale

@@ -281,14 +281,15 @@ def to_python(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def verify_online(store, s: StoreSettings, latest: pd.DataFrame, sample: int = 50, seed: int = 0) -> dict:
+def verify_online(store, s: StoreSettings, latest: pd.DataFrame, sample: int = 50, seed: int = 0,
+                  held: dict | None = None) -> dict:
     """The online store against the offline store's latest rows: every subject found with the same
-    feature timestamp (read in bulk from the store's own table or keys, as ``online_stamps`` does), and a
-    sample of subjects read back whole, value by value, through Feast's ``get_online_features``."""
+    feature timestamp (read in bulk from the store's own table or keys by ``online_stamps``, unless ``held`` is
+    that read), and a sample of subjects read back whole, value by value, through Feast's ``get_online_features``."""
     import pandas as pd
 
     names = list(feature_names(s.offline_path))
-    held = online_stamps(store, s)
+    held = online_stamps(store, s) if held is None else held
     found, stale = 0, 0
     expected_ts = (pd_utc(latest[EVENT_TS]).dt.as_unit("ns").astype("int64") // 10**9).tolist() if len(latest) else []
     for key, want in zip(latest[SUBJECT_KEY].tolist(), expected_ts):
@@ -303,6 +304,15 @@ def verify_online(store, s: StoreSettings, latest: pd.DataFrame, sample: int = 5
     online = pd.DataFrame(rows, columns=names, index=picked.index)
     return {"found": found, "stale": stale, "sampled": len(picked), "online_rows": len(held),
             "differing_features": differences(online, picked[names], names)}
+
+
+def prune_and_verify(store, s: StoreSettings, latest: pd.DataFrame) -> tuple[list[str], dict]:
+    """After a write of ``latest``: one read of what the store holds (``online_stamps``), the subjects the offline store
+    no longer has removed (``prune_online``), then ``verify_online`` on what is left. Returns (removed, verdict)."""
+    held = online_stamps(store, s)
+    pruned = prune_online(store, s, set(latest[SUBJECT_KEY]), held)
+    gone = set(pruned)
+    return pruned, verify_online(store, s, latest, held={k: v for k, v in held.items() if k not in gone})
 
 
 def served_vectors(log_path: Path, limit: int = 500) -> pd.DataFrame:

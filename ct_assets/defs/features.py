@@ -117,8 +117,7 @@ def online_features(context: dg.AssetExecutionContext, feature_store: FeatureSto
     fs.apply(store, s)
     latest = fs.latest_rows(pd.read_parquet(s.offline_path))
     window = fs.materialize_latest(store, s, latest)
-    pruned = fs.prune_online(store, s, set(latest[fs.SUBJECT_KEY]))
-    verdict = fs.verify_online(store, s, latest)
+    pruned, verdict = fs.prune_and_verify(store, s, latest)
     context.log.info(f"{verdict['found']} of {len(latest)} subjects online ({feature_store.online_kind()})")
     yield dg.MaterializeResult(
         metadata={"dagster/row_count": verdict["online_rows"], "subjects": len(latest), "pruned": len(pruned),
