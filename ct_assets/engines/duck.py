@@ -15,11 +15,17 @@ MEMORY_LIMIT = "3GiB"
 
 
 def connect(threads: int | None = None) -> Any:
-    """An in-memory DuckDB connection that spills past ``MEMORY_LIMIT`` into the system's temporary directory
-    (DuckDB's default for an in-memory database is ``.tmp`` in the working directory)."""
+    """An in-memory DuckDB connection that spills past ``MEMORY_LIMIT`` into a folder of its own under the system's
+    temporary directory (DuckDB's default for an in-memory database is ``.tmp`` in the working directory). Of its
+    own: DuckDB 2.0 deletes every spill file of a shared folder when one of its users closes, under the others'
+    running queries (duckdb/duckdb#24758); it creates this one at the first spill and removes it on close."""
+    import os
+    import uuid
+
     import duckdb
 
-    config = {"memory_limit": MEMORY_LIMIT, "temp_directory": str(Path(tempfile.gettempdir()) / "ct-duckdb")}
+    spill = Path(tempfile.gettempdir()) / f"ct-duckdb-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    config = {"memory_limit": MEMORY_LIMIT, "temp_directory": str(spill)}
     return duckdb.connect(config=config | ({"threads": threads} if threads else {}))
 
 
