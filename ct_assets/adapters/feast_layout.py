@@ -363,7 +363,7 @@ def prune_online(store, s: StoreSettings, keep: set[str], held: dict[str, tuple[
     from feast.infra.online_stores.helpers import _mmh3, compute_table_id
     from feast.infra.online_stores.redis import _versioned_fv_name
 
-    held = {name: where for name, (where, _) in (held if held is not None else held_subjects(store, s, False)).items()}
+    held = online_subjects(store, s) if held is None else {name: where for name, (where, _) in held.items()}
     stale = sorted(set(held) - keep)
     if not stale:
         return stale
